@@ -1,0 +1,74 @@
+"""Cache backends under test. Every conformance test runs against each entry of ``BACKENDS``.
+
+A backend joins the suite by adding its name to ``BACKENDS`` and a fixture named
+``factory_<name>`` that returns a :class:`BackendFactory` (see ``tests/services`` for the S3 and
+GCS servers).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from swath.cache import Backend, InMemoryCache, LocalFileSystemCache
+
+BACKENDS = ["memory", "local"]
+
+
+@dataclass
+class BackendFactory:
+    """How to make (fresh, isolated) instances of one backend for one test."""
+
+    name: str
+    make: Callable[[], Backend]
+    # persistent backends can be reached again from another process, via url + env
+    persistent: bool = True
+    url: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    # peak-RSS budget (bytes) for streaming 1 GiB through put_stream and stream
+    rss_budget: int = 64 << 20
+    # whether multi-hundred-MiB objects are practical on this server
+    large_objects: bool = True
+    root: Path | None = None  # the local root, to prove nothing is written outside it
+
+    def subprocess_env(self) -> dict[str, str]:
+        return {**os.environ, **self.env}
+
+
+@pytest.fixture
+def factory_memory() -> BackendFactory:
+    shared = InMemoryCache()
+    return BackendFactory("memory", make=lambda: shared, persistent=False, url="memory://")
+
+
+@pytest.fixture
+def factory_local(tmp_path: Path) -> BackendFactory:
+    root = tmp_path / "cache-root"
+    return BackendFactory(
+        "local",
+        make=lambda: LocalFileSystemCache(root),
+        url=f"file://{root}",
+        root=root,
+    )
+
+
+@pytest.fixture(params=BACKENDS)
+def cache_factory(request: pytest.FixtureRequest) -> BackendFactory:
+    factory = request.getfixturevalue(f"factory_{request.param}")
+    assert isinstance(factory, BackendFactory)
+    return factory
+
+
+@pytest.fixture
+async def cache(cache_factory: BackendFactory) -> AsyncIterator[Backend]:
+    async with cache_factory.make() as backend:
+        yield backend
+
+
+def unique(prefix: str = "t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"

@@ -1,0 +1,492 @@
+"""The cache contract (API.md section 3), run against every backend in ``BACKENDS``.
+
+Each test's docstring says what it proves. Nothing here knows which backend it runs on, except
+where a rule only applies to persistent backends (selected by a flag of the factory, not skipped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import crc32c
+import pytest
+
+from swath import InvalidKeyError, KeyNotFoundError
+from swath.cache import Backend, CacheGroup, Stat
+
+from .backends import BackendFactory
+
+BAD_KEYS = [
+    "",
+    "/",
+    "/a",
+    "a/",
+    "a//b",
+    ".",
+    "..",
+    "a/./b",
+    "a/../b",
+    "../escape",
+    "a\\b",
+    "a\x00b",
+    "a\nb",
+    "tab\there",
+    "del\x7f",
+    "c1\x85",
+    "x" * 1025,
+    "é" * 513,
+    "\ud800",
+]
+
+
+def expected_checksum(data: bytes) -> str:
+    return f"crc32c:{crc32c.crc32c(data):08x}"
+
+
+# -- whole values --------------------------------------------------------------------------------
+async def test_put_get_roundtrip_all_bytes_like_types(cache: Backend) -> None:
+    """put accepts bytes, bytearray, memoryview (and other buffers); get returns equal bytes."""
+    await cache.put("b", b"bytes")
+    await cache.put("ba", bytearray(b"bytearray"))
+    await cache.put("mv", memoryview(b"xxmemoryviewxx")[2:-2])
+    assert await cache.get("b") == b"bytes"
+    assert await cache.get("ba") == b"bytearray"
+    assert await cache.get("mv") == b"memoryview"
+    assert isinstance(await cache.get("ba"), bytes)
+
+
+async def test_value_is_copied_on_put(cache: Backend) -> None:
+    """Mutating a bytearray after put does not change the stored value."""
+    buf = bytearray(b"original")
+    await cache.put("k", buf)
+    buf[:] = b"mutated!"
+    assert await cache.get("k") == b"original"
+
+
+async def test_empty_value_is_a_value(cache: Backend) -> None:
+    """An empty value is stored, listed, contained, and has size 0."""
+    await cache.put("empty", b"")
+    assert await cache.get("empty") == b""
+    assert await cache.contains("empty")
+    assert [k async for k in cache] == ["empty"]
+    assert (await cache.stat("empty")).size == 0
+    assert [c async for c in cache.stream("empty")] == []
+
+
+async def test_last_write_wins(cache: Backend) -> None:
+    """A second put replaces the first."""
+    await cache.put("k", b"first")
+    await cache.put("k", b"second, longer")
+    await cache.put("k", b"3")
+    assert await cache.get("k") == b"3"
+
+
+async def test_missing_key_errors_are_keyerrors(cache: Backend) -> None:
+    """get/stat/delete/stream/get_range/get_file of a missing key raise KeyNotFoundError, a
+    KeyError, and contains is False."""
+    with pytest.raises(KeyNotFoundError):
+        await cache.get("nope")
+    with pytest.raises(KeyError):
+        await cache.get("nope")
+    with pytest.raises(KeyNotFoundError):
+        await cache.stat("nope")
+    with pytest.raises(KeyNotFoundError):
+        await cache.delete("nope")
+    with pytest.raises(KeyNotFoundError):
+        [c async for c in cache.stream("nope")]
+    with pytest.raises(KeyNotFoundError):
+        await cache.get_range("nope", 0, 10)
+    with pytest.raises(KeyNotFoundError):
+        await cache.get_range("nope", 5, 5)
+    assert not await cache.contains("nope")
+
+
+async def test_get_file_of_missing_key_leaves_destination(cache: Backend, tmp_path: Path) -> None:
+    """get_file of a missing key raises and leaves an existing destination file untouched."""
+    tmp_path = tmp_path / "files"
+    tmp_path.mkdir()
+    dst = tmp_path / "out.bin"
+    dst.write_bytes(b"keep me")
+    with pytest.raises(KeyNotFoundError):
+        await cache.get_file("nope", dst)
+    assert dst.read_bytes() == b"keep me"
+    assert os.listdir(tmp_path) == ["out.bin"]
+
+
+@pytest.mark.parametrize("value", ["text", 42, None, [b"a"], 3.5, object()])
+async def test_non_bytes_values_are_type_errors(cache: Backend, value: object) -> None:
+    """A value that is not bytes-like is a TypeError and nothing is written."""
+    with pytest.raises(TypeError):
+        await cache.put("k", value)  # type: ignore[arg-type]
+    assert not await cache.contains("k")
+    assert [k async for k in cache] == []
+
+
+async def test_delete(cache: Backend) -> None:
+    """delete removes the value; a second delete is KeyNotFoundError; other keys stay."""
+    await cache.put("a", b"1")
+    await cache.put("b", b"2")
+    await cache.delete("a")
+    assert not await cache.contains("a")
+    assert await cache.get("b") == b"2"
+    with pytest.raises(KeyNotFoundError):
+        await cache.delete("a")
+
+
+async def test_stat_reports_size_and_crc32c(cache: Backend) -> None:
+    """stat gives the size and the CRC32C of the value, the same on every backend."""
+    data = os.urandom(100_000)
+    await cache.put("k", data)
+    assert await cache.stat("k") == Stat(size=len(data), checksum=expected_checksum(data))
+    await cache.put_stream("s", [data[:3], data[3:]])
+    assert (await cache.stat("s")).checksum == expected_checksum(data)
+
+
+# -- keys ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("key", BAD_KEYS)
+async def test_invalid_keys_refused_everywhere(cache: Backend, key: str, tmp_path: Path) -> None:
+    """Every operation refuses an invalid key with InvalidKeyError (a ValueError), and nothing is
+    written anywhere."""
+    src = tmp_path / "src"
+    src.write_bytes(b"x")
+    calls = [
+        lambda: cache.put(key, b"x"),
+        lambda: cache.get(key),
+        lambda: cache.contains(key),
+        lambda: cache.delete(key),
+        lambda: cache.stat(key),
+        lambda: cache.get_range(key, 0, 1),
+        lambda: cache.put_file(key, src),
+        lambda: cache.get_file(key, tmp_path / "dst"),
+        lambda: cache.put_stream(key, [b"x"]),
+    ]
+    for call in calls:
+        with pytest.raises(InvalidKeyError):
+            await call()
+    with pytest.raises(ValueError, match="key"):
+        cache.open_write(key)
+    with pytest.raises(InvalidKeyError):
+        cache.stream(key)
+    if key != "" and "\x00" not in key:
+        with pytest.raises(InvalidKeyError):
+            cache.group(key)
+    assert [k async for k in cache] == []
+    assert [g async for g in cache.groups()] == []
+    assert not (tmp_path / "dst").exists()
+
+
+async def test_non_string_key_is_invalid(cache: Backend) -> None:
+    """A key that is not a str is refused."""
+    with pytest.raises(InvalidKeyError):
+        await cache.put(b"bytes-key", b"x")  # type: ignore[arg-type]
+
+
+async def test_key_length_limit_counts_group_prefix(cache: Backend) -> None:
+    """The full key, group prefix included, may be 1024 UTF-8 bytes, not 1025."""
+    await cache.put("k" * 1024, b"max")
+    assert await cache.get("k" * 1024) == b"max"
+    group = cache.group("g" * 100)
+    await group.put("v" * 923, b"ok")  # 100 + 1 + 923 = 1024
+    assert await group.get("v" * 923) == b"ok"
+    with pytest.raises(InvalidKeyError):
+        await group.put("v" * 924, b"too long")
+    await cache.put("é" * 512, b"two-byte chars")  # 1024 bytes
+    assert [k async for k in cache] == sorted(["k" * 1024, "é" * 512])
+
+
+async def test_unicode_and_odd_but_valid_keys_roundtrip(cache: Backend) -> None:
+    """Keys with spaces, %, dots, unicode, and names like '...' are ordinary keys."""
+    keys = ["a b", "100%", "%25", "%", "...", ".hidden", "ñandú/🛰️", "x%l", "y%t1-2", "a.tif"]
+    for i, key in enumerate(keys):
+        await cache.put(key, str(i).encode())
+    for i, key in enumerate(keys):
+        assert await cache.get(key) == str(i).encode()
+    top = sorted(k for k in keys if "/" not in k)
+    assert sorted([k async for k in cache]) == top
+    assert [g async for g in cache.groups()] == ["ñandú"]
+
+
+# -- groups --------------------------------------------------------------------------------------
+async def test_nested_group_paths_are_equivalent(cache: Backend) -> None:
+    """group("a/b") is group("a").group("b"), and get("a/b/k") reaches the same value."""
+    assert cache.group("a/b") == cache.group("a").group("b")
+    await cache.group("a/b").put("k", b"v")
+    assert await cache.group("a").group("b").get("k") == b"v"
+    assert await cache.get("a/b/k") == b"v"
+    assert await cache.group("a").get("b/k") == b"v"
+    assert isinstance(cache.group("a"), CacheGroup)
+
+
+async def test_iteration_yields_direct_keys_only(cache: Backend) -> None:
+    """Iterating a group yields its direct keys: not subgroup names, not nested keys."""
+    await cache.put("top", b"1")
+    await cache.put("g/inner", b"2")
+    await cache.put("g/deeper/x", b"3")
+    await cache.put("h/y", b"4")
+    assert [k async for k in cache] == ["top"]
+    assert sorted([k async for k in cache.group("g")]) == ["inner"]
+    assert sorted([g async for g in cache.groups()]) == ["g", "h"]
+    assert [g async for g in cache.group("g").groups()] == ["deeper"]
+    assert [k async for k in cache.group("nothing")] == []
+
+
+async def test_name_can_be_key_and_group(cache: Backend) -> None:
+    """A name may hold a value and be a group at once; neither hides or loses the other."""
+    await cache.put("both", b"value")
+    await cache.put("both/child", b"child")
+    assert await cache.get("both") == b"value"
+    assert await cache.get("both/child") == b"child"
+    assert [k async for k in cache] == ["both"]
+    assert [g async for g in cache.groups()] == ["both"]
+    await cache.delete("both")
+    assert await cache.get("both/child") == b"child"
+    assert [g async for g in cache.groups()] == ["both"]
+
+
+async def test_contains_of_group_only_name_is_false(cache: Backend) -> None:
+    """contains() of a name that is only a group is False; get raises KeyNotFoundError."""
+    await cache.put("grp/k", b"v")
+    assert not await cache.contains("grp")
+    with pytest.raises(KeyNotFoundError):
+        await cache.get("grp")
+
+
+async def test_groups_without_values_are_not_listed(cache: Backend) -> None:
+    """A group whose last value was deleted no longer appears in groups()."""
+    await cache.put("g/k", b"v")
+    await cache.delete("g/k")
+    assert [g async for g in cache.groups()] == []
+    cache.group("never-written")
+    assert [g async for g in cache.groups()] == []
+
+
+async def test_items(cache: Backend) -> None:
+    """items() yields (key, value) of the direct keys."""
+    await cache.put("a", b"1")
+    await cache.put("b", b"2")
+    await cache.put("g/c", b"3")
+    assert sorted([kv async for kv in cache.items()]) == [("a", b"1"), ("b", b"2")]
+
+
+async def test_clear_removes_group_and_below_only(cache: Backend) -> None:
+    """clear() removes a group and everything below it; siblings and the parent's keys stay."""
+    await cache.put("keep", b"1")
+    await cache.put("g", b"key named like the group")
+    await cache.put("g/a", b"2")
+    await cache.put("g/sub/b", b"3")
+    await cache.put("other/c", b"4")
+    await cache.group("g").clear()
+    assert not await cache.contains("g/a")
+    assert not await cache.contains("g/sub/b")
+    assert await cache.get("g") == b"key named like the group"
+    assert await cache.get("keep") == b"1"
+    assert await cache.get("other/c") == b"4"
+    assert sorted([g async for g in cache.groups()]) == ["other"]
+    await cache.clear()
+    assert [k async for k in cache] == []
+    assert [g async for g in cache.groups()] == []
+    await cache.group("never").clear()  # clearing nothing is fine
+
+
+async def test_groups_cannot_escape_their_prefix(cache: Backend) -> None:
+    """No key reachable through a group names anything outside it."""
+    await cache.put("secret", b"s")
+    job = cache.group("job-1")
+    for key in ["../secret", "..", "/secret", "a/../../secret"]:
+        with pytest.raises(InvalidKeyError):
+            await job.get(key)
+    assert [k async for k in job] == []
+
+
+# -- streaming -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("chunk_size", [1, 7, 4096, 65536, 1 << 20])
+async def test_stream_chunks_are_exact(cache: Backend, chunk_size: int) -> None:
+    """stream(chunk_size=n) yields chunks of exactly n bytes but the last, in order."""
+    data = os.urandom(300_001)
+    await cache.put("k", data)
+    chunks = [c async for c in cache.stream("k", chunk_size=chunk_size)]
+    assert b"".join(chunks) == data
+    assert all(len(c) == chunk_size for c in chunks[:-1])
+    assert 0 < len(chunks[-1]) <= chunk_size
+
+
+async def test_stream_rejects_bad_chunk_size(cache: Backend) -> None:
+    """chunk_size must be a positive int."""
+    await cache.put("k", b"x")
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match="chunk_size"):
+            cache.stream("k", chunk_size=bad)
+
+
+async def test_get_range_is_slicing(cache: Backend) -> None:
+    """get_range(key, start, end) returns data[start:end] for every kind of bound."""
+    data = bytes(range(256)) * 40
+    await cache.put("k", data)
+    n = len(data)
+    cases = [
+        (0, 10), (0, n), (5, 5), (10, 5), (n - 3, n), (n - 3, n + 100), (n, n + 10),
+        (n + 5, n + 10), (100, None), (-10, None), (-10, -2), (0, -1), (-n - 50, 3), (4000, 8192),
+    ]  # fmt: skip
+    for start, end in cases:
+        assert await cache.get_range("k", start, end) == data[start:end], (start, end)
+
+
+async def test_put_stream_sync_and_async_iterables(cache: Backend) -> None:
+    """put_stream takes sync and async iterables of any bytes-like; returns the size."""
+    parts = [b"ab", bytearray(b"cd"), memoryview(b"ef"), b"", b"g" * 100_000]
+
+    async def agen():  # type: ignore[no-untyped-def]
+        for p in parts:
+            yield p
+
+    expected = b"".join(bytes(p) for p in parts)
+    assert await cache.put_stream("sync", parts) == len(expected)
+    assert await cache.put_stream("gen", (p for p in parts)) == len(expected)
+    assert await cache.put_stream("async", agen()) == len(expected)
+    for key in ("sync", "gen", "async"):
+        assert await cache.get(key) == expected
+
+
+async def test_put_stream_bad_chunk_keeps_previous_value(cache: Backend) -> None:
+    """A non-bytes chunk in the middle of put_stream is a TypeError; the old value stays and
+    nothing partial becomes visible."""
+    await cache.put("k", b"old")
+    with pytest.raises(TypeError):
+        await cache.put_stream("k", [b"new", "not bytes"])  # type: ignore[list-item]
+    assert await cache.get("k") == b"old"
+    with pytest.raises(TypeError):
+        await cache.put_stream("k", b"a bytes object is not a stream")
+    with pytest.raises(TypeError):
+        await cache.put_stream("fresh", [b"x", 1])  # type: ignore[list-item]
+    assert not await cache.contains("fresh")
+    assert [k async for k in cache] == ["k"]
+
+
+async def test_open_write_visible_only_after_clean_exit(cache: Backend) -> None:
+    """During open_write the previous state is what readers see; after a clean exit, the new."""
+    await cache.put("k", b"old")
+    async with cache.open_write("k") as w:
+        await w.write(b"new ")
+        assert await cache.get("k") == b"old"
+        await w.write(bytearray(b"value"))
+        async with cache.open_write("fresh") as w2:
+            await w2.write(b"x")
+            assert not await cache.contains("fresh")
+            assert sorted([k async for k in cache]) == ["k"]
+    assert await cache.get("k") == b"new value"
+    assert w.bytes_written == 9
+    assert await cache.get("fresh") == b"x"
+
+
+async def test_open_write_exception_discards(cache: Backend) -> None:
+    """An exception inside open_write discards the write: old value kept, new key absent,
+    nothing partial listed."""
+    await cache.put("k", b"old")
+    with pytest.raises(RuntimeError):
+        async with cache.open_write("k") as w:
+            await w.write(b"partial")
+            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError):
+        async with cache.group("g").open_write("new") as w:
+            await w.write(b"partial")
+            raise RuntimeError("boom")
+    assert await cache.get("k") == b"old"
+    assert [k async for k in cache] == ["k"]
+    assert [g async for g in cache.groups()] == []
+    with pytest.raises(RuntimeError, match="closed"):
+        await w.write(b"late")
+
+
+async def test_open_write_cancellation_discards(cache: Backend) -> None:
+    """A task cancelled in the middle of open_write leaves the previous state."""
+    await cache.put("k", b"old")
+    started = asyncio.Event()
+
+    async def writer() -> None:
+        async with cache.open_write("k") as w:
+            await w.write(b"x" * 100_000)
+            started.set()
+            await asyncio.sleep(3600)
+
+    task = asyncio.create_task(writer())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await cache.get("k") == b"old"
+    assert [k async for k in cache] == ["k"]
+
+
+async def test_put_file_get_file_roundtrip(cache: Backend, tmp_path: Path) -> None:
+    """put_file stores a file's bytes; get_file writes them to a path, replacing what was there."""
+    data = os.urandom(3 << 20) + b"tail"
+    tmp_path = tmp_path / "files"
+    tmp_path.mkdir()
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    assert await cache.put_file("f", src) == len(data)
+    assert await cache.get("f") == data
+    dst = tmp_path / "dst.bin"
+    dst.write_bytes(b"to be replaced")
+    assert await cache.get_file("f", str(dst)) == len(data)
+    assert dst.read_bytes() == data
+    assert sorted(os.listdir(tmp_path)) == ["dst.bin", "src.bin"]
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    assert await cache.put_file("e", empty) == 0
+    assert await cache.get("e") == b""
+
+
+async def test_put_file_missing_source(cache: Backend, tmp_path: Path) -> None:
+    """put_file of a missing source file raises FileNotFoundError and writes nothing."""
+    with pytest.raises(FileNotFoundError):
+        await cache.put_file("f", tmp_path / "does-not-exist")
+    assert not await cache.contains("f")
+    assert [k async for k in cache] == []
+
+
+# -- concurrency and lifecycle -------------------------------------------------------------------
+async def test_500_concurrent_writers_into_one_group(cache: Backend) -> None:
+    """500 tasks writing distinct keys into one group at once: every key listed exactly once,
+    every value intact."""
+    group = cache.group("concurrent")
+
+    async def write(i: int) -> None:
+        if i % 2:
+            await group.put(f"k{i}", f"value {i}".encode())
+        else:
+            await group.put_stream(f"k{i}", [b"value ", str(i).encode()])
+
+    await asyncio.gather(*(write(i) for i in range(500)))
+    keys = [k async for k in group]
+    assert len(keys) == 500
+    assert sorted(keys) == sorted(f"k{i}" for i in range(500))
+    values = await asyncio.gather(*(group.get(f"k{i}") for i in range(500)))
+    assert values == [f"value {i}".encode() for i in range(500)]
+
+
+async def test_concurrent_writers_same_key_one_wins(cache: Backend) -> None:
+    """Concurrent writes to one key leave exactly one complete value of the writers'."""
+    values = [bytes([i]) * 50_000 for i in range(20)]
+    await asyncio.gather(*(cache.put_stream("k", [v[:100], v[100:]]) for v in values))
+    assert await cache.get("k") in values
+    assert [k async for k in cache] == ["k"]
+
+
+async def test_reenter_and_persistence(cache_factory: BackendFactory) -> None:
+    """A backend can be entered again and exiting never deletes data; a persistent backend's
+    data is seen by a new instance."""
+    backend = cache_factory.make()
+    async with backend:
+        await backend.put("k", b"v")
+        async with backend:  # nested entry
+            assert backend.is_open
+        assert backend.is_open
+    assert not backend.is_open
+    async with backend:
+        assert await backend.get("k") == b"v"
+    if cache_factory.persistent:
+        async with cache_factory.make() as other:
+            assert await other.get("k") == b"v"
