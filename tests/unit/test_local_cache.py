@@ -1,0 +1,153 @@
+"""Rules of LocalFileSystemCache that only exist on disk: symlinks, corruption, temporaries,
+long names, and the on-disk layout."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from swath import CacheError, ChecksumMismatchError, LocalFileSystemCache
+from swath.cache import local
+
+
+@pytest.fixture
+async def cache(tmp_path: Path):  # type: ignore[no-untyped-def]
+    async with LocalFileSystemCache(tmp_path / "root") as c:
+        yield c
+
+
+def value_file(root: Path, key: str) -> Path:
+    *groups, name = key.split("/")
+    return root.joinpath(*[g + "%" for g in groups], name)
+
+
+def flip_byte(path: Path, offset: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
+async def test_symlinked_group_inside_root_is_refused(
+    cache: LocalFileSystemCache, tmp_path: Path
+) -> None:
+    """A group directory replaced by a symlink to a directory outside the root is never
+    followed: writes and reads through it fail with CacheError and nothing lands outside."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = Path(cache.root)
+    (root / "evil%").symlink_to(outside)
+    with pytest.raises(CacheError, match="symlink"):
+        await cache.put("evil/x", b"data")
+    with pytest.raises(CacheError, match="symlink"):
+        await cache.get("evil/x")
+    assert list(outside.iterdir()) == []
+    assert [g async for g in cache.groups()] == []
+
+
+async def test_symlinked_value_file_is_refused(cache: LocalFileSystemCache, tmp_path: Path) -> None:
+    """A value file replaced by a symlink (to a file outside) is not read through."""
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"do not read" + bytes(24))
+    (Path(cache.root) / "k").symlink_to(secret)
+    with pytest.raises(CacheError, match="symlink"):
+        await cache.get("k")
+    assert secret.read_bytes().startswith(b"do not read")
+
+
+async def test_flipped_byte_is_detected(cache: LocalFileSystemCache, tmp_path: Path) -> None:
+    """A value changed on disk behind the cache's back fails get, stream and get_file with
+    ChecksumMismatchError; get_file leaves no file behind."""
+    data = os.urandom(3 << 20)
+    await cache.put("k", data)
+    flip_byte(value_file(Path(cache.root), "k"), 123_456)
+    with pytest.raises(ChecksumMismatchError):
+        await cache.get("k")
+    with pytest.raises(ChecksumMismatchError):
+        [c async for c in cache.stream("k", chunk_size=1 << 20)]
+    dst = tmp_path / "dst"
+    with pytest.raises(ChecksumMismatchError):
+        await cache.get_file("k", dst)
+    assert not dst.exists()
+    assert [p for p in os.listdir(tmp_path) if p != "root"] == []
+
+
+async def test_truncated_value_is_detected(cache: LocalFileSystemCache) -> None:
+    """A truncated value file (its checksum trailer cut) is an integrity error, not data."""
+    await cache.put("k", b"x" * 1000)
+    path = value_file(Path(cache.root), "k")
+    os.truncate(path, 500)
+    with pytest.raises(ChecksumMismatchError):
+        await cache.get("k")
+    with pytest.raises(ChecksumMismatchError):
+        await cache.stat("k")
+
+
+async def test_temporaries_are_hidden_and_stale_ones_removed(cache: LocalFileSystemCache) -> None:
+    """Temporary files of writers are never listed; a listing removes stale ones (untouched for
+    an hour, or left by a dead process) and keeps a live writer's."""
+    root = Path(cache.root)
+    await cache.put("g/k", b"v")
+    gdir = root / "g%"
+    stale = gdir / f".x{local.TEMP_MARK}{os.getpid()}-aaaa"
+    dead = gdir / f".y{local.TEMP_MARK}999999999-bbbb"
+    live = gdir / f".z{local.TEMP_MARK}{os.getpid()}-cccc"
+    for p in (stale, dead, live):
+        p.write_bytes(b"partial")
+    old = time.time() - 2 * local.STALE_AFTER
+    os.utime(stale, (old, old))
+    grace = time.time() - 2 * local.DEAD_WRITER_GRACE
+    os.utime(dead, (grace, grace))
+    assert [k async for k in cache.group("g")] == ["k"]
+    assert not stale.exists()
+    assert not dead.exists()
+    assert live.exists()
+
+
+@pytest.mark.parametrize("length", [199, 200, 201, 255, 256, 700, 1000])
+async def test_long_segments_roundtrip(cache: LocalFileSystemCache, length: int) -> None:
+    """Segments longer than a filesystem name allows (255 bytes) still work as keys and as
+    groups, and are listed under their own names."""
+    name = ("ab%é" * 400)[:length]
+    if len(name.encode()) > 1000:
+        name = name[:300]
+    await cache.put(name, b"value")
+    await cache.put("short", b"s")
+    assert await cache.get(name) == b"value"
+    assert sorted([k async for k in cache]) == sorted([name, "short"])
+    group_name = name[:-1] + "G"
+    await cache.group(group_name).put("inner", b"i")
+    assert [g async for g in cache.groups()] == [group_name]
+    assert await cache.get(f"{group_name}/inner") == b"i"
+    await cache.delete(name)
+    assert [k async for k in cache] == ["short"]
+    await cache.group(group_name).clear()
+    assert [g async for g in cache.groups()] == []
+    assert sorted(os.listdir(cache.root)) == ["short"]
+
+
+async def test_on_disk_layout(cache: LocalFileSystemCache) -> None:
+    """Values are files named by their key (% escaped); groups are directories with a % suffix,
+    so a key and a group of the same name sit side by side."""
+    await cache.put("a", b"1")
+    await cache.put("a/b", b"2")
+    await cache.put("50%", b"3")
+    root = Path(cache.root)
+    assert sorted(os.listdir(root)) == ["50%25", "a", "a%"]
+    assert os.listdir(root / "a%") == ["b"]
+    size = (root / "a").stat().st_size
+    assert size == 1 + local.TRAILER.size
+
+
+async def test_cache_url_roundtrip(tmp_path: Path) -> None:
+    """url() gives a file:// URL that cache_from_url turns back into the same cache."""
+    from swath.cache import cache_from_url
+
+    async with LocalFileSystemCache(tmp_path / "c") as a:
+        await a.put("k", b"v")
+        async with cache_from_url(a.url()) as b:
+            assert await b.get("k") == b"v"
