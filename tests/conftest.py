@@ -7,4 +7,5 @@ from __future__ import annotations
 pytest_plugins = [
     "tests.conformance.backends",
     "tests.services.postgres",
+    "tests.services.gcs",
 ]

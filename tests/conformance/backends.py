@@ -17,7 +17,7 @@ import pytest
 
 from swath.cache import Backend, InMemoryCache, LocalFileSystemCache
 
-BACKENDS = ["memory", "local"]
+BACKENDS = ["memory", "local", "gcs"]
 
 
 @dataclass
