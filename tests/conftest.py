@@ -6,6 +6,7 @@ from __future__ import annotations
 
 pytest_plugins = [
     "tests.conformance.backends",
+    "tests.store.stores",
     "tests.services.postgres",
     "tests.services.gcs",
 ]

@@ -1,0 +1,395 @@
+"""The ``JobStore`` protocol: what a job store must do, and the records it speaks in.
+
+A job store keeps clusters, jobs, tasks, their dependencies and progress indicators, and hands
+tasks to runners. Two implementations sit behind this one protocol: :mod:`swath.store.sqlite`
+(embedded, one machine) and a PostgreSQL store (many machines). Both pass the store conformance
+suite in ``tests/store/``.
+
+The state machine (what becomes runnable when, subtree completion, dependencies, optional
+failures, job failure, retries, lease expiry) is written once, in :mod:`swath.store.machine`,
+on top of named SQL queries that each store provides in its own dialect (``store/sql/<dialect>/``).
+A store implementation supplies transactions and the queries; it does not re-implement the rules.
+
+Semantics every store guarantees (the conformance suite checks each):
+
+* **Claiming** (:meth:`JobStore.claim`): atomically moves up to ``limit`` *ready* tasks of one
+  cluster from QUEUED to RUNNING and gives each a lease owned by ``runner_id`` that expires
+  ``lease`` seconds later. A task is ready when it is QUEUED, all the tasks it depends on have
+  completed (their whole subtrees), and its ``run_after`` time (retry back-off) has passed. Two
+  concurrent claims never return the same task. Before claiming, expired leases are handled
+  (see below). The job of a claimed task moves from QUEUED to RUNNING.
+* **Heartbeats** (:meth:`JobStore.heartbeat`): extend every live lease of ``runner_id`` to
+  ``now + lease``. A lease that already expired and was re-queued is not revived.
+* **Lease expiry**: a RUNNING task whose lease has passed is re-queued (QUEUED, lease cleared)
+  without charging its retry budget; its ``lost_count`` goes up by one, and a task lost
+  ``MAX_LOST`` times fails (non-optional: the job fails) with a ``RunnerLostError``.
+* **Completion** (:meth:`JobStore.complete`): a batch of outcomes is applied in one transaction.
+  An outcome is accepted only if the task is still RUNNING under a lease of ``runner_id`` (a
+  runner whose lease expired loses its result; this is what keeps a live lease from being
+  executed twice). A success commits the task's subtasks and progress deltas in the same
+  transaction. A task with no subtasks becomes COMPLETED; with subtasks, COMPUTED, and COMPLETED
+  once all its subtasks are (recursively). When a task completes, its parent may complete, and
+  tasks depending on it lose one pending dependency. When the root task completes, the job is
+  COMPLETED. If the job is no longer active (CANCELED or FAILED), a success is recorded but its
+  subtasks are dropped.
+* **Failure**: a failed outcome with retries left goes back to QUEUED with ``retry_count + 1``
+  and ``run_after = now + retry_delay``; its subtasks are dropped. Without retries left, an
+  optional task becomes FAILED_OPTIONAL, which counts as completed for its parent and its
+  dependents; a non-optional task becomes FAILED, the job becomes FAILED, and every QUEUED task
+  of the job becomes SKIPPED (tasks still running finish, their subtasks are dropped).
+* **Release** (:meth:`JobStore.release`): a runner gives tasks back (graceful stop): QUEUED
+  again, nothing charged.
+* **Cancel** (:meth:`JobStore.cancel_job`): the job becomes CANCELED, its QUEUED tasks CANCELED;
+  running tasks finish and their subtasks are dropped.
+* **Retry** (:meth:`JobStore.retry_job`): FAILED tasks go back to QUEUED with a fresh retry
+  budget (the count of them is returned); SKIPPED and CANCELED tasks go back to QUEUED; the job
+  becomes QUEUED again (RUNNING once claimed).
+* **Wake-ups** (:meth:`JobStore.work_signal`): whenever a write of this store object may have
+  made tasks of a cluster ready, every signal of that cluster is set, so an idle runner in the
+  same process wakes at once. Stores that see other processes' writes (PostgreSQL
+  LISTEN/NOTIFY) set the signals for those too; otherwise runners poll with back-off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import os
+import secrets
+import time
+import weakref
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import msgspec
+
+#: A task whose runner was lost this many times fails (as Tilebox does).
+MAX_LOST = 10
+#: The cluster that always exists.
+DEFAULT_CLUSTER = "default"
+
+
+class JobState(enum.StrEnum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELED = "CANCELED"
+
+
+class TaskState(enum.StrEnum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    COMPUTED = "COMPUTED"  # execute returned; waiting for its subtasks
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    FAILED_OPTIONAL = "FAILED_OPTIONAL"
+    SKIPPED = "SKIPPED"
+    CANCELED = "CANCELED"
+
+
+ACTIVE_JOB_STATES = frozenset({JobState.QUEUED, JobState.RUNNING})
+#: Task states that count as "done" for the parent's subtree and for dependents.
+DONE_TASK_STATES = frozenset({TaskState.COMPLETED, TaskState.FAILED_OPTIONAL})
+
+
+def new_id() -> str:
+    """A new id: a UUID-formatted string whose first half is the time in ns, so ids sort by
+    creation time (claims take older tasks first), and whose second half is random."""
+    h = f"{time.time_ns():016x}{secrets.token_hex(8)}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+# -- records ------------------------------------------------------------------------------------
+class ClusterInfo(msgspec.Struct, frozen=True):
+    slug: str
+    name: str
+    created_at: float
+
+
+class ProgressInfo(msgspec.Struct, frozen=True):
+    label: str
+    total: int
+    done: int
+
+
+class JobInfo(msgspec.Struct, frozen=True):
+    id: str
+    name: str
+    cluster: str
+    state: JobState
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    root_task_id: str
+    progress: list[ProgressInfo] = []
+
+
+class ErrorInfo(msgspec.Struct, frozen=True):
+    """A failure as recorded: the exception's type name, message and full traceback text."""
+
+    type: str
+    message: str
+    traceback: str
+
+
+class NewTask(msgspec.Struct, frozen=True):
+    """A task to insert: a job's root task, or a subtask committed with its parent's success.
+
+    ``depends_on`` names tasks of the same batch (the same parent) by id."""
+
+    id: str
+    name: str
+    version: str
+    input: bytes
+    cluster: str
+    display: str = ""
+    max_retries: int = 0
+    optional: bool = False
+    depends_on: list[str] = []
+
+
+class ClaimedTask(msgspec.Struct, frozen=True):
+    id: str
+    job_id: str
+    job_name: str
+    parent_id: str | None
+    cluster: str
+    name: str
+    version: str
+    input: bytes
+    display: str
+    retry_count: int
+    max_retries: int
+    optional: bool
+
+
+class TaskSuccess(msgspec.Struct, frozen=True):
+    """``execute`` returned normally: commit ``subtasks`` and ``progress`` deltas (label ->
+    (added to total, added to done)) with the task's completion."""
+
+    task_id: str
+    display: str = ""
+    subtasks: list[NewTask] = []
+    progress: dict[str, tuple[int, int]] = {}
+
+
+class TaskFailure(msgspec.Struct, frozen=True):
+    """``execute`` raised (or the task could not even be started). ``retry_delay`` is the back-off
+    before the next attempt if a retry is left."""
+
+    task_id: str
+    error: ErrorInfo
+    retry_delay: float = 0.0
+    display: str = ""
+
+
+TaskOutcome = TaskSuccess | TaskFailure
+
+
+class TaskInfo(msgspec.Struct, frozen=True):
+    id: str
+    job_id: str
+    parent_id: str | None
+    cluster: str
+    name: str
+    version: str
+    display: str
+    state: TaskState
+    retry_count: int
+    max_retries: int
+    optional: bool
+    lost_count: int
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    error: ErrorInfo | None
+    depends_on: list[str] = []
+
+
+# -- errors -------------------------------------------------------------------------------------
+class StoreError(Exception):
+    """A job store failed or was asked something impossible."""
+
+
+class UnknownClusterError(StoreError, LookupError):
+    """The cluster does not exist (``clusters().create`` it first)."""
+
+
+class UnknownJobError(StoreError, LookupError):
+    """No job has this id."""
+
+
+# -- wake-ups -----------------------------------------------------------------------------------
+class WorkSignal:
+    """One runner's wake-up flag for one cluster.
+
+    The runner calls :meth:`clear` *before* it looks for work and :meth:`wait` after finding none;
+    a notification in between is not lost."""
+
+    def __init__(self, cluster: str) -> None:
+        self.cluster = cluster
+        self._event = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    def set(self) -> None:
+        """Wake the waiter; safe from any thread."""
+        loop = self._loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is None or running is loop:
+            self._event.set()
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(self._event.set)
+
+    async def wait(self, seconds: float) -> bool:
+        """True if woken, False after ``seconds``."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self._event.wait()
+            return True
+        except TimeoutError:
+            return False
+
+
+class Signals:
+    """The wake-up signals of one store object, by cluster (weakly held: a runner that goes
+    away needs no unregistering)."""
+
+    def __init__(self) -> None:
+        self._by_cluster: dict[str, weakref.WeakSet[WorkSignal]] = {}
+
+    def new(self, cluster: str) -> WorkSignal:
+        signal = WorkSignal(cluster)
+        self._by_cluster.setdefault(cluster, weakref.WeakSet()).add(signal)
+        return signal
+
+    def notify(self, clusters: set[str] | None = None) -> None:
+        """Set the signals of ``clusters`` (all clusters when None)."""
+        for cluster, signals in list(self._by_cluster.items()):
+            if clusters is None or cluster in clusters:
+                for signal in list(signals):
+                    signal.set()
+
+
+# -- the protocol -------------------------------------------------------------------------------
+@runtime_checkable
+class JobStore(Protocol):
+    """What the client and the runner need from a job store. All times are Unix seconds."""
+
+    #: A URL for display, without any password.
+    url: str
+
+    async def open(self) -> None:
+        """Connect, create or migrate the schema (to the version of this code), and make sure
+        the cluster ``default`` exists. Idempotent."""
+
+    async def close(self) -> None:
+        """Release connections. Never deletes data."""
+
+    # clusters
+    async def create_cluster(self, slug: str, name: str = "") -> ClusterInfo:
+        """Create a cluster; ``ValueError`` if ``slug`` exists or is not a valid name."""
+
+    async def get_cluster(self, slug: str) -> ClusterInfo | None: ...
+
+    async def list_clusters(self) -> list[ClusterInfo]: ...
+
+    async def delete_cluster(self, slug: str) -> bool:
+        """Delete a cluster; False if there was none; ``ValueError`` for ``default``."""
+
+    # jobs
+    async def submit_job(self, job_id: str, name: str, cluster: str, root: NewTask) -> JobInfo:
+        """Insert a QUEUED job whose root task is ``root`` (in ``cluster``);
+        ``UnknownClusterError`` if a cluster does not exist. Wakes the cluster's runners."""
+
+    async def get_job(self, job_id: str) -> JobInfo | None: ...
+
+    async def query_jobs(
+        self,
+        *,
+        states: Sequence[JobState] | None = None,
+        name: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+    ) -> list[JobInfo]:
+        """Jobs newest first, filtered by state, exact name, and creation time in
+        ``[since, until)``."""
+
+    async def cancel_job(self, job_id: str) -> int:
+        """Cancel an active job; returns how many queued tasks were canceled. ``UnknownJobError``
+        if no such job; a job already finished is left as it is (0)."""
+
+    async def retry_job(self, job_id: str) -> int:
+        """Re-queue the job's FAILED tasks (fresh retry budget) and its SKIPPED/CANCELED ones;
+        returns how many FAILED tasks were re-queued. ``UnknownJobError`` if no such job."""
+
+    async def list_tasks(self, job_id: str) -> list[TaskInfo]:
+        """Every task of the job, in creation order, with ``depends_on`` filled in."""
+
+    # runners
+    async def claim(
+        self, cluster: str, runner_id: str, limit: int, lease: float
+    ) -> list[ClaimedTask]:
+        """Handle expired leases, then lease up to ``limit`` ready tasks of ``cluster`` (oldest
+        ``run_after`` first)."""
+
+    async def heartbeat(self, runner_id: str, lease: float) -> int:
+        """Extend the live leases of ``runner_id``; returns how many."""
+
+    async def complete(self, runner_id: str, outcomes: Sequence[TaskOutcome]) -> int:
+        """Apply outcomes in one transaction (see the module docstring); returns how many were
+        accepted (the rest had lost their lease)."""
+
+    async def release(self, runner_id: str, task_ids: Sequence[str]) -> int:
+        """Give leased tasks back to the queue without charging anything; returns how many."""
+
+    async def next_ready(self, cluster: str) -> float | None:
+        """When the next task of ``cluster`` can be claimed: the earliest ``run_after`` (or lease
+        expiry) of a task that is QUEUED with no pending dependency, or RUNNING under an expired
+        lease; None when there is none."""
+
+    def work_signal(self, cluster: str) -> WorkSignal:
+        """A new wake-up signal for one runner of ``cluster``."""
+
+
+def store_from_url(url: str | None = None) -> JobStore:
+    """The store for a URL: ``:memory:``, ``sqlite:///path`` (or a plain path), or
+    ``postgresql://...``. None means ``$SWATH_DATABASE_URL`` or ``./swath.db``."""
+    if url is None:
+        url = os.environ.get("SWATH_DATABASE_URL") or "sqlite:///swath.db"
+    if url.startswith(("postgresql://", "postgres://")):
+        import importlib
+
+        try:
+            cls = importlib.import_module("swath.store.postgres").PostgresJobStore
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"the PostgreSQL store is not available: {exc}") from exc
+        store: JobStore = cls(url)
+        return store
+    from swath.store.sqlite import SQLiteJobStore
+
+    if url == ":memory:" or url == "sqlite://:memory:" or url == "sqlite:///:memory:":
+        return SQLiteJobStore(":memory:")
+    if url.startswith("sqlite://"):
+        path = url[len("sqlite://") :]
+        # sqlite:///rel.db -> "rel.db"; sqlite:////abs.db -> "/abs.db"
+        path = path[1:] if path.startswith("/") else path
+        if not path:
+            raise ValueError(f"sqlite URL without a path: {url!r}")
+        return SQLiteJobStore(path)
+    if "://" in url:
+        raise ValueError(
+            f"unknown database URL {url!r}: use sqlite:///path, postgresql://, or :memory:"
+        )
+    return SQLiteJobStore(url)

@@ -1,0 +1,584 @@
+"""The job state machine, written once for every SQL job store.
+
+:class:`SQLJobStore` implements the whole :class:`~swath.store.base.JobStore` protocol on top of
+two things a concrete store supplies: transactions (:meth:`SQLJobStore._transaction`, yielding a
+:class:`Tx`) and the named queries of its dialect (``store/sql/<dialect>/queries.sql``). The
+rules (claiming, lease expiry, subtree completion, dependencies, optional failures, job failure,
+retries, cancel) live here and only here; a dialect's SQL says *how* to touch rows, not *when*.
+
+Every public method is one transaction. Batches stay batches: a completion of N tasks costs a
+fixed number of statements plus one per distinct parent and per depended-on task.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import re
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from importlib import resources
+from typing import Any, Protocol
+
+from swath.store.base import (
+    DEFAULT_CLUSTER,
+    MAX_LOST,
+    ClaimedTask,
+    ClusterInfo,
+    ErrorInfo,
+    JobInfo,
+    JobState,
+    NewTask,
+    ProgressInfo,
+    Signals,
+    TaskFailure,
+    TaskInfo,
+    TaskOutcome,
+    TaskState,
+    UnknownClusterError,
+    UnknownJobError,
+    WorkSignal,
+)
+
+Row = Sequence[Any]
+Params = Mapping[str, Any]
+
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+def load_queries(dialect: str) -> dict[str, str]:
+    """Parse ``sql/<dialect>/queries.sql`` into ``{name: sql}`` (blocks start ``-- name: x``)."""
+    text = resources.files("swath.store").joinpath("sql", dialect, "queries.sql").read_text()
+    queries: dict[str, str] = {}
+    name: str | None = None
+    lines: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("-- name:"):
+            if name:
+                queries[name] = "\n".join(lines).strip()
+            name, lines = line.split(":", 1)[1].strip(), []
+        elif name is not None and not line.startswith("--"):
+            lines.append(line)
+    if name:
+        queries[name] = "\n".join(lines).strip()
+    return queries
+
+
+def load_migrations(dialect: str) -> list[tuple[int, str]]:
+    """``(version, sql)`` for each ``sql/<dialect>/migrations/NNNN_*.sql``, in order."""
+    folder = resources.files("swath.store").joinpath("sql", dialect, "migrations")
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            found.append((int(entry.name.split("_", 1)[0]), entry.read_text()))
+    return sorted(found)
+
+
+class Tx(Protocol):
+    """One open transaction; queries are named (see ``queries.sql``)."""
+
+    async def execute(self, query: str, params: Params) -> int:
+        """Run a statement; returns the number of rows it changed."""
+
+    async def executemany(self, query: str, rows: Sequence[Params]) -> None: ...
+
+    async def fetchall(self, query: str, params: Params) -> list[Row]: ...
+
+
+def check_slug(slug: str) -> str:
+    if not isinstance(slug, str) or not _SLUG.match(slug):
+        raise ValueError(
+            f"invalid cluster name {slug!r}: 1-63 characters of a-z, 0-9, '-', '_', "
+            "starting with a letter or digit"
+        )
+    return slug
+
+
+class SQLJobStore(abc.ABC):
+    """The JobStore protocol for any SQL store; subclasses supply transactions."""
+
+    url: str
+
+    def __init__(self) -> None:
+        self._signals = Signals()
+        self._job_names: dict[str, str] = {}
+
+    # -- what a concrete store supplies ----------------------------------------------------------
+    @abc.abstractmethod
+    def _transaction(self) -> AbstractAsyncContextManager[Tx]:
+        """A write transaction (serialized with other writers; committed on clean exit)."""
+
+    @abc.abstractmethod
+    async def open(self) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> SQLJobStore:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _migrate(self, tx: Tx, migrations: Iterable[tuple[int, str]]) -> int:
+        """Bring the schema to the newest version; called by ``open`` inside a transaction that
+        excludes other processes. Returns the version."""
+        await tx.execute("schema_version_table", {})
+        rows = await tx.fetchall("schema_version", {})
+        current = rows[0][0] if rows else 0
+        if not rows:
+            await tx.execute("schema_version_insert", {"version": 0})
+        version = current
+        for number, sql in migrations:
+            if number > current:
+                await self._run_script(tx, sql)
+                version = number
+        if version != current:
+            await tx.execute("schema_version_set", {"version": version})
+        await tx.execute(
+            "cluster_insert", {"slug": DEFAULT_CLUSTER, "name": "Default", "now": time.time()}
+        )
+        return int(version)
+
+    @abc.abstractmethod
+    async def _run_script(self, tx: Tx, sql: str) -> None:
+        """Run a migration script (several statements)."""
+
+    # -- wake-ups --------------------------------------------------------------------------------
+    def work_signal(self, cluster: str) -> WorkSignal:
+        return self._signals.new(cluster)
+
+    def _notify(self, clusters: set[str] | None) -> None:
+        self._signals.notify(clusters)
+
+    # -- clusters --------------------------------------------------------------------------------
+    async def create_cluster(self, slug: str, name: str = "") -> ClusterInfo:
+        check_slug(slug)
+        now = time.time()
+        async with self._transaction() as tx:
+            if not await tx.execute(
+                "cluster_insert", {"slug": slug, "name": name or slug, "now": now}
+            ):
+                raise ValueError(f"cluster {slug!r} already exists")
+        return ClusterInfo(slug, name or slug, now)
+
+    async def get_cluster(self, slug: str) -> ClusterInfo | None:
+        async with self._transaction() as tx:
+            rows = await tx.fetchall("cluster_get", {"slug": slug})
+        return ClusterInfo(*rows[0]) if rows else None
+
+    async def list_clusters(self) -> list[ClusterInfo]:
+        async with self._transaction() as tx:
+            rows = await tx.fetchall("cluster_list", {})
+        return [ClusterInfo(*row) for row in rows]
+
+    async def delete_cluster(self, slug: str) -> bool:
+        if slug == DEFAULT_CLUSTER:
+            raise ValueError("the cluster 'default' always exists and cannot be deleted")
+        async with self._transaction() as tx:
+            return bool(await tx.execute("cluster_delete", {"slug": slug}))
+
+    # -- jobs ------------------------------------------------------------------------------------
+    async def submit_job(self, job_id: str, name: str, cluster: str, root: NewTask) -> JobInfo:
+        now = time.time()
+        async with self._transaction() as tx:
+            await self._check_clusters(tx, {cluster, root.cluster})
+            await tx.execute(
+                "job_insert",
+                {
+                    "id": job_id,
+                    "name": name,
+                    "cluster": cluster,
+                    "root_task_id": root.id,
+                    "now": now,
+                },
+            )
+            await self._insert_tasks(tx, job_id, None, [root], now)
+        self._job_names[job_id] = name
+        self._notify({root.cluster})
+        return JobInfo(job_id, name, cluster, JobState.QUEUED, now, None, None, root.id, [])
+
+    async def _check_clusters(self, tx: Tx, clusters: set[str]) -> None:
+        for cluster in clusters:
+            if not await tx.fetchall("cluster_get", {"slug": cluster}):
+                raise UnknownClusterError(
+                    f"unknown cluster {cluster!r}: create it with clusters().create({cluster!r})"
+                )
+
+    async def get_job(self, job_id: str) -> JobInfo | None:
+        async with self._transaction() as tx:
+            rows = await tx.fetchall("job_get", {"id": job_id})
+            if not rows:
+                return None
+            progress = await tx.fetchall("job_progress", {"id": job_id})
+        return _job(rows[0], progress)
+
+    async def query_jobs(
+        self,
+        *,
+        states: Sequence[JobState] | None = None,
+        name: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+    ) -> list[JobInfo]:
+        params = {
+            "states": None if states is None else json.dumps([JobState(s).value for s in states]),
+            "name": name,
+            "since": since,
+            "until": until,
+            "limit": int(limit),
+        }
+        async with self._transaction() as tx:
+            rows = await tx.fetchall("job_query", params)
+            return [_job(row, await tx.fetchall("job_progress", {"id": row[0]})) for row in rows]
+
+    async def cancel_job(self, job_id: str) -> int:
+        async with self._transaction() as tx:
+            if not await tx.fetchall("job_state", {"id": job_id}):
+                raise UnknownJobError(f"no job with id {job_id!r}")
+            if not await tx.execute("job_cancel", {"id": job_id, "now": time.time()}):
+                return 0
+            return await tx.execute("job_cancel_queued", {"id": job_id})
+
+    async def retry_job(self, job_id: str) -> int:
+        now = time.time()
+        async with self._transaction() as tx:
+            if not await tx.fetchall("job_state", {"id": job_id}):
+                raise UnknownJobError(f"no job with id {job_id!r}")
+            failed = await tx.execute("job_retry_failed", {"id": job_id, "now": now})
+            await tx.execute("job_requeue_stopped", {"id": job_id, "now": now})
+            await tx.execute("job_requeue", {"id": job_id})
+        self._notify(None)
+        return failed
+
+    async def list_tasks(self, job_id: str) -> list[TaskInfo]:
+        async with self._transaction() as tx:
+            rows = await tx.fetchall("job_tasks", {"id": job_id})
+            deps = await tx.fetchall("job_deps", {"id": job_id})
+        depends: dict[str, list[str]] = {}
+        for task_id, on in deps:
+            depends.setdefault(task_id, []).append(on)
+        tasks = []
+        for r in rows:
+            error = ErrorInfo(r[15], r[16] or "", r[17] or "") if r[15] is not None else None
+            tasks.append(
+                TaskInfo(
+                    id=r[0], job_id=r[1], parent_id=r[2], cluster=r[3], name=r[4], version=r[5],
+                    display=r[6], state=TaskState(r[7]), retry_count=r[8], max_retries=r[9],
+                    optional=bool(r[10]), lost_count=r[11], created_at=r[12], started_at=r[13],
+                    finished_at=r[14], error=error, depends_on=sorted(depends.get(r[0], [])),
+                )
+            )  # fmt: skip
+        return tasks
+
+    # -- runners ---------------------------------------------------------------------------------
+    async def claim(
+        self, cluster: str, runner_id: str, limit: int, lease: float
+    ) -> list[ClaimedTask]:
+        if limit <= 0:
+            return []
+        now = time.time()
+        async with self._transaction() as tx:
+            await self._expire_leases(tx, now)
+            rows = await tx.fetchall(
+                "claim",
+                {
+                    "cluster": cluster,
+                    "runner": runner_id,
+                    "expires": now + lease,
+                    "now": now,
+                    "limit": limit,
+                },
+            )
+            claimed = []
+            for job_id in {r[1] for r in rows}:
+                await tx.execute("job_start", {"id": job_id, "now": now})
+            for r in rows:
+                job_name = self._job_names.get(r[1])
+                if job_name is None:
+                    names = await tx.fetchall("job_name", {"id": r[1]})
+                    job_name = self._job_names[r[1]] = names[0][0] if names else ""
+                claimed.append(
+                    ClaimedTask(
+                        id=r[0], job_id=r[1], job_name=job_name, parent_id=r[2], cluster=r[3],
+                        name=r[4], version=r[5], input=bytes(r[6]), display=r[7],
+                        retry_count=r[8], max_retries=r[9], optional=bool(r[10]),
+                    )
+                )  # fmt: skip
+        claimed.sort(key=lambda t: t.id)
+        return claimed
+
+    async def heartbeat(self, runner_id: str, lease: float) -> int:
+        now = time.time()
+        async with self._transaction() as tx:
+            return await tx.execute(
+                "heartbeat", {"runner": runner_id, "expires": now + lease, "now": now}
+            )
+
+    async def release(self, runner_id: str, task_ids: Sequence[str]) -> int:
+        if not task_ids:
+            return 0
+        async with self._transaction() as tx:
+            count = 0
+            for task_id in task_ids:
+                count += await tx.execute("task_release", {"id": task_id, "runner": runner_id})
+        self._notify(None)
+        return count
+
+    async def next_ready(self, cluster: str) -> float | None:
+        async with self._transaction() as tx:
+            rows = await tx.fetchall("next_ready", {"cluster": cluster})
+        return None if not rows or rows[0][0] is None else float(rows[0][0])
+
+    async def complete(self, runner_id: str, outcomes: Sequence[TaskOutcome]) -> int:
+        if not outcomes:
+            return 0
+        now = time.time()
+        wake: set[str] | None = set()
+        async with self._transaction() as tx:
+            held = {r[0]: _Held(*r) for r in await tx.fetchall("held_tasks", {"runner": runner_id})}
+            accepted = [o for o in outcomes if o.task_id in held]
+            if not accepted:
+                return 0
+            job_active = {}
+            for job_id in {held[o.task_id].job_id for o in accepted}:
+                rows = await tx.fetchall("job_state", {"id": job_id})
+                job_active[job_id] = bool(rows) and rows[0][0] in ("QUEUED", "RUNNING")
+
+            finished: list[dict[str, Any]] = []
+            progress: list[dict[str, Any]] = []
+            done: list[_Done] = []
+            failures: list[tuple[_Held, TaskFailure]] = []
+            for outcome in accepted:
+                task = held[outcome.task_id]
+                if isinstance(outcome, TaskFailure):
+                    failures.append((task, outcome))
+                    continue
+                active = job_active[task.job_id]
+                subtasks = outcome.subtasks if active else []
+                if subtasks:
+                    await self._insert_tasks(tx, task.job_id, task.id, subtasks, now)
+                    assert wake is not None
+                    wake.update(s.cluster for s in subtasks)
+                if active:
+                    for label, (total, n_done) in outcome.progress.items():
+                        progress.append(
+                            {"job_id": task.job_id, "label": label, "total": total, "done": n_done}
+                        )
+                state = TaskState.COMPUTED if subtasks else TaskState.COMPLETED
+                finished.append(
+                    {
+                        "id": task.id,
+                        "state": state.value,
+                        "pending_children": len(subtasks),
+                        "display": outcome.display,
+                        "now": now,
+                    }
+                )
+                if not subtasks:
+                    done.append(_Done(task.id, task.job_id, task.parent_id, task.has_dependents))
+            if finished:
+                await tx.executemany("task_finish", finished)
+            if progress:
+                await tx.executemany("progress_add", progress)
+            failed_done, failed_jobs = await self._apply_failures(tx, failures, job_active, now)
+            done += failed_done
+            if await self._cascade(tx, done, now):
+                wake = None
+            for job_id in failed_jobs:
+                await tx.execute("job_fail", {"id": job_id, "now": now})
+                await tx.execute("job_skip_queued", {"id": job_id})
+        if wake is None or wake:
+            self._notify(wake)
+        return len(accepted)
+
+    # -- the rules -------------------------------------------------------------------------------
+    async def _insert_tasks(
+        self, tx: Tx, job_id: str, parent_id: str | None, tasks: Sequence[NewTask], now: float
+    ) -> None:
+        depended = {dep for t in tasks for dep in t.depends_on}
+        ids = {t.id for t in tasks}
+        unknown = depended - ids
+        if unknown:
+            raise ValueError(f"depends_on names tasks outside this batch: {sorted(unknown)}")
+        await self._check_clusters(tx, {t.cluster for t in tasks})
+        await tx.executemany(
+            "task_insert",
+            [
+                {
+                    "id": t.id,
+                    "job_id": job_id,
+                    "parent_id": parent_id,
+                    "cluster": t.cluster,
+                    "name": t.name,
+                    "version": t.version,
+                    "input": t.input,
+                    "display": t.display,
+                    "max_retries": t.max_retries,
+                    "optional": int(t.optional),
+                    "pending_deps": len(set(t.depends_on)),
+                    "has_dependents": int(t.id in depended),
+                    "now": now,
+                }
+                for t in tasks
+            ],
+        )
+        deps = [
+            {"task_id": t.id, "depends_on": d} for t in tasks for d in sorted(set(t.depends_on))
+        ]
+        if deps:
+            await tx.executemany("dep_insert", deps)
+
+    async def _apply_failures(
+        self,
+        tx: Tx,
+        failures: Sequence[tuple[_Held, TaskFailure]],
+        job_active: Mapping[str, bool],
+        now: float,
+    ) -> tuple[list[_Done], set[str]]:
+        """Retry, FAILED_OPTIONAL or FAILED (+ the job) for each failure. Returns the tasks that
+        count as done (optional failures) and the jobs that fail."""
+        done: list[_Done] = []
+        failed_jobs: set[str] = set()
+        for task, failure in failures:
+            err = {
+                "id": task.id,
+                "display": failure.display,
+                "error_type": failure.error.type,
+                "error_message": failure.error.message,
+                "error_traceback": failure.error.traceback,
+                "now": now,
+            }
+            active = job_active.get(task.job_id, True)
+            if active and task.retry_count < task.max_retries:
+                await tx.execute(
+                    "task_retry_later", {**err, "run_after": now + failure.retry_delay}
+                )
+            elif active and task.optional:
+                await tx.execute("task_fail", {**err, "state": TaskState.FAILED_OPTIONAL.value})
+                done.append(_Done(task.id, task.job_id, task.parent_id, task.has_dependents))
+            else:
+                await tx.execute("task_fail", {**err, "state": TaskState.FAILED.value})
+                if active:
+                    failed_jobs.add(task.job_id)
+        return done, failed_jobs
+
+    async def _cascade(self, tx: Tx, done: list[_Done], now: float) -> bool:
+        """Tasks in ``done`` finished their subtree: release their dependents, count them off
+        their parents, and complete parents (and jobs) whose last subtask this was, recursively.
+        Returns True if dependents were released (some task may have become ready)."""
+        released = False
+        while done:
+            with_dependents = [{"id": d.id} for d in done if d.has_dependents]
+            if with_dependents:
+                await tx.executemany("dependents_release", with_dependents)
+                released = True
+            roots = [{"id": d.job_id, "now": now} for d in done if d.parent_id is None]
+            if roots:
+                await tx.executemany("job_complete", roots)
+            parents = Counter(d.parent_id for d in done if d.parent_id is not None)
+            if parents:
+                await tx.executemany(
+                    "parent_decrement", [{"id": p, "n": n} for p, n in parents.items()]
+                )
+            next_done: list[_Done] = []
+            for parent in parents:
+                for r in await tx.fetchall("parent_complete", {"id": parent, "now": now}):
+                    next_done.append(_Done(r[0], r[1], r[2], bool(r[3])))
+            done = next_done
+        return released
+
+    async def _expire_leases(self, tx: Tx, now: float) -> None:
+        rows = await tx.fetchall("expired_leases", {"now": now})
+        if not rows:
+            return
+        lost: list[tuple[_Held, TaskFailure]] = []
+        requeue = []
+        job_active: dict[str, bool] = {}
+        for task_id, job_id, parent_id, cluster, lost_count, optional, has_dependents in rows:
+            if lost_count + 1 >= MAX_LOST:
+                held = _Held(task_id, job_id, parent_id, cluster, 0, 0, optional, has_dependents)
+                error = ErrorInfo(
+                    "RunnerLostError",
+                    f"the runner of this task was lost {lost_count + 1} times (lease expired)",
+                    "",
+                )
+                lost.append((held, TaskFailure(task_id, error)))
+                states = await tx.fetchall("job_state", {"id": job_id})
+                job_active[job_id] = bool(states) and states[0][0] in ("QUEUED", "RUNNING")
+            else:
+                requeue.append({"id": task_id, "lost": 1})
+        if requeue:
+            await tx.executemany("task_requeue_lost", requeue)
+        if lost:
+            for held, _ in lost:
+                await tx.execute("task_requeue_lost", {"id": held.id, "lost": 1})
+            done, failed_jobs = await self._apply_failures(tx, lost, job_active, now)
+            await self._cascade(tx, done, now)
+            for job_id in failed_jobs:
+                await tx.execute("job_fail", {"id": job_id, "now": now})
+                await tx.execute("job_skip_queued", {"id": job_id})
+
+
+class _Held:
+    __slots__ = (
+        "cluster",
+        "has_dependents",
+        "id",
+        "job_id",
+        "max_retries",
+        "optional",
+        "parent_id",
+        "retry_count",
+    )
+
+    def __init__(
+        self,
+        id: str,
+        job_id: str,
+        parent_id: str | None,
+        cluster: str,
+        retry_count: int,
+        max_retries: int,
+        optional: int,
+        has_dependents: int,
+    ) -> None:
+        self.id = id
+        self.job_id = job_id
+        self.parent_id = parent_id
+        self.cluster = cluster
+        self.retry_count = retry_count
+        self.max_retries = max_retries
+        self.optional = bool(optional)
+        self.has_dependents = bool(has_dependents)
+
+
+class _Done:
+    __slots__ = ("has_dependents", "id", "job_id", "parent_id")
+
+    def __init__(self, id: str, job_id: str, parent_id: str | None, has_dependents: bool) -> None:
+        self.id = id
+        self.job_id = job_id
+        self.parent_id = parent_id
+        self.has_dependents = has_dependents
+
+
+def _job(row: Row, progress: Iterable[Row]) -> JobInfo:
+    return JobInfo(
+        id=row[0],
+        name=row[1],
+        cluster=row[2],
+        state=JobState(row[3]),
+        created_at=row[4],
+        started_at=row[5],
+        finished_at=row[6],
+        root_task_id=row[7],
+        progress=[ProgressInfo(*p) for p in progress],
+    )
+
+
+__all__ = ["SQLJobStore", "Tx", "load_migrations", "load_queries"]
