@@ -22,6 +22,7 @@ GIL).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import os
@@ -440,17 +441,44 @@ class LocalFileSystemCache(Backend):
     # -- reads ----------------------------------------------------------------------------------
     async def _stream(self, path: Path, chunk_size: int) -> AsyncIterator[bytes]:
         fd, size, expected = await _run(_open_value, self.root, path)
-        try:
-            crc = 0
-            offset = 0
-            block = max(chunk_size, MIN_READ)  # tiny chunk sizes are cut by rechunk()
-            while offset < size:
-                n = min(block, size - offset)
-                chunk, crc = await _run(_read_chunk, fd, n, offset, crc)
-                offset += len(chunk)
-                yield chunk
+        block = max(chunk_size, MIN_READ)  # tiny chunk sizes are cut by rechunk()
+        if size <= block:  # one chunk: read and check it in one thread hop
+            try:
+                chunk, crc = await _run(_read_chunk, fd, size, 0, 0)
+            finally:
+                os.close(fd)
             _checksum.verify(expected, crc, repr(join(path)))
+            if chunk:
+                yield chunk
+            return
+        # Larger values: a pipeline over the two halves of the work. While the consumer holds
+        # chunk i, a worker thread reads chunk i+1 and another computes the CRC of chunk i, so at
+        # most three chunks are alive (the one yielded, the one read ahead, one being checked).
+        reading: asyncio.Task[bytes] | None = None
+        checking: asyncio.Task[int] | None = None
+        try:
+            reading = asyncio.ensure_future(_run(_pread_exact, fd, min(block, size), 0))
+            offset = 0
+            while reading is not None:
+                chunk = await reading
+                offset += len(chunk)
+                reading = None
+                if offset < size:
+                    n = min(block, size - offset)
+                    reading = asyncio.ensure_future(_run(_pread_exact, fd, n, offset))
+                previous = checking
+                if previous is not None and not previous.done():
+                    await asyncio.wait([previous])  # keep at most one CRC behind
+                checking = asyncio.ensure_future(_crc_after(previous, chunk))
+                yield chunk
+            assert checking is not None
+            _checksum.verify(expected, await checking, repr(join(path)))
         finally:
+            with anyio.CancelScope(shield=True):
+                for task in (reading, checking):
+                    if task is not None and not task.done():
+                        task.cancel()
+                        await asyncio.wait([task])  # a read in flight must end before close
             os.close(fd)
 
     async def _read_all(self, path: Path) -> bytes:
@@ -578,6 +606,11 @@ def _pread_exact(fd: int, n: int, offset: int) -> bytes:
         parts.append(more)
         got += len(more)
     return b"".join(parts)
+
+
+async def _crc_after(previous: asyncio.Task[int] | None, chunk: bytes) -> int:
+    crc = 0 if previous is None else await previous
+    return await _run(_checksum.update, crc, chunk)
 
 
 def _read_chunk(fd: int, n: int, offset: int, crc: int) -> tuple[bytes, int]:

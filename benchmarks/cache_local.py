@@ -1,0 +1,277 @@
+"""Local-disk cache throughput: swath against dd/cat (the raw limit), Tilebox's cache and naive
+aiofiles code, on the same filesystem, in one run.
+
+    .venv/bin/python benchmarks/cache_local.py            # 1 GiB, 3 runs each
+    .venv/bin/python benchmarks/cache_local.py --size-mib 256 --repeat 1   # quick look
+
+Needs the bench extra (`pip install -e '.[bench]'`: tilebox-workflows, aiofiles). Every case runs
+in its own process, so peak RSS and CPU seconds are its own. Prints a table, writes
+benchmarks/results/cache_local.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (
+    MiB,
+    Result,
+    best_of,
+    print_table,
+    report,
+    rss_now,
+    run_case,
+    run_command,
+    write_json,
+)
+
+CHUNK = 8 * MiB
+KEY = "scene/B04.tif"
+
+
+def chunks(size: int) -> object:
+    block = bytes(CHUNK)  # zeros, like dd if=/dev/zero; one object reused, no allocation
+    for _ in range(size // CHUNK):
+        yield block
+
+
+# -- child cases ---------------------------------------------------------------------------------
+async def swath_write(directory: str, size: int) -> None:
+    from swath import LocalFileSystemCache
+
+    async with LocalFileSystemCache(directory) as cache:
+        await cache.put("warmup", b"x")
+        base = rss_now()
+        t0 = time.perf_counter()
+        written = await cache.put_stream(KEY, chunks(size))  # type: ignore[arg-type]
+        report(time.perf_counter() - t0, written, base)
+
+
+async def swath_read(directory: str, size: int) -> None:
+    from swath import LocalFileSystemCache
+
+    async with LocalFileSystemCache(directory) as cache:
+        base = rss_now()
+        t0 = time.perf_counter()
+        n = 0
+        async for chunk in cache.stream(KEY, chunk_size=CHUNK):
+            n += len(chunk)
+        report(time.perf_counter() - t0, n, base)
+
+
+def tilebox_write(directory: str, size: int) -> None:
+    from tilebox.workflows.cache import LocalFileSystemCache
+
+    cache = LocalFileSystemCache(Path(directory))
+    base = rss_now()
+    t0 = time.perf_counter()
+    blob = b"".join(chunks(size))  # type: ignore[arg-type]  # Tilebox takes whole values
+    cache[KEY] = blob
+    report(time.perf_counter() - t0, len(blob), base)
+
+
+def tilebox_read(directory: str, size: int) -> None:
+    from tilebox.workflows.cache import LocalFileSystemCache
+
+    cache = LocalFileSystemCache(Path(directory))
+    base = rss_now()
+    t0 = time.perf_counter()
+    blob = cache[KEY]
+    report(time.perf_counter() - t0, len(blob), base)
+
+
+async def aiofiles_write(directory: str, size: int) -> None:
+    import aiofiles
+
+    base = rss_now()
+    t0 = time.perf_counter()
+    n = 0
+    async with aiofiles.open(os.path.join(directory, "naive.bin"), "wb") as f:
+        for chunk in chunks(size):  # type: ignore[attr-defined]
+            await f.write(chunk)
+            n += len(chunk)
+    report(time.perf_counter() - t0, n, base)
+
+
+async def aiofiles_read(directory: str, size: int) -> None:
+    import aiofiles
+
+    base = rss_now()
+    t0 = time.perf_counter()
+    n = 0
+    async with aiofiles.open(os.path.join(directory, "naive.bin"), "rb") as f:
+        while chunk := await f.read(CHUNK):
+            n += len(chunk)
+    report(time.perf_counter() - t0, n, base)
+
+
+async def memory_put_get(kind: str, size: int) -> None:
+    from swath import InMemoryCache
+
+    value: bytes | bytearray = bytes(size) if kind == "bytes" else bytearray(size)
+    cache = InMemoryCache()
+    base = rss_now()
+    t0 = time.perf_counter()
+    await cache.put("v", value)
+    out = await cache.get("v")
+    report(time.perf_counter() - t0, len(out), base)
+
+
+CASES = {
+    "swath_write": lambda d, s: asyncio.run(swath_write(d, s)),
+    "swath_read": lambda d, s: asyncio.run(swath_read(d, s)),
+    "tilebox_write": tilebox_write,
+    "tilebox_read": tilebox_read,
+    "aiofiles_write": lambda d, s: asyncio.run(aiofiles_write(d, s)),
+    "aiofiles_read": lambda d, s: asyncio.run(aiofiles_read(d, s)),
+    "memory_bytes": lambda d, s: asyncio.run(memory_put_get("bytes", s)),
+    "memory_bytearray": lambda d, s: asyncio.run(memory_put_get("bytearray", s)),
+}
+
+
+# -- the parent ----------------------------------------------------------------------------------
+def raw(argv: list[str], size: int, stdout_to: str | None = None) -> dict:  # type: ignore[type-arg]
+    wall, cpu, rss = run_command(argv, stdout_to=stdout_to)
+    return {"seconds": wall, "bytes": size, "cpu": cpu, "peak_rss": rss}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--case")
+    parser.add_argument("--dir", default=None, help="a directory on the filesystem to measure")
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--memory-mib", type=int, default=256)
+    parser.add_argument("--repeat", type=int, default=3)
+    args, rest = parser.parse_known_args()
+    if args.case:
+        CASES[args.case](rest[0], int(rest[1]))
+        return
+
+    size = args.size_mib * MiB
+    work = tempfile.mkdtemp(prefix="swath-bench-", dir=args.dir)
+    me = os.path.abspath(__file__)
+    results: list[Result] = []
+    try:
+        dd_file = os.path.join(work, "dd.bin")
+        swath_dir = os.path.join(work, "swath")
+        tb_dir = os.path.join(work, "tilebox")
+        os.makedirs(tb_dir)
+
+        def dd() -> dict:  # type: ignore[type-arg]
+            with __import__("contextlib").suppress(FileNotFoundError):
+                os.unlink(dd_file)
+            return raw(
+                [
+                    "dd",
+                    "if=/dev/zero",
+                    f"of={dd_file}",
+                    f"bs={CHUNK}",
+                    f"count={size // CHUNK}",
+                    "conv=fdatasync",
+                    "status=none",
+                ],
+                size,
+            )
+
+        def case(name: str, directory: str = work) -> dict:  # type: ignore[type-arg]
+            return run_case(me, name, directory, str(size))
+
+        w = "write 1 GiB (8 MiB chunks)" if size == 1 << 30 else f"write {args.size_mib} MiB"
+        results.append(best_of("dd bs=8M conv=fdatasync", w, args.repeat, dd, "raw limit"))
+        results.append(
+            best_of(
+                "swath LocalFileSystemCache.put_stream",
+                w,
+                args.repeat,
+                lambda: case("swath_write", swath_dir),
+                "fsync + rename",
+            )
+        )
+        results.append(
+            best_of(
+                "tilebox LocalFileSystemCache[k] = blob",
+                w,
+                args.repeat,
+                lambda: case("tilebox_write", tb_dir),
+                "whole blob, no fsync",
+            )
+        )
+        results.append(
+            best_of(
+                "naive aiofiles write", w, args.repeat, lambda: case("aiofiles_write"), "no fsync"
+            )
+        )
+
+        r = "read (warm page cache)"
+        for path in (dd_file, os.path.join(work, "naive.bin"), swath_dir, tb_dir):
+            for f in Path(path).rglob("*") if os.path.isdir(path) else [Path(path)]:
+                if f.is_file():
+                    run_command(["cat", str(f)], stdout_to="/dev/null")  # warm the page cache
+        results.append(
+            best_of(
+                "cat file > /dev/null",
+                r,
+                args.repeat,
+                lambda: raw(["cat", dd_file], size, stdout_to="/dev/null"),
+                "raw limit",
+            )
+        )
+        results.append(
+            best_of(
+                "swath LocalFileSystemCache.stream",
+                r,
+                args.repeat,
+                lambda: case("swath_read", swath_dir),
+                "CRC32C verified",
+            )
+        )
+        results.append(
+            best_of(
+                "tilebox LocalFileSystemCache[k]",
+                r,
+                args.repeat,
+                lambda: case("tilebox_read", tb_dir),
+                "whole blob",
+            )
+        )
+        results.append(
+            best_of("naive aiofiles read", r, args.repeat, lambda: case("aiofiles_read"), "")
+        )
+
+        m = f"InMemoryCache put+get {args.memory_mib} MiB"
+        msize = args.memory_mib * MiB
+        for kind, note in (("bytes", "bytes: stored as is"), ("bytearray", "bytearray: one copy")):
+            results.append(
+                best_of(
+                    f"swath InMemoryCache ({kind})",
+                    m,
+                    args.repeat,
+                    lambda k=kind: run_case(me, f"memory_{k}", work, str(msize)),
+                    note,
+                )
+            )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    rows = print_table(
+        f"Local cache, {args.size_mib} MiB, median of {args.repeat} (ratio = MB/s / reference)",
+        results,
+        reference={w: "dd bs=8M conv=fdatasync", "read (warm page cache)": "cat file > /dev/null"},
+    )
+    for row in rows:
+        if row["group"].startswith("InMemoryCache"):
+            print(f"{row['name']}: {row['nbytes'] / row['seconds'] / 2**30:.1f} GiB/s")
+    write_json("cache_local", {"size_bytes": size, "repeat": args.repeat, "results": rows})
+
+
+if __name__ == "__main__":
+    main()
