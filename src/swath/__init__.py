@@ -13,6 +13,8 @@ from swath.cache import (
     Stat,
     cache_from_url,
 )
+from swath.client import Client, Cluster, ClusterClient, Job, JobClient
+from swath.context import CurrentTask, ExecutionContext, FutureTask, ProgressIndicator
 from swath.errors import (
     CacheError,
     ChecksumMismatchError,
@@ -20,6 +22,18 @@ from swath.errors import (
     KeyNotFoundError,
     SwathError,
 )
+from swath.runner import Runner, TaskInputError, UnknownTaskError
+from swath.store.base import (
+    ErrorInfo,
+    JobState,
+    ProgressInfo,
+    StoreError,
+    TaskInfo,
+    TaskState,
+    UnknownClusterError,
+    UnknownJobError,
+)
+from swath.task import Task
 
 __version__ = "0.1.0"
 
@@ -30,13 +44,34 @@ __all__ = [
     "CacheGroup",
     "CacheWriter",
     "ChecksumMismatchError",
+    "Client",
+    "Cluster",
+    "ClusterClient",
+    "CurrentTask",
+    "ErrorInfo",
+    "ExecutionContext",
+    "FutureTask",
     "GoogleStorageCache",
     "InMemoryCache",
     "InvalidKeyError",
+    "Job",
+    "JobClient",
+    "JobState",
     "KeyNotFoundError",
     "LocalFileSystemCache",
+    "ProgressIndicator",
+    "ProgressInfo",
+    "Runner",
     "Stat",
+    "StoreError",
     "SwathError",
+    "Task",
+    "TaskInfo",
+    "TaskInputError",
+    "TaskState",
+    "UnknownClusterError",
+    "UnknownJobError",
+    "UnknownTaskError",
     "cache_from_url",
 ]
 

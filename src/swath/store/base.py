@@ -63,6 +63,8 @@ from typing import Protocol, runtime_checkable
 
 import msgspec
 
+from swath.errors import SwathError
+
 #: A task whose runner was lost this many times fails (as Tilebox does).
 MAX_LOST = 10
 #: The cluster that always exists.
@@ -208,7 +210,7 @@ class TaskInfo(msgspec.Struct, frozen=True):
 
 
 # -- errors -------------------------------------------------------------------------------------
-class StoreError(Exception):
+class StoreError(SwathError):
     """A job store failed or was asked something impossible."""
 
 

@@ -1,0 +1,238 @@
+"""What a task sees while it runs: :class:`ExecutionContext` and its helpers.
+
+Subtasks submitted here are only collected; the runner commits them with the task's completion,
+in one transaction, and only if ``execute`` returns normally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import MutableMapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from swath.store.base import ClaimedTask, NewTask, new_id
+from swath.task import Task, encode_input
+
+if TYPE_CHECKING:
+    from swath.cache import Cache
+    from swath.cache.blocking import BlockingCache
+
+logger = logging.getLogger("swath.task")
+
+
+class FutureTask:
+    """A submitted subtask: pass it to ``depends_on`` of later submissions of the same task."""
+
+    __slots__ = ("_owner", "id", "index", "task")
+
+    def __init__(self, owner: ExecutionContext, index: int, task_id: str, task: Task) -> None:
+        self._owner = owner
+        self.index = index
+        self.id = task_id
+        self.task = task
+
+    def __repr__(self) -> str:
+        return f"FutureTask({type(self.task).__name__}, index={self.index}, id={self.id!r})"
+
+
+class ProgressIndicator:
+    """``progress(label).add(n)`` raises the total, ``.done(n)`` the count done; committed with
+    the task's completion."""
+
+    __slots__ = ("_done", "_total", "label")
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self._total = 0
+        self._done = 0
+
+    def add(self, n: int = 1) -> None:
+        self._total += _count(n)
+
+    def done(self, n: int = 1) -> None:
+        self._done += _count(n)
+
+
+def _count(n: int) -> int:
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise ValueError(f"progress counts are non-negative ints, not {n!r}")
+    return n
+
+
+class JobRef:
+    __slots__ = ("id", "name")
+
+    def __init__(self, job_id: str, name: str) -> None:
+        self.id = job_id
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"JobRef(id={self.id!r}, name={self.name!r})"
+
+
+class CurrentTask:
+    """The running task: ``display`` (settable), ``job.id``, ``job.name``, ``retry_count``."""
+
+    __slots__ = ("cluster", "display", "id", "job", "name", "retry_count", "version")
+
+    def __init__(self, claimed: ClaimedTask) -> None:
+        self.id = claimed.id
+        self.name = claimed.name
+        self.version = claimed.version
+        self.cluster = claimed.cluster
+        self.display = claimed.display
+        self.retry_count = claimed.retry_count
+        self.job = JobRef(claimed.job_id, claimed.job_name)
+
+
+class _TaskLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Adds ``job_id`` and ``task_id`` to every record, merged with the caller's ``extra``."""
+
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
+        kwargs["extra"] = {**(self.extra or {}), **(kwargs.get("extra") or {})}
+        return msg, kwargs
+
+
+class ExecutionContext:
+    """Passed to ``Task.execute``. See API.md section 2."""
+
+    def __init__(
+        self,
+        claimed: ClaimedTask,
+        cache: Cache,
+        *,
+        runner_context: Any = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+        blocking: bool = False,
+    ) -> None:
+        self._claimed = claimed
+        self._cache = cache
+        self._loop = loop
+        self._blocking = blocking
+        self._subtasks: list[NewTask] = []
+        self._progress: dict[str, ProgressIndicator] = {}
+        self._logger: logging.LoggerAdapter[logging.Logger] | None = None
+        self._job_cache: Cache | BlockingCache | None = None
+        self.current_task = CurrentTask(claimed)
+        self.runner_context = runner_context
+
+    # -- subtasks --------------------------------------------------------------------------------
+    def submit_subtask(
+        self,
+        task: Task,
+        *,
+        depends_on: FutureTask | Sequence[FutureTask] | None = None,
+        cluster: str | None = None,
+        max_retries: int = 0,
+        optional: bool = False,
+    ) -> FutureTask:
+        """Queue ``task`` as a subtask; it is committed when ``execute`` returns normally."""
+        deps = self._dependencies(depends_on)
+        if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
+            raise ValueError(f"max_retries must be a non-negative int, not {max_retries!r}")
+        if cluster is not None and not isinstance(cluster, str):
+            raise TypeError(f"cluster must be a str, not {type(cluster).__name__}")
+        name, version = type(task).identifier() if isinstance(task, Task) else ("", "")
+        data = encode_input(task)  # TypeError for non-tasks and unserializable inputs
+        task_id = new_id()
+        self._subtasks.append(
+            NewTask(
+                id=task_id,
+                name=name,
+                version=version,
+                input=data,
+                cluster=cluster or self._claimed.cluster,
+                max_retries=max_retries,
+                optional=bool(optional),
+                depends_on=deps,
+            )
+        )
+        return FutureTask(self, len(self._subtasks) - 1, task_id, task)
+
+    def submit_subtasks(
+        self,
+        tasks: Sequence[Task],
+        *,
+        depends_on: FutureTask | Sequence[FutureTask] | None = None,
+        cluster: str | None = None,
+        max_retries: int = 0,
+        optional: bool = False,
+    ) -> list[FutureTask]:
+        """``submit_subtask`` for each task, with the same options."""
+        return [
+            self.submit_subtask(
+                t,
+                depends_on=depends_on,
+                cluster=cluster,
+                max_retries=max_retries,
+                optional=optional,
+            )
+            for t in tasks
+        ]
+
+    def _dependencies(self, depends_on: FutureTask | Sequence[FutureTask] | None) -> list[str]:
+        if depends_on is None:
+            return []
+        items = [depends_on] if isinstance(depends_on, FutureTask) else list(depends_on)
+        ids = []
+        for item in items:
+            if not isinstance(item, FutureTask):
+                raise TypeError(
+                    f"depends_on takes FutureTasks returned by submit_subtask, not "
+                    f"{type(item).__name__}"
+                )
+            if item._owner is not self:
+                raise ValueError(
+                    f"depends_on: {item!r} was submitted by another task's context; a subtask "
+                    "can only depend on subtasks submitted by the same execute"
+                )
+            ids.append(item.id)
+        return ids
+
+    # -- the rest of the context -----------------------------------------------------------------
+    @property
+    def job_cache(self) -> Any:
+        """The job's cache: the runner cache's group named by the job id. In sync tasks, a
+        blocking mapping (``cache["k"] = v``, ``cache["k"]``, ``in``, iteration, ``del``,
+        ``group``)."""
+        if self._job_cache is None:
+            group = self._cache.group(self._claimed.job_id)
+            if self._blocking:
+                from swath.cache.blocking import BlockingCache
+
+                assert self._loop is not None
+                self._job_cache = BlockingCache(group, self._loop)
+            else:
+                self._job_cache = group
+        return self._job_cache
+
+    def progress(self, label: str) -> ProgressIndicator:
+        """The job's progress indicator ``label`` (created on first use)."""
+        if not isinstance(label, str) or not label:
+            raise ValueError(f"a progress label is a non-empty str, not {label!r}")
+        indicator = self._progress.get(label)
+        if indicator is None:
+            indicator = self._progress[label] = ProgressIndicator(label)
+        return indicator
+
+    @property
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
+        """``logging.getLogger("swath.task")`` with ``job_id`` and ``task_id`` on every record."""
+        if self._logger is None:
+            self._logger = _TaskLogger(
+                logger,
+                {
+                    "job_id": self._claimed.job_id,
+                    "task_id": self._claimed.id,
+                    "task": self._claimed.name,
+                },
+            )
+        return self._logger
+
+    # -- for the runner --------------------------------------------------------------------------
+    def _collected(self) -> tuple[list[NewTask], dict[str, tuple[int, int]]]:
+        progress = {p.label: (p._total, p._done) for p in self._progress.values()}
+        return self._subtasks, {k: v for k, v in progress.items() if v != (0, 0)}
