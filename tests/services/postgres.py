@@ -67,6 +67,8 @@ class PostgresCluster:
 
     def __init__(self, root: Path | None = None, port: int | None = None) -> None:
         self.bin = pg_bin_dir()
+        digits = re.findall(r"\d+", self.bin.parent.name)
+        self.major = int(digits[0]) if digits else 0
         self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="swath-pg-"))
         self.data = self.root / "data"
         self.sock = self.root / "sock"
@@ -257,7 +259,9 @@ class PostgresCluster:
     def create_database(self, name: str | None = None, owner: str = "postgres") -> str:
         """A fresh database; returns its name."""
         name = name or f"t_{uuid.uuid4().hex[:16]}"
-        self.psql(f'CREATE DATABASE "{name}" OWNER "{owner}"')
+        # FILE_COPY (PostgreSQL 15+) copies the template's files: 0.1 s instead of 0.8 s
+        strategy = " STRATEGY = FILE_COPY" if self.major >= 15 else ""
+        self.psql(f'CREATE DATABASE "{name}" OWNER "{owner}"{strategy}')
         return name
 
     def drop_database(self, name: str) -> None:

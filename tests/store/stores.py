@@ -17,7 +17,7 @@ import pytest
 from swath.store import JobStore
 from swath.store.sqlite import SQLiteJobStore
 
-STORES = ["sqlite_memory", "sqlite_file"]
+STORES = ["sqlite_memory", "sqlite_file", "postgres"]
 
 
 @dataclass
@@ -49,6 +49,14 @@ def store_factory_sqlite_file(tmp_path: Path) -> StoreFactory:
     return StoreFactory(
         "sqlite_file", make=lambda: SQLiteJobStore(path), url=f"sqlite:///{path.resolve()}"
     )
+
+
+@pytest.fixture
+def store_factory_postgres(postgres_dsn: str) -> StoreFactory:
+    """A fresh database of the session's throwaway PostgreSQL cluster (tests/services)."""
+    from swath.store.postgres import PostgresJobStore
+
+    return StoreFactory("postgres", make=lambda: PostgresJobStore(postgres_dsn), url=postgres_dsn)
 
 
 @pytest.fixture(params=STORES)

@@ -1,0 +1,531 @@
+"""The PostgreSQL job store: many runners on many machines share one database.
+
+``Client("postgresql://user:pass@host:port/db")`` (extra ``swath[postgres]``, asyncpg). All
+rules live in :mod:`swath.store.machine`; this file supplies connections, transactions and the
+PostgreSQL dialect of the named queries (``sql/postgres/``), plus what only a server store has:
+
+* **a connection pool** (asyncpg) for transactions, and one dedicated connection that LISTENs;
+* **migrations on open** in one transaction under an advisory lock, so runners that start at the
+  same moment migrate once;
+* **claims** with ``FOR UPDATE SKIP LOCKED`` (see ``queries.sql`` for the locking rules that
+  replace SQLite's serialized writers);
+* **wake-ups**: a trigger NOTIFYs a cluster's channel whenever a statement leaves tasks of it
+  ready; the listener sets this process's work signals of that cluster. If the listening
+  connection is lost, it reconnects with back-off, listens again and wakes every runner once
+  (notifications sent meanwhile are not replayed); runners poll with back-off until then;
+* **reconnects**: an operation that fails because the connection or the server went away (a
+  restart, a failover, a deadlock victim) is retried as a whole transaction with back-off, for up
+  to ``retry_for`` seconds;
+* **no password leaks**: :attr:`url` and every message carry the DSN with its password masked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import random
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from swath.store.base import (
+    ClaimedTask,
+    ClusterInfo,
+    JobInfo,
+    JobState,
+    NewTask,
+    StoreError,
+    TaskInfo,
+    TaskOutcome,
+    WorkSignal,
+)
+from swath.store.machine import Params, Row, SQLJobStore, Tx, load_migrations, load_queries
+
+log = logging.getLogger("swath.store.postgres")
+
+T = TypeVar("T")
+
+#: advisory-lock key that serializes schema migrations (a constant unique to swath)
+MIGRATION_LOCK_KEY = int.from_bytes(
+    hashlib.sha256(b"swath schema migrations").digest()[:8], "big", signed=True
+)
+
+
+# -- SQL: :named parameters -> $n ---------------------------------------------------------------
+_PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+
+
+class _Query:
+    """A named query compiled for asyncpg: ``$n`` placeholders and the parameter order."""
+
+    __slots__ = ("names", "sql")
+
+    def __init__(self, sql: str) -> None:
+        names: list[str] = []
+
+        def number(m: re.Match[str]) -> str:
+            name = m.group(1)
+            if name not in names:
+                names.append(name)
+            return f"${names.index(name) + 1}"
+
+        self.sql = _PARAM.sub(number, sql)
+        self.names = tuple(names)
+
+    def args(self, params: Params) -> list[Any]:
+        try:
+            return [params[name] for name in self.names]
+        except KeyError as exc:  # a programming error: the machine and the SQL disagree
+            raise StoreError(f"query parameter {exc} missing") from None
+
+
+_QUERIES = {name: _Query(sql) for name, sql in load_queries("postgres").items()}
+_MIGRATIONS = load_migrations("postgres")
+# Row locks taken by these batched updates are taken in id order, so two transactions that
+# touch the same rows (e.g. the parent of many subtasks) wait for each other, never deadlock.
+_SORTED_BATCHES = frozenset({"parent_decrement", "task_finish", "dependents_release"})
+
+
+def _rowcount(status: str) -> int:
+    """Rows changed, from a command tag such as ``UPDATE 3`` or ``INSERT 0 1``."""
+    tail = status.rsplit(" ", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+class _PgTx:
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    async def execute(self, query: str, params: Params) -> int:
+        q = _QUERIES[query]
+        return _rowcount(await self._conn.execute(q.sql, *q.args(params)))
+
+    async def executemany(self, query: str, rows: Sequence[Params]) -> None:
+        q = _QUERIES[query]
+        if query in _SORTED_BATCHES:
+            rows = sorted(rows, key=lambda r: str(r.get("id", "")))
+        await self._conn.executemany(q.sql, [q.args(r) for r in rows])
+
+    async def fetchall(self, query: str, params: Params) -> list[Row]:
+        q = _QUERIES[query]
+        return list(await self._conn.fetch(q.sql, *q.args(params)))
+
+
+# -- passwords ----------------------------------------------------------------------------------
+def redact_dsn(dsn: str) -> str:
+    """``dsn`` with its password (in the authority or a ``password=`` parameter) replaced by
+    ``***``: the only form of a DSN that swath logs, raises or prints."""
+    try:
+        parts = urlsplit(dsn)
+    except ValueError:
+        return "postgresql://***"
+    query = re.sub(r"(?i)(password=)[^&]*", r"\1***", parts.query)
+    netloc = parts.netloc
+    if "@" in netloc:
+        auth, _, hostspec = netloc.rpartition("@")
+        user = auth.split(":", 1)[0]
+        netloc = f"{user}:***@{hostspec}" if ":" in auth else f"{user}@{hostspec}"
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _secrets_of(dsn: str) -> list[str]:
+    found: list[str] = []
+    with contextlib.suppress(ValueError):
+        parts = urlsplit(dsn)
+        if parts.password:
+            found.append(parts.password)
+        found += [m for m in re.findall(r"(?i)password=([^&]*)", parts.query) if m]
+    from urllib.parse import unquote
+
+    return sorted({*found, *(unquote(s) for s in found)}, key=len, reverse=True)
+
+
+# -- errors worth retrying ----------------------------------------------------------------------
+_TRANSIENT: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.TransactionRollbackError,  # serialization failure, deadlock victim
+    asyncpg.InterfaceError,  # "connection is closed", a connection lost mid-operation
+    ConnectionError,
+    TimeoutError,
+    OSError,  # connection refused while the server restarts
+)
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, asyncpg.exceptions.ClientConfigurationError):
+        return False
+    return isinstance(exc, _TRANSIENT)
+
+
+def channel_for(cluster: str) -> str:
+    """The LISTEN/NOTIFY channel of a cluster: the same name as the SQL ``swath_channel``."""
+    name = f"swath:{cluster}"
+    if len(name.encode()) <= 63:
+        return name
+    return "swath:" + hashlib.sha256(cluster.encode()).hexdigest()[:40]
+
+
+class PostgresJobStore(SQLJobStore):
+    """``PostgresJobStore("postgresql://user:pass@host:5432/db")``.
+
+    ``pool_min_size``/``pool_max_size`` size the connection pool (a runner batches its claims,
+    completions and heartbeats, so a few connections serve any concurrency); ``retry_for`` is how
+    long an operation keeps retrying while the database is unreachable; ``poll_interval`` is how
+    often the listening connection is checked (a dead socket is noticed within it)."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        pool_min_size: int = 1,
+        pool_max_size: int = 8,
+        retry_for: float = 60.0,
+        connect_timeout: float = 10.0,
+        keepalive_interval: float = 5.0,
+    ) -> None:
+        super().__init__()
+        if not dsn.startswith(("postgresql://", "postgres://")):
+            raise ValueError(f"not a PostgreSQL URL: {redact_dsn(dsn)!r}")
+        self._dsn = dsn
+        self.url = redact_dsn(dsn)
+        self._secrets = _secrets_of(dsn)
+        self._pool_min = max(0, pool_min_size)
+        self._pool_max = max(1, pool_max_size, self._pool_min)
+        self._retry_for = retry_for
+        self._connect_timeout = connect_timeout
+        self._keepalive = keepalive_interval
+        self._pool: Any = None
+        self._users = 0
+        self._opening = asyncio.Lock()
+        # listening
+        self._listen_clusters: set[str] = set()
+        self._listen_changed: asyncio.Event | None = None
+        self._listener_task: asyncio.Task[None] | None = None
+        self._listening = False
+        self._channels: dict[str, str] = {}
+        self._listened_before: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"PostgresJobStore({self.url!r})"
+
+    # -- errors without passwords ----------------------------------------------------------------
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def _error(self, what: str, exc: BaseException) -> StoreError:
+        return StoreError(f"{what} ({self.url}): {type(exc).__name__}: {self._scrub(str(exc))}")
+
+    # -- connections -----------------------------------------------------------------------------
+    async def _init_connection(self, conn: Any) -> None:
+        await conn.execute("SET application_name = 'swath'")
+
+    async def open(self) -> None:
+        async with self._opening:
+            self._users += 1
+            if self._pool is not None:
+                return
+            try:
+                self._pool = await self._retrying("connect", self._create_pool)
+                await self._retrying("migrate", self._migrate_once)
+            except BaseException:
+                self._users -= 1
+                pool, self._pool = self._pool, None
+                if pool is not None:
+                    pool.terminate()
+                raise
+            self._listen_changed = asyncio.Event()
+            self._listener_task = asyncio.create_task(
+                self._listen_forever(), name="swath-postgres-listener"
+            )
+            log.debug("opened job store %s", self.url)
+
+    async def _create_pool(self) -> Any:
+        return await asyncpg.create_pool(
+            self._dsn,
+            min_size=self._pool_min,
+            max_size=self._pool_max,
+            timeout=self._connect_timeout,
+            init=self._init_connection,
+        )
+
+    async def _migrate_once(self) -> None:
+        async with self._transaction() as tx:
+            await tx.execute("migration_lock", {"key": MIGRATION_LOCK_KEY})
+            version = await self._migrate(tx, _MIGRATIONS)
+        log.debug("schema at version %d", version)
+
+    async def close(self) -> None:
+        async with self._opening:
+            self._users = max(0, self._users - 1)
+            if self._users or self._pool is None:
+                return
+            pool, self._pool = self._pool, None
+            task, self._listener_task = self._listener_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        try:
+            await asyncio.wait_for(pool.close(), timeout=10)
+        except Exception:  # the server is gone: drop the sockets
+            pool.terminate()
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[Tx]:
+        pool = self._pool
+        if pool is None:
+            raise RuntimeError("the job store is not open (use `async with Client(...)`)")
+        async with pool.acquire() as conn, conn.transaction():
+            yield _PgTx(conn)
+
+    async def _run_script(self, tx: Tx, sql: str) -> None:
+        assert isinstance(tx, _PgTx)
+        await tx._conn.execute(sql)  # simple-query protocol: several statements
+
+    async def _retrying(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
+        """Run ``op`` (a whole transaction), retrying transient failures with back-off for up to
+        ``retry_for`` seconds; then raise a :class:`StoreError` without the password."""
+        deadline = time.monotonic() + self._retry_for
+        delay = 0.05
+        warned = False
+        while True:
+            try:
+                result = await op()
+            except _TRANSIENT as exc:
+                if not _transient(exc) or time.monotonic() + delay > deadline:
+                    raise self._error(f"job store {what} failed", exc) from None
+                if not warned and not isinstance(exc, asyncpg.exceptions.TransactionRollbackError):
+                    log.warning(
+                        "job store %s: %s (%s); retrying",
+                        self.url,
+                        type(exc).__name__,
+                        self._scrub(str(exc)),
+                    )
+                    warned = True
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 2.0)
+                continue
+            except asyncpg.PostgresError as exc:
+                raise self._error(f"job store {what} failed", exc) from None
+            if warned:
+                log.warning("job store %s: reconnected", self.url)
+            return result
+
+    # -- every protocol method is a retried transaction ------------------------------------------
+    async def create_cluster(self, slug: str, name: str = "") -> ClusterInfo:
+        attempts = 0
+
+        async def op() -> ClusterInfo:
+            nonlocal attempts
+            attempts += 1
+            try:
+                return await SQLJobStore.create_cluster(self, slug, name)
+            except ValueError:
+                # a retry after a commit whose reply was lost finds its own cluster
+                existing = await SQLJobStore.get_cluster(self, slug) if attempts > 1 else None
+                if existing is not None:
+                    return existing
+                raise
+
+        return await self._retrying("create_cluster", op)
+
+    async def get_cluster(self, slug: str) -> ClusterInfo | None:
+        return await self._retrying("get_cluster", lambda: SQLJobStore.get_cluster(self, slug))
+
+    async def list_clusters(self) -> list[ClusterInfo]:
+        return await self._retrying("list_clusters", lambda: SQLJobStore.list_clusters(self))
+
+    async def delete_cluster(self, slug: str) -> bool:
+        return await self._retrying(
+            "delete_cluster", lambda: SQLJobStore.delete_cluster(self, slug)
+        )
+
+    async def submit_job(self, job_id: str, name: str, cluster: str, root: NewTask) -> JobInfo:
+        attempts = 0
+
+        async def op() -> JobInfo:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1:
+                # the previous attempt may have committed before its reply was lost
+                existing = await SQLJobStore.get_job(self, job_id)
+                if existing is not None:
+                    return existing
+            return await SQLJobStore.submit_job(self, job_id, name, cluster, root)
+
+        return await self._retrying("submit_job", op)
+
+    async def get_job(self, job_id: str) -> JobInfo | None:
+        return await self._retrying("get_job", lambda: SQLJobStore.get_job(self, job_id))
+
+    async def query_jobs(
+        self,
+        *,
+        states: Sequence[JobState] | None = None,
+        name: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+    ) -> list[JobInfo]:
+        return await self._retrying(
+            "query_jobs",
+            lambda: SQLJobStore.query_jobs(
+                self, states=states, name=name, since=since, until=until, limit=limit
+            ),
+        )
+
+    async def cancel_job(self, job_id: str) -> int:
+        return await self._retrying("cancel_job", lambda: SQLJobStore.cancel_job(self, job_id))
+
+    async def retry_job(self, job_id: str) -> int:
+        return await self._retrying("retry_job", lambda: SQLJobStore.retry_job(self, job_id))
+
+    async def list_tasks(self, job_id: str) -> list[TaskInfo]:
+        return await self._retrying("list_tasks", lambda: SQLJobStore.list_tasks(self, job_id))
+
+    async def claim(
+        self, cluster: str, runner_id: str, limit: int, lease: float
+    ) -> list[ClaimedTask]:
+        since = time.time()
+        unknown_outcome = False
+
+        async def op() -> list[ClaimedTask]:
+            nonlocal unknown_outcome
+            if unknown_outcome:
+                # a claim whose reply was lost may have leased tasks this runner never got
+                async with self._transaction() as tx:
+                    await tx.execute("claim_orphans_release", {"runner": runner_id, "since": since})
+            unknown_outcome = True
+            claimed = await SQLJobStore.claim(self, cluster, runner_id, limit, lease)
+            unknown_outcome = False
+            return claimed
+
+        return await self._retrying("claim", op)
+
+    async def heartbeat(self, runner_id: str, lease: float) -> int:
+        return await self._retrying(
+            "heartbeat", lambda: SQLJobStore.heartbeat(self, runner_id, lease)
+        )
+
+    async def complete(self, runner_id: str, outcomes: Sequence[TaskOutcome]) -> int:
+        # idempotent: a retry after a lost reply finds the tasks no longer held and accepts none
+        return await self._retrying(
+            "complete", lambda: SQLJobStore.complete(self, runner_id, outcomes)
+        )
+
+    async def release(self, runner_id: str, task_ids: Sequence[str]) -> int:
+        return await self._retrying(
+            "release", lambda: SQLJobStore.release(self, runner_id, task_ids)
+        )
+
+    async def next_ready(self, cluster: str) -> float | None:
+        return await self._retrying("next_ready", lambda: SQLJobStore.next_ready(self, cluster))
+
+    # -- wake-ups --------------------------------------------------------------------------------
+    def work_signal(self, cluster: str) -> WorkSignal:
+        signal = super().work_signal(cluster)
+        if cluster not in self._listen_clusters:
+            self._listen_clusters.add(cluster)
+            if self._listen_changed is not None:
+                self._listen_changed.set()
+        return signal
+
+    @property
+    def listening(self) -> bool:
+        """True while the LISTEN connection is up (runners then need not poll often)."""
+        return self._listening
+
+    def _on_notification(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        cluster = self._channels.get(channel)
+        if cluster is not None:
+            self._signals.notify({cluster})
+
+    async def _listen_forever(self) -> None:
+        """Keep one connection LISTENing on the channels of every cluster a runner of this store
+        waits on; reconnect with back-off when it is lost."""
+        assert self._listen_changed is not None
+        changed = self._listen_changed
+        delay = 0.05
+        while True:
+            if not self._listen_clusters:
+                changed.clear()
+                await changed.wait()
+                continue
+            conn: Any = None
+            lost = asyncio.Event()
+            try:
+                conn = await asyncpg.connect(self._dsn, timeout=self._connect_timeout)
+                conn.add_termination_listener(_setter(lost))
+                listening: set[str] = set()
+                while True:
+                    changed.clear()
+                    new = set(self._listen_clusters) - listening
+                    for cluster in sorted(new):
+                        channel = channel_for(cluster)
+                        self._channels[channel] = cluster
+                        await conn.add_listener(channel, self._on_notification)
+                    listening |= new
+                    if new:
+                        if not self._listening:
+                            log.debug("listening for work on %s", self.url)
+                        self._listening = True
+                        delay = 0.05
+                        # after a reconnect, work made ready while nobody listened was never
+                        # announced: wake those runners once to look
+                        missed = new & self._listened_before
+                        if missed:
+                            self._signals.notify(missed)
+                        self._listened_before |= new
+                    await self._wait_listening(conn, lost, changed)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self._listening:
+                    log.warning(
+                        "job store %s: lost the LISTEN connection (%s); runners poll until it "
+                        "is back",
+                        self.url,
+                        self._scrub(f"{type(exc).__name__}: {exc}"),
+                    )
+                self._listening = False
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 2.0)
+            finally:
+                self._listening = False
+                if conn is not None:
+                    conn.terminate()
+
+    async def _wait_listening(self, conn: Any, lost: asyncio.Event, changed: asyncio.Event) -> None:
+        """Return when clusters were added; raise when the connection is lost or stops
+        answering (a keep-alive query every ``keepalive_interval`` seconds)."""
+        while True:
+            waiters = [asyncio.ensure_future(lost.wait()), asyncio.ensure_future(changed.wait())]
+            try:
+                await asyncio.wait(waiters, timeout=self._keepalive, return_when="FIRST_COMPLETED")
+            finally:
+                for w in waiters:
+                    w.cancel()
+            if lost.is_set() or conn.is_closed():
+                raise ConnectionError("the LISTEN connection was closed")
+            if changed.is_set():
+                return
+            await conn.fetchval("SELECT 1", timeout=self._keepalive)
+
+
+def _setter(event: asyncio.Event) -> Callable[[Any], None]:
+    return lambda _conn: event.set()
+
+
+__all__ = ["PostgresJobStore", "channel_for", "redact_dsn"]

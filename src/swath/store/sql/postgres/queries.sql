@@ -1,0 +1,230 @@
+-- Named queries of the PostgreSQL job store: the same names and :named parameters as the SQLite
+-- dialect (swath.store.machine runs them; swath.store.postgres turns :name into $n).
+--
+-- Transactions are READ COMMITTED and run concurrently (SQLite serializes its writers), so the
+-- queries that read rows a transaction later changes lock them:
+-- * claim and expired_leases take rows with FOR UPDATE SKIP LOCKED: two runners never get the
+--   same task, and a lease is re-queued by one transaction only, never after a fresh claim;
+-- * held_tasks locks the runner's own leases (in id order, like heartbeat), so a lease cannot be
+--   re-queued between "is it still mine" and the completion that relies on it;
+-- * job_state takes FOR SHARE: a cancel or a job failure waits for completions in flight, then
+--   sees (and cancels or skips) the subtasks they committed.
+-- Parameters whose type PostgreSQL cannot infer are cast explicitly.
+
+-- name: schema_version_table
+CREATE TABLE IF NOT EXISTS swath_schema (version integer NOT NULL);
+
+-- name: schema_version
+SELECT version FROM swath_schema;
+
+-- name: schema_version_insert
+INSERT INTO swath_schema (version) VALUES (:version);
+
+-- name: schema_version_set
+UPDATE swath_schema SET version = :version;
+
+-- name: cluster_insert
+INSERT INTO clusters (slug, name, created_at) VALUES (:slug, :name, :now)
+ON CONFLICT (slug) DO NOTHING;
+
+-- name: cluster_get
+SELECT slug, name, created_at FROM clusters WHERE slug = :slug;
+
+-- name: cluster_list
+SELECT slug, name, created_at FROM clusters ORDER BY created_at, slug;
+
+-- name: cluster_delete
+DELETE FROM clusters WHERE slug = :slug;
+
+-- name: job_insert
+INSERT INTO jobs (id, name, cluster, state, root_task_id, created_at)
+VALUES (:id, :name, :cluster, 'QUEUED', :root_task_id, :now);
+
+-- name: job_get
+SELECT id, name, cluster, state, created_at, started_at, finished_at, root_task_id
+FROM jobs WHERE id = :id;
+
+-- name: job_query
+SELECT id, name, cluster, state, created_at, started_at, finished_at, root_task_id
+FROM jobs
+WHERE (CAST(:states AS text) IS NULL
+       OR state IN (SELECT jsonb_array_elements_text(CAST(:states AS text)::jsonb)))
+  AND (CAST(:name AS text) IS NULL OR name = CAST(:name AS text))
+  AND (CAST(:since AS double precision) IS NULL OR created_at >= CAST(:since AS double precision))
+  AND (CAST(:until AS double precision) IS NULL OR created_at < CAST(:until AS double precision))
+ORDER BY created_at DESC, id DESC
+LIMIT :limit;
+
+-- name: job_progress
+SELECT label, total, done FROM progress WHERE job_id = :id ORDER BY label;
+
+-- name: job_state
+SELECT state FROM jobs WHERE id = :id FOR SHARE;
+
+-- name: job_start
+UPDATE jobs SET state = 'RUNNING', started_at = COALESCE(started_at, :now)
+WHERE id = :id AND state = 'QUEUED';
+
+-- name: job_complete
+UPDATE jobs SET state = 'COMPLETED', finished_at = :now
+WHERE id = :id AND state IN ('QUEUED', 'RUNNING');
+
+-- name: job_fail
+UPDATE jobs SET state = 'FAILED', finished_at = :now
+WHERE id = :id AND state IN ('QUEUED', 'RUNNING');
+
+-- name: job_cancel
+UPDATE jobs SET state = 'CANCELED', finished_at = :now
+WHERE id = :id AND state IN ('QUEUED', 'RUNNING');
+
+-- name: job_requeue
+UPDATE jobs SET state = 'QUEUED', finished_at = NULL
+WHERE id = :id AND state IN ('FAILED', 'CANCELED');
+
+-- name: task_insert
+INSERT INTO tasks (id, job_id, parent_id, cluster, name, version, input, display, state,
+                   max_retries, optional, pending_deps, has_dependents, run_after, created_at)
+VALUES (:id, :job_id, :parent_id, :cluster, :name, :version, :input, :display, 'QUEUED',
+        :max_retries, :optional, :pending_deps, :has_dependents, :now, :now);
+
+-- name: dep_insert
+INSERT INTO task_deps (task_id, depends_on) VALUES (:task_id, :depends_on);
+
+-- name: expired_leases
+SELECT id, job_id, parent_id, cluster, lost_count, optional, has_dependents
+FROM tasks WHERE state = 'RUNNING' AND lease_expires < :now
+ORDER BY id
+FOR UPDATE SKIP LOCKED;
+
+-- name: task_requeue_lost
+UPDATE tasks
+SET state = CASE WHEN (SELECT state FROM jobs WHERE jobs.id = tasks.job_id) IN ('QUEUED', 'RUNNING')
+                 THEN 'QUEUED' ELSE 'SKIPPED' END,
+    lease_owner = NULL, lease_expires = NULL, lost_count = lost_count + :lost
+WHERE id = :id AND state = 'RUNNING';
+
+-- name: claim
+UPDATE tasks
+SET state = 'RUNNING', lease_owner = :runner, lease_expires = :expires, started_at = :now
+WHERE id IN (
+    SELECT id FROM tasks
+    WHERE cluster = :cluster AND state = 'QUEUED' AND pending_deps = 0 AND run_after <= :now
+    ORDER BY run_after, id
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id, job_id, parent_id, cluster, name, version, input, display, retry_count,
+          max_retries, optional;
+
+-- name: job_name
+SELECT name FROM jobs WHERE id = :id;
+
+-- name: heartbeat
+UPDATE tasks SET lease_expires = :expires
+WHERE id IN (
+    SELECT id FROM tasks
+    WHERE lease_owner = :runner AND state = 'RUNNING' AND lease_expires >= :now
+    ORDER BY id
+    FOR UPDATE
+);
+
+-- name: held_tasks
+SELECT id, job_id, parent_id, cluster, retry_count, max_retries, optional, has_dependents
+FROM tasks WHERE lease_owner = :runner AND state = 'RUNNING'
+ORDER BY id
+FOR UPDATE;
+
+-- name: task_finish
+UPDATE tasks
+SET state = CAST(:state AS text), pending_children = :pending_children, display = :display,
+    finished_at = CASE WHEN CAST(:state AS text) = 'COMPLETED' THEN CAST(:now AS double precision)
+                       ELSE NULL END,
+    lease_owner = NULL, lease_expires = NULL,
+    error_type = NULL, error_message = NULL, error_traceback = NULL
+WHERE id = :id;
+
+-- name: task_retry_later
+UPDATE tasks
+SET state = 'QUEUED', retry_count = retry_count + 1, run_after = :run_after, display = :display,
+    lease_owner = NULL, lease_expires = NULL,
+    error_type = :error_type, error_message = :error_message, error_traceback = :error_traceback
+WHERE id = :id;
+
+-- name: task_fail
+UPDATE tasks
+SET state = :state, display = :display, finished_at = :now, lease_owner = NULL, lease_expires = NULL,
+    error_type = :error_type, error_message = :error_message, error_traceback = :error_traceback
+WHERE id = :id;
+
+-- name: progress_add
+INSERT INTO progress (job_id, label, total, done) VALUES (:job_id, :label, :total, :done)
+ON CONFLICT (job_id, label) DO UPDATE
+SET total = progress.total + excluded.total, done = progress.done + excluded.done;
+
+-- name: dependents_release
+UPDATE tasks SET pending_deps = pending_deps - 1
+WHERE id IN (SELECT task_id FROM task_deps WHERE depends_on = :id);
+
+-- name: parent_decrement
+UPDATE tasks SET pending_children = pending_children - :n WHERE id = :id;
+
+-- name: parent_complete
+UPDATE tasks SET state = 'COMPLETED', finished_at = :now
+WHERE id = :id AND state = 'COMPUTED' AND pending_children = 0
+RETURNING id, job_id, parent_id, has_dependents;
+
+-- name: job_skip_queued
+UPDATE tasks SET state = 'SKIPPED' WHERE job_id = :id AND state = 'QUEUED';
+
+-- name: job_cancel_queued
+UPDATE tasks SET state = 'CANCELED' WHERE job_id = :id AND state = 'QUEUED';
+
+-- name: job_retry_failed
+UPDATE tasks SET state = 'QUEUED', retry_count = 0, lost_count = 0, run_after = :now,
+                 finished_at = NULL
+WHERE job_id = :id AND state = 'FAILED';
+
+-- name: job_requeue_stopped
+UPDATE tasks SET state = 'QUEUED', run_after = :now
+WHERE job_id = :id AND state IN ('SKIPPED', 'CANCELED');
+
+-- name: task_release
+UPDATE tasks
+SET state = CASE WHEN (SELECT state FROM jobs WHERE jobs.id = tasks.job_id) IN ('QUEUED', 'RUNNING')
+                 THEN 'QUEUED' ELSE 'SKIPPED' END,
+    lease_owner = NULL, lease_expires = NULL, started_at = NULL
+WHERE id = :id AND lease_owner = :runner AND state = 'RUNNING';
+
+-- name: next_ready
+SELECT MIN(t) FROM (
+    SELECT MIN(run_after) AS t FROM tasks
+    WHERE cluster = :cluster AND state = 'QUEUED' AND pending_deps = 0
+    UNION ALL
+    SELECT MIN(lease_expires) AS t FROM tasks
+    WHERE cluster = :cluster AND state = 'RUNNING'
+) AS candidates;
+
+-- name: job_tasks
+SELECT id, job_id, parent_id, cluster, name, version, display, state, retry_count, max_retries,
+       optional, lost_count, created_at, started_at, finished_at,
+       error_type, error_message, error_traceback
+FROM tasks WHERE job_id = :id ORDER BY created_at, id;
+
+-- name: job_deps
+SELECT d.task_id, d.depends_on FROM task_deps d JOIN tasks t ON t.id = d.task_id
+WHERE t.job_id = :id;
+
+-- name: task_count_by_state
+SELECT state, COUNT(*) FROM tasks WHERE job_id = :id GROUP BY state;
+
+-- PostgreSQL only (swath.store.postgres) ------------------------------------------------------
+
+-- name: migration_lock
+SELECT pg_advisory_xact_lock(:key);
+
+-- name: claim_orphans_release
+-- A claim whose commit reply was lost (the connection dropped): give back what it may have
+-- leased, so the runner's heartbeat does not keep tasks it never received.
+UPDATE tasks
+SET state = 'QUEUED', lease_owner = NULL, lease_expires = NULL, started_at = NULL
+WHERE lease_owner = :runner AND state = 'RUNNING' AND started_at >= :since;
