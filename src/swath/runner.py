@@ -48,7 +48,7 @@ from swath.store.base import (
     TaskSuccess,
     UnknownClusterError,
 )
-from swath.task import Task, TaskRegistry, decode_input, is_async
+from swath.task import Task, TaskRegistry, decode_input
 
 log = logging.getLogger("swath.runner")
 
@@ -268,12 +268,13 @@ class _Loop:
     async def _execute(self, claimed: ClaimedTask) -> None:
         context: ExecutionContext | None = None
         try:
-            cls = self.r.registry.find(claimed.name, claimed.version)
-            if cls is None:
+            found = self.r.registry.find(claimed.name, claimed.version)
+            if found is None:
                 raise UnknownTaskError(
                     f"no task {claimed.name} {claimed.version} is registered with this runner "
                     f"(it knows: {', '.join(self.r.registry.identifiers()) or 'nothing'})"
                 )
+            cls, run_async = found
             try:
                 task = decode_input(cls, claimed.input)
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
@@ -281,15 +282,14 @@ class _Loop:
                     f"the input of {claimed.name} {claimed.version} does not decode into "
                     f"{cls.__qualname__}: {exc}"
                 ) from exc
-            sync = not is_async(cls)
             context = ExecutionContext(
                 claimed,
                 self.r.cache,
                 runner_context=self.user_context,
                 loop=self.loop,
-                blocking=sync,
+                blocking=not run_async,
             )
-            if sync:
+            if not run_async:
                 await self.loop.run_in_executor(self.threads, task.execute, context)
             else:
                 result = task.execute(context)

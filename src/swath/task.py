@@ -205,6 +205,7 @@ class TaskRegistry:
 
     def __init__(self, tasks: Iterable[type[Task]]) -> None:
         self._by_major: dict[tuple[str, int], tuple[int, type[Task]]] = {}
+        self._found: dict[tuple[str, str], tuple[type[Task], bool] | None] = {}
         for cls in tasks:
             if not (isinstance(cls, type) and issubclass(cls, Task)) or cls is Task:
                 raise TypeError(f"runner tasks must be Task subclasses, not {cls!r}")
@@ -216,7 +217,15 @@ class TaskRegistry:
             if known is None or known[0] < minor:
                 self._by_major[(name, major)] = (minor, cls)
 
-    def find(self, name: str, version: str) -> type[Task] | None:
+    def find(self, name: str, version: str) -> tuple[type[Task], bool] | None:
+        """The task class for a submitted identifier and whether its execute is async."""
+        key = (name, version)
+        if key not in self._found:
+            cls = self._find(name, version)
+            self._found[key] = None if cls is None else (cls, is_async(cls))
+        return self._found[key]
+
+    def _find(self, name: str, version: str) -> type[Task] | None:
         try:
             major, minor = parse_version(version)
         except ValueError:

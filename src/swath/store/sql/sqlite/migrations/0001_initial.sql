@@ -48,10 +48,10 @@ CREATE TABLE tasks (
 );
 -- The claim scans only ready tasks, oldest first.
 CREATE INDEX tasks_ready ON tasks (cluster, run_after, id) WHERE state = 'QUEUED' AND pending_deps = 0;
-CREATE INDEX tasks_leased ON tasks (lease_owner) WHERE state = 'RUNNING';
-CREATE INDEX tasks_expiry ON tasks (lease_expires) WHERE state = 'RUNNING';
-CREATE INDEX tasks_running_cluster ON tasks (cluster, lease_expires) WHERE state = 'RUNNING';
-CREATE INDEX tasks_job ON tasks (job_id, state);
+-- Leased tasks (at most the runners' concurrency): expiry, heartbeats, a runner's own tasks.
+CREATE INDEX tasks_running ON tasks (lease_expires) WHERE state = 'RUNNING';
+-- Job-wide operations (tree, cancel, retry, skip); no state column, so state changes are cheap.
+CREATE INDEX tasks_job ON tasks (job_id);
 
 CREATE TABLE task_deps (
     task_id     TEXT NOT NULL,
