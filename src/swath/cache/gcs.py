@@ -179,11 +179,16 @@ class GoogleStorageCache(Backend):
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=300),
             auto_decompress=False,
         )
-        token = None if self._is_dev else Token(scopes=SCOPES, session=session)  # type: ignore[arg-type]
         self._session = session
-        # Storage reads STORAGE_EMULATOR_HOST itself (passing api_root would mark it "dev")
-        self._storage = Storage(session=session, token=token)  # type: ignore[arg-type]
         try:
+            try:  # gcloud-aio-auth finds the credentials (it may read files here)
+                token = None if self._is_dev else Token(scopes=SCOPES, session=session)  # type: ignore[arg-type]
+            except Exception as exc:
+                raise CacheError(
+                    f"cannot open GCS bucket {self.bucket!r}: no usable credentials: {exc}"
+                ) from exc
+            # Storage reads STORAGE_EMULATOR_HOST itself (passing api_root would mark it "dev")
+            self._storage = Storage(session=session, token=token)  # type: ignore[arg-type]
             await self._check_bucket()
         except BaseException:
             with anyio.CancelScope(shield=True):
