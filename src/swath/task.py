@@ -184,7 +184,13 @@ def encode_input(task: Task) -> bytes:
     """The task's input as JSON; TypeError for values that cannot be serialized."""
     if not isinstance(task, Task):
         raise TypeError(f"expected a Task instance, not {type(task).__name__}")
-    type(task)._check_fields()
+    try:
+        type(task)._check_fields()
+    except NameError as exc:
+        raise TypeError(
+            f"cannot resolve the field types of {type(task).__qualname__}: {exc} (task field "
+            "types must be importable from the task's module)"
+        ) from None
     try:
         return _ENCODER.encode(task)
     except (TypeError, msgspec.EncodeError) as exc:
