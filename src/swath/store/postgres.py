@@ -155,9 +155,22 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.TransactionRollbackError,  # serialization failure, deadlock victim
     asyncpg.InterfaceError,  # "connection is closed", a connection lost mid-operation
+    asyncpg.InternalClientError,  # a connection left mid-protocol by a lost operation
     ConnectionError,
     TimeoutError,
     OSError,  # connection refused while the server restarts
+)
+
+
+#: errors after which a connection is not reused
+_BROKEN: tuple[type[BaseException], ...] = (
+    asyncio.CancelledError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
 )
 
 
@@ -179,15 +192,16 @@ class PostgresJobStore(SQLJobStore):
     """``PostgresJobStore("postgresql://user:pass@host:5432/db")``.
 
     ``pool_min_size``/``pool_max_size`` size the connection pool (a runner batches its claims,
-    completions and heartbeats, so a few connections serve any concurrency); ``retry_for`` is how
-    long an operation keeps retrying while the database is unreachable; ``poll_interval`` is how
-    often the listening connection is checked (a dead socket is noticed within it)."""
+    completions and heartbeats, so a few connections serve any concurrency; connections open on
+    demand); ``retry_for`` is how long an operation keeps retrying while the database is
+    unreachable; ``connect_timeout`` bounds one connection attempt; ``keepalive_interval`` is
+    how often the idle LISTEN connection is checked (a dead socket is noticed within it)."""
 
     def __init__(
         self,
         dsn: str,
         *,
-        pool_min_size: int = 1,
+        pool_min_size: int = 0,
         pool_max_size: int = 8,
         retry_for: float = 60.0,
         connect_timeout: float = 10.0,
@@ -214,6 +228,8 @@ class PostgresJobStore(SQLJobStore):
         self._listening = False
         self._channels: dict[str, str] = {}
         self._listened_before: set[str] = set()
+        #: how many times the LISTEN connection was established (reconnects are the rest)
+        self.listen_connections = 0
 
     def __repr__(self) -> str:
         return f"PostgresJobStore({self.url!r})"
@@ -287,8 +303,15 @@ class PostgresJobStore(SQLJobStore):
         pool = self._pool
         if pool is None:
             raise RuntimeError("the job store is not open (use `async with Client(...)`)")
-        async with pool.acquire() as conn, conn.transaction():
-            yield _PgTx(conn)
+        async with pool.acquire() as conn:
+            try:
+                async with conn.transaction():
+                    yield _PgTx(conn)
+            except _BROKEN:
+                # the connection may be mid-protocol or dead: never hand it out again
+                with contextlib.suppress(asyncpg.InterfaceError):
+                    conn.terminate()
+                raise
 
     async def _run_script(self, tx: Tx, sql: str) -> None:
         assert isinstance(tx, _PgTx)
@@ -479,7 +502,9 @@ class PostgresJobStore(SQLJobStore):
                     listening |= new
                     if new:
                         if not self._listening:
-                            log.debug("listening for work on %s", self.url)
+                            self.listen_connections += 1
+                            if self.listen_connections > 1:
+                                log.warning("job store %s: listening again", self.url)
                         self._listening = True
                         delay = 0.05
                         # after a reconnect, work made ready while nobody listened was never
