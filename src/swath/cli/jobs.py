@@ -1,0 +1,195 @@
+"""``swath jobs ls|show|watch|cancel|retry|diagram``."""
+
+from __future__ import annotations
+
+import asyncio
+
+import click
+from rich.live import Live
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+from rich.tree import Tree
+
+from swath.cli._common import client, console, duration, run, when
+from swath.client import FINISHED_JOB_STATES, Job, JobClient
+from swath.store.base import JobState, TaskInfo, TaskState
+
+_COLORS = {
+    "COMPLETED": "green",
+    "FAILED": "red",
+    "FAILED_OPTIONAL": "dark_orange",
+    "RUNNING": "yellow",
+    "COMPUTED": "yellow",
+    "CANCELED": "grey50",
+    "SKIPPED": "grey50",
+    "QUEUED": "cyan",
+}
+
+
+def _state(state: str) -> str:
+    return f"[{_COLORS.get(state, 'white')}]{state}[/]"
+
+
+@click.group()
+def jobs() -> None:
+    """Inspect and control jobs."""
+
+
+@jobs.command("ls")
+@click.option("--state", "states", multiple=True, type=click.Choice([s.value for s in JobState]))
+@click.option("--name", default=None, help="Only jobs with exactly this name.")
+@click.option("--limit", default=20, show_default=True)
+@click.pass_context
+def ls(ctx: click.Context, states: tuple[str, ...], name: str | None, limit: int) -> None:
+    """List jobs, newest first."""
+
+    async def go() -> list[Job]:
+        async with client(ctx) as c:
+            return await c.jobs().query(state=list(states) or None, name=name, limit=limit)
+
+    found = run(go())
+    table = Table("id", "name", "cluster", "state", "created", "duration", "progress")
+    for job in found:
+        progress = ", ".join(f"{p.label} {p.done}/{p.total}" for p in job.progress if p.total)
+        table.add_row(
+            job.id,
+            escape(job.name),
+            job.cluster,
+            _state(job.state),
+            when(job.created_at),
+            duration(job.started_at, job.finished_at),
+            escape(progress),
+        )
+    console.print(table)
+
+
+def task_tree(job: Job, tasks: list[TaskInfo], tracebacks: bool) -> Tree:
+    tree = Tree(f"[bold]{escape(job.name)}[/] {job.id} {_state(job.state)}")
+    nodes: dict[str | None, Tree] = {None: tree}
+    for t in tasks:  # creation order: parents come first
+        label = escape(t.display or t.name)
+        extra = f" retries {t.retry_count}/{t.max_retries}" if t.retry_count else ""
+        text = (
+            f"{label} [dim]{t.name} {t.version}[/] {_state(t.state)} "
+            f"[dim]{duration(t.started_at, t.finished_at)}{extra}[/]"
+        )
+        node = nodes.get(t.parent_id, tree).add(text)
+        if t.error is not None and t.state in (TaskState.FAILED, TaskState.FAILED_OPTIONAL):
+            node.add(f"[red]{escape(t.error.type)}: {escape(t.error.message)}[/]")
+            if tracebacks:
+                node.add(escape(t.error.traceback.rstrip()))
+        nodes[t.id] = node
+    return tree
+
+
+@jobs.command()
+@click.argument("job_id")
+@click.option("--tracebacks/--no-tracebacks", default=True, show_default=True)
+@click.pass_context
+def show(ctx: click.Context, job_id: str, tracebacks: bool) -> None:
+    """Show a job: its state, progress and task tree with errors."""
+
+    async def go() -> tuple[Job, list[TaskInfo]]:
+        async with client(ctx) as c:
+            return await c.jobs().find(job_id), await c.jobs().tasks(job_id)
+
+    job, tasks = run(go())
+    console.print(task_tree(job, tasks, tracebacks))
+    for p in job.progress:
+        console.print(f"  {escape(p.label)}: {p.done}/{p.total}")
+
+
+@jobs.command()
+@click.argument("job_id")
+@click.option("--interval", default=0.25, show_default=True, help="Refresh interval, seconds.")
+@click.pass_context
+def watch(ctx: click.Context, job_id: str, interval: float) -> None:
+    """Follow a job's progress bars until it finishes."""
+
+    async def go() -> Job:
+        async with client(ctx) as c:
+            return await follow(c.jobs(), job_id, interval)
+
+    job = run(go())
+    console.print(f"job {job.id}: {_state(job.state)}")
+    if job.state != JobState.COMPLETED:
+        raise SystemExit(1)
+
+
+def progress_bars() -> Progress:
+    return Progress(
+        TextColumn("{task.description:<12}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
+async def follow(
+    job_client: JobClient, job_id: str, interval: float, *, hide: tuple[str, ...] = ()
+) -> Job:
+    """Show a live progress bar per indicator of the job until it is finished."""
+    bars = progress_bars()
+    ids: dict[str, TaskID] = {}
+    with Live(bars, console=console, refresh_per_second=8, transient=False):
+        while True:
+            job = await job_client.find(job_id)
+            for p in job.progress:
+                if p.label in hide:
+                    continue
+                if p.label not in ids:
+                    ids[p.label] = bars.add_task(p.label, total=max(p.total, 1))
+                bars.update(ids[p.label], total=max(p.total, 1), completed=p.done)
+            if job.state in FINISHED_JOB_STATES:
+                break
+            await asyncio.sleep(interval)
+    console.print()
+    return job
+
+
+@jobs.command()
+@click.argument("job_id")
+@click.pass_context
+def cancel(ctx: click.Context, job_id: str) -> None:
+    """Cancel a job: queued tasks are canceled, running ones finish."""
+
+    async def go() -> int:
+        async with client(ctx) as c:
+            return await c.jobs().cancel(job_id)
+
+    console.print(f"canceled {run(go())} queued tasks of job {job_id}")
+
+
+@jobs.command()
+@click.argument("job_id")
+@click.pass_context
+def retry(ctx: click.Context, job_id: str) -> None:
+    """Re-queue a job's failed tasks."""
+
+    async def go() -> int:
+        async with client(ctx) as c:
+            return await c.jobs().retry(job_id)
+
+    console.print(f"re-queued {run(go())} failed tasks of job {job_id}")
+
+
+@jobs.command()
+@click.argument("job_id")
+@click.pass_context
+def diagram(ctx: click.Context, job_id: str) -> None:
+    """Print the job's task graph as Mermaid text."""
+
+    async def go() -> str:
+        async with client(ctx) as c:
+            return await c.jobs().diagram(job_id)
+
+    click.echo(run(go()), nl=False)

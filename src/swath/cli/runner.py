@@ -1,0 +1,90 @@
+"""``swath runner``: run tasks from importable modules until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+import click
+
+from swath.cache import cache_from_url
+from swath.cli._common import client, console, run
+from swath.task import Task
+
+CACHE_HELP = (
+    "Runner cache: a path, file:///path, memory://, s3://bucket/prefix, gs://bucket/prefix."
+)
+
+
+def load_task(spec: str) -> list[type[Task]]:
+    """``module:TaskClass`` -> that class; ``module`` -> every Task subclass defined in it."""
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise click.BadParameter(f"cannot import {module_name!r}: {exc}") from None
+    if attr:
+        found = getattr(module, attr, None)
+        if not (isinstance(found, type) and issubclass(found, Task)):
+            raise click.BadParameter(f"{spec!r} is not a Task subclass")
+        return [found]
+    tasks = [
+        value
+        for value in vars(module).values()
+        if isinstance(value, type)
+        and issubclass(value, Task)
+        and value is not Task
+        and value.__module__ == module.__name__
+    ]
+    if not tasks:
+        raise click.BadParameter(f"module {module_name!r} defines no Task subclasses")
+    return tasks
+
+
+@click.command()
+@click.argument("tasks", nargs=-1, required=True)
+@click.option("--cache", "cache_url", default="cache", show_default=True, help=CACHE_HELP)
+@click.option("--cluster", default="default", show_default=True)
+@click.option("--concurrency", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--lease", default=30.0, show_default=True, help="Lease of claimed tasks, seconds.")
+@click.option("--grace", default=30.0, show_default=True, help="Grace period on stop, seconds.")
+@click.option("--until-idle", is_flag=True, help="Stop when no runnable work remains.")
+@click.pass_context
+def runner(
+    ctx: click.Context,
+    tasks: tuple[str, ...],
+    cache_url: str,
+    cluster: str,
+    concurrency: int,
+    lease: float,
+    grace: float,
+    until_idle: bool,
+) -> None:
+    """Run TASKS (``module:TaskClass`` or ``module`` for all its tasks) until SIGINT/SIGTERM."""
+    classes = [cls for spec in tasks for cls in load_task(spec)]
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+    async def go() -> None:
+        async with client(ctx) as c:
+            r = c.runner(
+                classes,
+                cache_from_url(cache_url),
+                cluster=cluster,
+                max_concurrency=concurrency,
+                lease=lease,
+                grace=grace,
+                handle_signals=True,
+            )
+            console.print(
+                f"runner {r.id} on cluster [bold]{cluster}[/] ({c.store.url}): "
+                f"{', '.join(r.registry.identifiers())}"
+            )
+            await (r.run_all() if until_idle else r.run_forever())
+            s = r.stats
+            console.print(
+                f"stopped: {s.succeeded} succeeded, {s.failed} failed, {s.released} released"
+            )
+
+    run(go())
