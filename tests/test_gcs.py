@@ -371,6 +371,39 @@ async def test_object_rewritten_behind_the_cache_is_detected(
             [c async for c in cache.stream("k", chunk_size=4096)]
 
 
+async def test_upload_damaged_in_transit_is_refused_and_not_kept(
+    gcs_server: GcsServer, gcs_bucket: str, proxy: FaultProxy
+) -> None:
+    """When the bytes GCS receives differ from those sent (a byte flipped on the way; the
+    emulator, unlike GCS, does not check the CRC32C we send), the upload fails with
+    ChecksumMismatchError and leaves no object behind: not the small single-request value, not
+    a composite value, not its parts."""
+    assert proxy.client is not None
+    client = proxy.client
+    small, big = data_of(100 * KIB, seed=3), data_of(1 * MIB, seed=4)
+
+    async def damage(req: web.Request, body: bytes) -> web.StreamResponse | None:
+        if req.method != "POST" or "/upload/" not in req.path:
+            return None
+        for original in (small, big[: 256 * KIB]):
+            if original in body:
+                body = body.replace(original, b"\xff" + original[1:])
+        headers = {"Content-Type": req.headers["Content-Type"]}
+        async with client.post(proxy.upstream + req.path_qs, data=body, headers=headers) as up:
+            return web.Response(status=up.status, body=await up.read())
+
+    async with GoogleStorageCache(gcs_bucket, chunk_size=256 * KIB) as cache:
+        proxy.rules.append(damage)
+        with pytest.raises(ChecksumMismatchError, match="jobs/small"):
+            await cache.put("small", small)
+        with pytest.raises(ChecksumMismatchError):
+            await cache.put("big", big)
+        proxy.rules.clear()
+        assert not await cache.contains("small")
+        assert not await cache.contains("big")
+        assert gcs_server.object_names(gcs_bucket) == []
+
+
 # -- errors and retries --------------------------------------------------------------------------
 async def test_transient_errors_are_retried_then_named(gcs_bucket: str, proxy: FaultProxy) -> None:
     """Two 503s in a row are retried transparently; a server that keeps failing gives a

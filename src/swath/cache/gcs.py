@@ -347,11 +347,28 @@ class GoogleStorageCache(Backend):
         self._http  # noqa: B018  (fail early if not open)
         return _GcsWriter(self, path)
 
+    async def _upload_media(
+        self, op: str, name: str, data: bytes | bytearray | memoryview, crc: int
+    ) -> None:
+        """One plain media upload (for temporary parts: the CRC32C GCS computed is compared with
+        ours, and a damaged part never becomes visible, it is deleted with the others)."""
+        resp = await self._request(
+            op,
+            name,
+            "POST",
+            self._upload_url(),
+            params={"uploadType": "media", "name": name},
+            headers={"Content-Type": CONTENT_TYPE},
+            data=data,
+            seconds=LONG_TIMEOUT,
+        )
+        self._check_uploaded(op, name, resp.json(), crc, len(data))
+
     async def _upload_whole(
         self, op: str, name: str, data: bytes | bytearray | memoryview, crc: int
     ) -> dict[str, Any]:
         """One multipart upload (metadata with the CRC32C, then the bytes): GCS rejects a body
-        whose CRC32C differs; we also compare what it computed."""
+        whose CRC32C differs; we also compare what it computed (emulators do not check)."""
         meta = {"name": name, "contentType": CONTENT_TYPE, "crc32c": crc_to_b64(crc)}
 
         def body() -> aiohttp.MultipartWriter:
@@ -370,8 +387,20 @@ class GoogleStorageCache(Backend):
             seconds=LONG_TIMEOUT,
         )
         result = resp.json()
-        self._check_uploaded(op, name, result, crc, len(data))
+        await self._check_final(op, name, result, crc, len(data))
         return result
+
+    async def _check_final(
+        self, op: str, name: str, result: Mapping[str, Any], crc: int, size: int
+    ) -> None:
+        """Check a value just made visible; if GCS holds other bytes than were sent, delete it
+        (a damaged value must not be read as valid: its stored checksum would match it)."""
+        try:
+            self._check_uploaded(op, name, result, crc, size)
+        except ChecksumMismatchError:
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await self._delete_object(op, name)
+            raise
 
     def _check_uploaded(
         self, op: str, name: str, result: Mapping[str, Any], crc: int, size: int
@@ -702,7 +731,7 @@ class _GcsWriter(BackendWriter):
 
     async def _upload_part(self, name: str, chunk: bytearray) -> None:
         crc = await _crc(0, chunk)
-        await self._cache._upload_whole("put", name, chunk, crc)
+        await self._cache._upload_media("put", name, chunk, crc)
 
     async def _compose_tree(self) -> dict[str, Any]:
         cache = self._cache
@@ -777,7 +806,7 @@ class _GcsWriter(BackendWriter):
             if resp.status in (200, 201):
                 if not final:
                     raise cache._error("put", self._name, "upload finished early", 1)
-                cache._check_uploaded("put", self._name, resp.json(), self._crc, self._size)
+                await cache._check_final("put", self._name, resp.json(), self._crc, self._size)
                 break
             persisted = _persisted_end(resp.headers.get("Range"))
             if persisted >= start + len(chunk):
@@ -822,7 +851,7 @@ class _GcsWriter(BackendWriter):
                     await self._start_part(chunk)
                 await asyncio.gather(*self._tasks)
                 result = await self._compose_tree()
-                cache._check_uploaded("put", self._name, result, self._crc, self._size)
+                await cache._check_final("put", self._name, result, self._crc, self._size)
             finally:
                 with anyio.CancelScope(shield=True):
                     await self._cleanup()
