@@ -57,6 +57,10 @@ MIGRATION_LOCK_KEY = int.from_bytes(
 )
 
 
+#: how long ``open`` retries a database it cannot reach (seconds)
+OPEN_RETRY_FOR = 10.0
+
+
 # -- SQL: :named parameters -> $n ---------------------------------------------------------------
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
@@ -115,6 +119,11 @@ class _PgTx:
     async def fetchall(self, query: str, params: Params) -> list[Row]:
         q = _QUERIES[query]
         return list(await self._conn.fetch(q.sql, *q.args(params)))
+
+
+class DatabaseError(StoreError, OSError):
+    """The database refused or could not be reached (after retrying for ``retry_for`` seconds).
+    The message names the database by its URL with the password masked."""
 
 
 # -- passwords ----------------------------------------------------------------------------------
@@ -241,7 +250,7 @@ class PostgresJobStore(SQLJobStore):
         return text
 
     def _error(self, what: str, exc: BaseException) -> StoreError:
-        return StoreError(f"{what} ({self.url}): {type(exc).__name__}: {self._scrub(str(exc))}")
+        return DatabaseError(f"{what} ({self.url}): {type(exc).__name__}: {self._scrub(str(exc))}")
 
     # -- connections -----------------------------------------------------------------------------
     async def _init_connection(self, conn: Any) -> None:
@@ -253,8 +262,11 @@ class PostgresJobStore(SQLJobStore):
             if self._pool is not None:
                 return
             try:
-                self._pool = await self._retrying("connect", self._create_pool)
-                await self._retrying("migrate", self._migrate_once)
+                # a database never reached is more likely a wrong URL than a restart: give up
+                # sooner than an open store does
+                within = min(self._retry_for, OPEN_RETRY_FOR)
+                self._pool = await self._retrying("open", self._create_pool, within)
+                await self._retrying("open", self._migrate_once, within)
             except BaseException:
                 self._users -= 1
                 pool, self._pool = self._pool, None
@@ -317,10 +329,12 @@ class PostgresJobStore(SQLJobStore):
         assert isinstance(tx, _PgTx)
         await tx._conn.execute(sql)  # simple-query protocol: several statements
 
-    async def _retrying(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
+    async def _retrying(
+        self, what: str, op: Callable[[], Awaitable[T]], within: float | None = None
+    ) -> T:
         """Run ``op`` (a whole transaction), retrying transient failures with back-off for up to
         ``retry_for`` seconds; then raise a :class:`StoreError` without the password."""
-        deadline = time.monotonic() + self._retry_for
+        deadline = time.monotonic() + (self._retry_for if within is None else within)
         delay = 0.05
         warned = False
         while True:
@@ -553,4 +567,4 @@ def _setter(event: asyncio.Event) -> Callable[[Any], None]:
     return lambda _conn: event.set()
 
 
-__all__ = ["PostgresJobStore", "channel_for", "redact_dsn"]
+__all__ = ["DatabaseError", "PostgresJobStore", "channel_for", "redact_dsn"]
