@@ -1,0 +1,5 @@
+"""``python -m swath.cli``: the ``swath`` command."""
+
+from swath.cli import main
+
+main()
