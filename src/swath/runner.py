@@ -52,6 +52,11 @@ from swath.task import Task, TaskRegistry, decode_input
 
 log = logging.getLogger("swath.runner")
 
+#: A completion batch smaller than this waits up to FLUSH_LINGER seconds for more outcomes
+#: while other tasks are still running.
+FLUSH_BATCH = 256
+FLUSH_LINGER = 0.002
+
 
 class UnknownTaskError(SwathError, LookupError):
     """The runner has no task class for this identifier (or only an older minor version)."""
@@ -339,6 +344,9 @@ class _Loop:
         while True:
             await self.flush_wanted.wait()
             self.flush_wanted.clear()
+            if len(self.pending) < FLUSH_BATCH and len(self.inflight) > len(self.pending):
+                # more tasks are about to finish: let them join this batch (one transaction)
+                await asyncio.sleep(FLUSH_LINGER)
             await self._flush_once()
 
     async def _flush_once(self) -> None:
