@@ -358,8 +358,8 @@ class GoogleStorageCache(Backend):
             "POST",
             self._upload_url(),
             params={"uploadType": "media", "name": name},
-            headers={"Content-Type": CONTENT_TYPE},
-            data=data,
+            headers={"Content-Type": CONTENT_TYPE, "Content-Length": str(len(data))},
+            data=lambda: _pieces(data),
             seconds=LONG_TIMEOUT,
         )
         self._check_uploaded(op, name, resp.json(), crc, len(data))
@@ -884,6 +884,14 @@ class _GcsWriter(BackendWriter):
         if temps:
             for failure in await self._cache._delete_many("cleanup", temps):
                 log.warning("temporary object left behind: %s", failure)
+
+
+async def _pieces(data: bytes | bytearray | memoryview) -> AsyncIterator[memoryview]:
+    """A request body sent ``ALIGN`` bytes at a time: aiohttp waits for the socket to drain
+    between pieces, so the transport never holds a second copy of a whole chunk."""
+    view = memoryview(data)
+    for start in range(0, len(view), ALIGN):
+        yield view[start : start + ALIGN]
 
 
 def _persisted_end(range_header: str | None) -> int:
