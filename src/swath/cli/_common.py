@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import sys
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -20,7 +21,8 @@ DATABASE_HELP = (
     "(default: $SWATH_DATABASE_URL or ./swath.db)."
 )
 
-console = Console(highlight=False)
+# Piped output is not cut to 80 columns (job ids and task trees stay whole).
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 errors = Console(stderr=True, highlight=False)
 
 

@@ -15,7 +15,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
-from rich.table import Table
+from rich.table import Column, Table
 from rich.tree import Tree
 
 from swath.cli._common import client, console, duration, run, when
@@ -56,7 +56,8 @@ def ls(ctx: click.Context, states: tuple[str, ...], name: str | None, limit: int
             return await c.jobs().query(state=list(states) or None, name=name, limit=limit)
 
     found = run(go())
-    table = Table("id", "name", "cluster", "state", "created", "duration", "progress")
+    table = Table("name", "cluster", "state", "created", "duration", "progress")
+    table.columns.insert(0, Column("id", no_wrap=True, min_width=36))
     for job in found:
         progress = ", ".join(f"{p.label} {p.done}/{p.total}" for p in job.progress if p.total)
         table.add_row(
@@ -75,12 +76,12 @@ def task_tree(job: Job, tasks: list[TaskInfo], tracebacks: bool) -> Tree:
     tree = Tree(f"[bold]{escape(job.name)}[/] {job.id} {_state(job.state)}")
     nodes: dict[str | None, Tree] = {None: tree}
     for t in tasks:  # creation order: parents come first
-        label = escape(t.display or t.name)
+        if t.display:
+            label = f"{escape(t.display)} [dim]{escape(t.name)} {t.version}[/]"
+        else:
+            label = f"{escape(t.name)} [dim]{t.version}[/]"
         extra = f" retries {t.retry_count}/{t.max_retries}" if t.retry_count else ""
-        text = (
-            f"{label} [dim]{t.name} {t.version}[/] {_state(t.state)} "
-            f"[dim]{duration(t.started_at, t.finished_at)}{extra}[/]"
-        )
+        text = f"{label} {_state(t.state)} [dim]{duration(t.started_at, t.finished_at)}{extra}[/]"
         node = nodes.get(t.parent_id, tree).add(text)
         if t.error is not None and t.state in (TaskState.FAILED, TaskState.FAILED_OPTIONAL):
             node.add(f"[red]{escape(t.error.type)}: {escape(t.error.message)}[/]")
