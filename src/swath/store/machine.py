@@ -33,6 +33,7 @@ from swath.store.base import (
     NewTask,
     ProgressInfo,
     Signals,
+    StoreError,
     TaskFailure,
     TaskInfo,
     TaskOutcome,
@@ -131,6 +132,13 @@ class SQLJobStore(abc.ABC):
         current = rows[0][0] if rows else 0
         if not rows:
             await tx.execute("schema_version_insert", {"version": 0})
+        migrations = list(migrations)
+        newest = max((number for number, _ in migrations), default=0)
+        if current > newest:
+            raise StoreError(
+                f"the job store's schema is version {current}, newer than this swath knows "
+                f"({newest}): upgrade swath"
+            )
         version = current
         for number, sql in migrations:
             if number > current:

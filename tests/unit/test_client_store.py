@@ -1,0 +1,127 @@
+"""Client construction (URLs, defaults, environment), the SQLite store's schema versioning and
+migrations, and how a runner treats the cache it is given."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from swath import Client, ExecutionContext, InMemoryCache, LocalFileSystemCache, StoreError, Task
+from swath.store.machine import load_migrations
+from swath.store.sqlite import SQLiteJobStore
+
+
+class Hello(Task):
+    async def execute(self, context: ExecutionContext) -> None:
+        await context.job_cache.put("hello", b"world")
+
+
+def schema_version(path: Path) -> int:
+    with sqlite3.connect(path) as conn:
+        return int(conn.execute("SELECT version FROM swath_schema").fetchone()[0])
+
+
+async def test_client_urls_and_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Client() uses ./swath.db, SWATH_DATABASE_URL overrides it, sqlite:/// URLs and plain
+    paths work, :memory: needs no file, and unknown schemes are refused."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SWATH_DATABASE_URL", raising=False)
+    async with Client() as client:
+        await client.jobs().submit("default-location", Hello())
+    assert (tmp_path / "swath.db").is_file()
+
+    monkeypatch.setenv("SWATH_DATABASE_URL", f"sqlite:///{tmp_path}/env.db")
+    async with Client() as client:
+        await client.jobs().submit("from-env", Hello())
+    assert (tmp_path / "env.db").is_file()
+    monkeypatch.delenv("SWATH_DATABASE_URL")
+
+    async with Client("sqlite:///relative/jobs.db") as client:
+        assert client.store.url == "sqlite:///relative/jobs.db"
+    assert (tmp_path / "relative" / "jobs.db").is_file()
+    async with Client(str(tmp_path / "plain.db")):
+        pass
+    assert (tmp_path / "plain.db").is_file()
+    async with Client(":memory:") as client:
+        assert [j.name for j in await client.jobs().query()] == []
+    for bad in ("mysql://x", "sqlite://"):
+        with pytest.raises(ValueError, match="URL"):
+            Client(bad)
+
+
+async def test_submit_refuses_bad_input_before_the_store(tmp_path: Path) -> None:
+    """An unserializable input or a non-task is a TypeError at submit; no job is created."""
+
+    class Loose(Task):
+        value: Any
+
+        async def execute(self, context: ExecutionContext) -> None:
+            pass
+
+    async with Client(":memory:") as client:
+        with pytest.raises(TypeError):
+            await client.jobs().submit("bad", Loose(object()))
+        with pytest.raises(TypeError):
+            await client.jobs().submit("bad", "not a task")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="job name"):
+            await client.jobs().submit("", Hello())
+        assert await client.jobs().query() == []
+
+
+async def test_schema_is_versioned_and_migrated_on_open(tmp_path: Path) -> None:
+    """Opening creates the schema at the newest migration's version; a later migration is applied
+    to an existing database on open; a database newer than the code is refused."""
+    path = tmp_path / "jobs.db"
+    newest = load_migrations("sqlite")[-1][0]
+    store = SQLiteJobStore(path)
+    await store.open()
+    await store.close()
+    assert schema_version(path) == newest
+
+    extra = (
+        newest + 1,
+        "CREATE TABLE added_later (x INTEGER);\nINSERT INTO added_later VALUES (7);",
+    )
+    store = SQLiteJobStore(path)
+    await store.open()
+    async with store._transaction() as tx:
+        assert await store._migrate(tx, [*load_migrations("sqlite"), extra]) == newest + 1
+        assert await store._migrate(tx, [*load_migrations("sqlite"), extra]) == newest + 1
+    await store.close()
+    assert schema_version(path) == newest + 1
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT x FROM added_later").fetchall() == [(7,)]
+
+    store = SQLiteJobStore(path)
+    with pytest.raises(StoreError, match="newer than this swath"):
+        await store.open()
+
+
+async def test_runner_leaves_the_cache_as_it_found_it(tmp_path: Path) -> None:
+    """A runner enters a closed cache for its run and closes it again; a cache the caller has
+    entered stays open."""
+    cache = LocalFileSystemCache(tmp_path / "cache")
+    async with Client(":memory:") as client:
+        job = await client.jobs().submit("hello", Hello())
+        await client.runner([Hello], cache).run_all()
+        assert not cache.is_open
+        async with cache:
+            assert await cache.group(job.id).get("hello") == b"world"
+            await client.jobs().submit("hello", Hello())
+            await client.runner([Hello], cache).run_all()
+            assert cache.is_open
+
+
+async def test_runner_refuses_unknown_cluster_and_bad_options() -> None:
+    """A runner for a cluster that does not exist fails at start; nonsense options are
+    ValueErrors at construction."""
+    async with Client(":memory:") as client:
+        with pytest.raises(LookupError, match="unknown cluster"):
+            await client.runner([Hello], InMemoryCache(), cluster="nowhere").run_all()
+        with pytest.raises(ValueError, match="max_concurrency"):
+            client.runner([Hello], InMemoryCache(), max_concurrency=0)
+        with pytest.raises(ValueError, match="lease"):
+            client.runner([Hello], InMemoryCache(), lease=0)
