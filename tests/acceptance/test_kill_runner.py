@@ -72,3 +72,30 @@ async def test_sigkill_runner_then_second_runner_finishes(
             lost = {t.display.removeprefix("slow ") for t in tasks if t.lost_count == 1}
             assert in_flight <= twice <= lost, (in_flight, twice, lost)
             assert all(t.lost_count <= 1 and t.retry_count == 0 for t in tasks)
+
+
+async def test_two_runner_processes_share_one_sqlite_file(
+    store_factory_sqlite_file: StoreFactory, tmp_path: Path
+) -> None:
+    """Two runner processes on one SQLite file (WAL, busy timeout) run a job together: every task
+    runs exactly once and both processes do part of the work."""
+    factory = store_factory_sqlite_file
+    env = {**factory.subprocess_env(), "PYTHONPATH": str(REPO)}
+    cache_dir = tmp_path / "cache"
+    async with Client(store=factory.make()) as client:
+        job = await client.jobs().submit("shared", FanOutSlow(n=200, seconds=0.05))
+        runners = [
+            start_runner(env, cache_dir, tmp_path / f"runner{i}.log", "--until-idle")
+            for i in range(2)
+        ]
+        for i, proc in enumerate(runners):
+            assert proc.wait(timeout=120) == 0, (tmp_path / f"runner{i}.log").read_text()
+        assert (await client.jobs().find(job.id)).state == JobState.COMPLETED
+        async with LocalFileSystemCache(cache_dir) as cache:
+            ran = cache.group(job.id).group("ran")
+            runs = {g: [k async for k in ran.group(g)] async for g in ran.groups()}
+            done = {k: await cache.group(job.id).group("done").get(k) async for k in
+                    cache.group(job.id).group("done")}  # fmt: skip
+    assert sorted(runs, key=int) == [str(i) for i in range(200)]
+    assert all(len(keys) == 1 for keys in runs.values())
+    assert len(set(done.values())) == 2  # both processes completed tasks
