@@ -111,6 +111,13 @@ class _PgTx:
         return _rowcount(await self._conn.execute(q.sql, *q.args(params)))
 
     async def executemany(self, query: str, rows: Sequence[Params]) -> None:
+        if not rows:
+            return
+        bulk = _QUERIES.get(f"{query}__bulk")
+        if bulk is not None and len(rows) > 1:
+            # one statement for the whole batch: each parameter becomes an array of its values
+            await self._conn.execute(bulk.sql, *([r[n] for r in rows] for n in bulk.names))
+            return
         q = _QUERIES[query]
         if query in _SORTED_BATCHES:
             rows = sorted(rows, key=lambda r: str(r.get("id", "")))

@@ -87,8 +87,27 @@ INSERT INTO tasks (id, job_id, parent_id, cluster, name, version, input, display
 VALUES (:id, :job_id, :parent_id, :cluster, :name, :version, :input, :display, 'QUEUED',
         :max_retries, :optional, :pending_deps, :has_dependents, :now, :now);
 
+-- name: task_insert__bulk
+-- task_insert for a whole batch in one statement (each parameter is an array, one element per
+-- row): one round trip and one trigger call instead of one per subtask.
+INSERT INTO tasks (id, job_id, parent_id, cluster, name, version, input, display, state,
+                   max_retries, optional, pending_deps, has_dependents, run_after, created_at)
+SELECT id, job_id, parent_id, cluster, name, version, input, display, 'QUEUED',
+       max_retries, optional, pending_deps, has_dependents, now, now
+FROM unnest(CAST(:id AS text[]), CAST(:job_id AS text[]), CAST(:parent_id AS text[]),
+            CAST(:cluster AS text[]), CAST(:name AS text[]), CAST(:version AS text[]),
+            CAST(:input AS bytea[]), CAST(:display AS text[]), CAST(:max_retries AS integer[]),
+            CAST(:optional AS integer[]), CAST(:pending_deps AS integer[]),
+            CAST(:has_dependents AS integer[]), CAST(:now AS double precision[]))
+     AS t(id, job_id, parent_id, cluster, name, version, input, display, max_retries, optional,
+          pending_deps, has_dependents, now);
+
 -- name: dep_insert
 INSERT INTO task_deps (task_id, depends_on) VALUES (:task_id, :depends_on);
+
+-- name: dep_insert__bulk
+INSERT INTO task_deps (task_id, depends_on)
+SELECT * FROM unnest(CAST(:task_id AS text[]), CAST(:depends_on AS text[]));
 
 -- name: expired_leases
 SELECT id, job_id, parent_id, cluster, lost_count, optional, has_dependents
@@ -142,6 +161,18 @@ SET state = CAST(:state AS text), pending_children = :pending_children, display 
     lease_owner = NULL, lease_expires = NULL,
     error_type = NULL, error_message = NULL, error_traceback = NULL
 WHERE id = :id;
+
+-- name: task_finish__bulk
+-- task_finish for a whole batch (the rows are already locked by held_tasks).
+UPDATE tasks
+SET state = v.state, pending_children = v.pending_children, display = v.display,
+    finished_at = CASE WHEN v.state = 'COMPLETED' THEN v.now ELSE NULL END,
+    lease_owner = NULL, lease_expires = NULL,
+    error_type = NULL, error_message = NULL, error_traceback = NULL
+FROM unnest(CAST(:id AS text[]), CAST(:state AS text[]), CAST(:pending_children AS integer[]),
+            CAST(:display AS text[]), CAST(:now AS double precision[]))
+     AS v(id, state, pending_children, display, now)
+WHERE tasks.id = v.id;
 
 -- name: task_retry_later
 UPDATE tasks

@@ -78,15 +78,17 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
                 ELSE 'swath:' || left(encode(sha256(convert_to(cluster, 'UTF8')), 'hex'), 40) END
 $$;
 
--- Whenever a statement leaves tasks QUEUED with no pending dependency (a submission, committed
+-- Whenever tasks become ready (QUEUED with no pending dependency: a submission, committed
 -- subtasks, released dependents, a retry, a re-queued lease, a graceful release), notify their
--- clusters. NOTIFY is delivered at commit, once per channel and transaction.
-CREATE FUNCTION swath_notify_ready() RETURNS trigger
+-- clusters. NOTIFY is delivered at commit, once per channel and transaction. Inserts notify once
+-- per statement (subtasks are inserted in one statement); updates use a row trigger whose WHEN
+-- clause is checked without calling any function, so claims and completions pay nothing.
+CREATE FUNCTION swath_notify_inserted() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     c text;
 BEGIN
-    FOR c IN SELECT DISTINCT cluster FROM ready_rows WHERE state = 'QUEUED' AND pending_deps = 0
+    FOR c IN SELECT DISTINCT cluster FROM new_rows WHERE state = 'QUEUED' AND pending_deps = 0
     LOOP
         PERFORM pg_notify(swath_channel(c), '');
     END LOOP;
@@ -94,10 +96,20 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER tasks_notify_insert AFTER INSERT ON tasks
-REFERENCING NEW TABLE AS ready_rows
-FOR EACH STATEMENT EXECUTE FUNCTION swath_notify_ready();
+CREATE FUNCTION swath_notify_ready() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify(swath_channel(NEW.cluster), '');
+    RETURN NULL;
+END
+$$;
 
-CREATE TRIGGER tasks_notify_update AFTER UPDATE ON tasks
-REFERENCING NEW TABLE AS ready_rows
-FOR EACH STATEMENT EXECUTE FUNCTION swath_notify_ready();
+CREATE TRIGGER tasks_notify_insert AFTER INSERT ON tasks
+REFERENCING NEW TABLE AS new_rows
+FOR EACH STATEMENT EXECUTE FUNCTION swath_notify_inserted();
+
+CREATE TRIGGER tasks_notify_ready AFTER UPDATE OF state, pending_deps ON tasks
+FOR EACH ROW
+WHEN (NEW.state = 'QUEUED' AND NEW.pending_deps = 0
+      AND (OLD.state <> 'QUEUED' OR OLD.pending_deps <> 0))
+EXECUTE FUNCTION swath_notify_ready();
