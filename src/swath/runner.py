@@ -233,7 +233,7 @@ class _Loop:
                 self.signal.clear()
                 free = self.r.max_concurrency - len(self.inflight)
                 if free > 0:
-                    claimed = await self.store.claim(self.r.cluster, self.r.id, free, self.r.lease)
+                    claimed = await self._claim(free)
                     if claimed:
                         backoff = low
                         self.r.stats.claimed += len(claimed)
@@ -256,6 +256,20 @@ class _Loop:
         finally:
             if stop_wait is not None:
                 stop_wait.cancel()
+
+    async def _claim(self, limit: int) -> list[ClaimedTask]:
+        """Claim up to ``limit`` tasks; if we are cancelled meanwhile, the claim still finishes
+        and what it took is given back at once (rather than left to lease expiry)."""
+        claim = asyncio.ensure_future(
+            self.store.claim(self.r.cluster, self.r.id, limit, self.r.lease)
+        )
+        try:
+            return await asyncio.shield(claim)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                taken = await claim
+                await self.store.release(self.r.id, [t.id for t in taken])
+            raise
 
     def _unflushed(self) -> bool:
         return bool(self.pending) or self.flushing

@@ -92,12 +92,16 @@ class SQLiteJobStore(SQLJobStore):
         conn = self._conn
         if conn is None:
             raise RuntimeError("the job store is not open (use `async with Client(...)`)")
+        # Statements run in aiosqlite's thread in the order they were queued, and a statement
+        # queued before a cancellation still runs. So whatever interrupts us (an error, or a
+        # cancellation even during BEGIN), a ROLLBACK queued behind it closes the transaction
+        # before the next one can begin; and a COMMIT, once queued, completes.
         async with self._lock:
-            await conn.execute("BEGIN IMMEDIATE")
             try:
+                await conn.execute("BEGIN IMMEDIATE")
                 yield _SQLiteTx(conn)
             except BaseException:
-                await asyncio.shield(conn.rollback())
+                await asyncio.shield(_rollback(conn))
                 raise
             await asyncio.shield(conn.commit())
 
@@ -106,6 +110,11 @@ class SQLiteJobStore(SQLJobStore):
         assert self._conn is not None
         for statement in _split_statements(sql):
             await self._conn.execute(statement)
+
+
+async def _rollback(conn: aiosqlite.Connection) -> None:
+    with contextlib.suppress(sqlite3.Error):  # nothing to roll back if BEGIN itself failed
+        await conn.rollback()
 
 
 def _split_statements(sql: str) -> list[str]:
