@@ -204,6 +204,24 @@ UPDATE tasks SET state = 'COMPLETED', finished_at = :now
 WHERE id = :id AND state = 'COMPUTED' AND pending_children = 0
 RETURNING id, job_id, parent_id, has_dependents;
 
+-- name: parent_decrement_complete
+-- parent_decrement and parent_complete in one statement (see _PgTx in postgres.py): the parent's
+-- row lock is then held only until COMMIT, one round trip later. Returns the parent if this
+-- decrement completed it (a parent is never decremented once complete). In SET, columns are
+-- the old values.
+WITH changed AS (
+    UPDATE tasks
+    SET pending_children = pending_children - :n,
+        state = CASE WHEN state = 'COMPUTED' AND pending_children = :n
+                     THEN 'COMPLETED' ELSE state END,
+        finished_at = CASE WHEN state = 'COMPUTED' AND pending_children = :n
+                           THEN CAST(:now AS double precision) ELSE finished_at END
+    WHERE id = :id
+    RETURNING id, job_id, parent_id, has_dependents, state, pending_children
+)
+SELECT id, job_id, parent_id, has_dependents FROM changed
+WHERE state = 'COMPLETED' AND pending_children = 0;
+
 -- name: job_skip_queued
 UPDATE tasks SET state = 'SKIPPED' WHERE job_id = :id AND state = 'QUEUED';
 

@@ -48,12 +48,13 @@ CREATE TABLE tasks (
     error_message     text,
     error_traceback   text
 );
--- The claim scans only ready tasks of one cluster, oldest first (FOR UPDATE SKIP LOCKED).
+-- Few indexes: each is written on every claim or completion. The claim scans only ready tasks
+-- of one cluster, oldest first (FOR UPDATE SKIP LOCKED); lease expiry and next_ready scan the
+-- running ones; a runner finds its own leases by owner.
 CREATE INDEX tasks_ready ON tasks (cluster, run_after, id) WHERE state = 'QUEUED' AND pending_deps = 0;
-CREATE INDEX tasks_leased ON tasks (lease_owner, id) WHERE state = 'RUNNING';
-CREATE INDEX tasks_expiry ON tasks (lease_expires) WHERE state = 'RUNNING';
-CREATE INDEX tasks_running_cluster ON tasks (cluster, lease_expires) WHERE state = 'RUNNING';
-CREATE INDEX tasks_job ON tasks (job_id, state);
+CREATE INDEX tasks_running ON tasks (lease_expires) WHERE state = 'RUNNING';
+CREATE INDEX tasks_leased ON tasks (lease_owner) WHERE state = 'RUNNING';
+CREATE INDEX tasks_job ON tasks (job_id);
 
 CREATE TABLE task_deps (
     task_id     text COLLATE "C" NOT NULL,
