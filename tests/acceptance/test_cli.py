@@ -51,6 +51,10 @@ def test_runner_jobs_and_cache_commands(tmp_path: Path) -> None:
     assert out.startswith("graph TD\n")
     assert out.count("-->") == 3
 
+    code, out = swath(tmp_path, "jobs", "watch", job_id)
+    assert code == 0
+    assert f"job {job_id}: COMPLETED" in out
+
     code, out = swath(tmp_path, "cache", "ls", cache)
     assert out.split() == [f"{job_id}/"]
     code, out = swath(tmp_path, "cache", "ls", cache, f"{job_id}/done")

@@ -125,3 +125,16 @@ async def test_runner_refuses_unknown_cluster_and_bad_options() -> None:
             client.runner([Hello], InMemoryCache(), max_concurrency=0)
         with pytest.raises(ValueError, match="lease"):
             client.runner([Hello], InMemoryCache(), lease=0)
+
+
+async def test_delete_job_cache_option_clears_completed_jobs_caches() -> None:
+    """With delete_job_cache=True the runner clears a job's cache once the job completed; without
+    it the cache stays for `swath cache gc`."""
+    cache = InMemoryCache()
+    async with Client(":memory:") as client:
+        kept = await client.jobs().submit("kept", Hello())
+        await client.runner([Hello], cache).run_all()
+        deleted = await client.jobs().submit("deleted", Hello())
+        await client.runner([Hello], cache, delete_job_cache=True).run_all()
+    assert await cache.group(kept.id).get("hello") == b"world"
+    assert [k async for k in cache.group(deleted.id)] == []
