@@ -1,17 +1,18 @@
 """An imagery workflow: NDVI of a synthetic multi-band scene, tile by tile, streaming.
 
-1. ``GenerateScene`` makes a synthetic 4-band (blue, green, red, near-infrared) uint16 scene with
-   numpy, one tile at a time, and streams it into the job cache as one blob, ``scene.bin``, in
-   tile-major order (each tile's bands are contiguous), so a tile is one ranged read. The whole
-   scene is never in memory.
-2. ``ComputeTiles`` fans out one ``NdviTile`` per tile; each reads its tile with ``get_range``,
-   computes NDVI = (NIR - red) / (NIR + red) as float32 and writes ``ndvi/<row>_<col>``.
+1. ``GenerateRow`` tasks (one per row of tiles) make a synthetic 4-band (blue, green, red,
+   near-infrared) uint16 scene with numpy, one tile at a time, and stream each row of tiles into
+   the job cache as one blob, ``scene/<row>``, tile after tile (each tile's bands contiguous), so
+   a tile is one ranged read. The scene is never whole in memory.
+2. ``ComputeTiles`` depends on every ``GenerateRow`` and fans out one ``NdviTile`` per tile; each
+   reads its tile with ``get_range``, computes NDVI = (NIR - red) / (NIR + red) as float32 and
+   writes ``ndvi/<row>_<col>``.
 3. ``AssembleNdvi`` depends on ``ComputeTiles`` (so on every tile), streams the mosaic
    ``ndvi.f32`` (row-major float32) into the cache one row of tiles at a time, and writes
    statistics (``ndvi.json``) and a small greyscale preview (``preview.pgm``).
 
-Progress indicators: "generate", "tiles", "assemble"; "cache bytes" counts the bytes each task
-moved through the cache (read + written).
+Progress indicators: "generate", "tiles", "assemble" (their totals set by the root task);
+"cache bytes" counts the bytes each task moved through the cache (read + written).
 
 Run it: ``python examples/imagery.py`` or ``swath demo``.
 """
@@ -61,10 +62,14 @@ class ImageryPipeline(SceneSpec):
                 f"size ({self.size}) must be a positive multiple of tile ({self.tile})"
             )
         context.current_task.display = f"NDVI of {self.scene_id}"
+        n = self.tiles_per_side
         spec = (self.scene_id, self.size, self.tile)
-        generate = context.submit_subtask(GenerateScene(*spec))
-        tiles = context.submit_subtask(ComputeTiles(*spec), depends_on=[generate])
+        rows = context.submit_subtasks([GenerateRow(*spec, row=r) for r in range(n)])
+        tiles = context.submit_subtask(ComputeTiles(*spec), depends_on=rows)
         context.submit_subtask(AssembleNdvi(*spec), depends_on=[tiles], max_retries=1)
+        context.progress("generate").add(n)
+        context.progress("tiles").add(n * n)
+        context.progress("assemble").add(n)
 
 
 def synthetic_tile(scene_id: str, size: int, tile: int, row: int, col: int) -> np.ndarray:
@@ -89,30 +94,29 @@ def synthetic_tile(scene_id: str, size: int, tile: int, row: int, col: int) -> n
     return out
 
 
-class GenerateScene(SceneSpec):
+class GenerateRow(SceneSpec):
+    row: int = 0
+
     async def execute(self, context: ExecutionContext) -> None:
-        n = self.tiles_per_side
-        progress = context.progress("generate")
-        progress.add(n * n)
         written = 0
-        async with context.job_cache.open_write("scene.bin") as out:
-            for row in range(n):
-                for col in range(n):
-                    data = await asyncio.to_thread(
-                        synthetic_tile, self.scene_id, self.size, self.tile, row, col
-                    )
-                    await out.write(memoryview(data).cast("B"))
-                    written += data.nbytes
-                    progress.done(1)
-        meta = {
-            "scene_id": self.scene_id,
-            "size": self.size,
-            "tile": self.tile,
-            "bands": list(BANDS),
-            "dtype": "uint16",
-            "layout": "tile-major; each tile is bands x tile x tile, row-major",
-        }
-        await context.job_cache.put("scene.json", json.dumps(meta).encode())
+        async with context.job_cache.group("scene").open_write(str(self.row)) as out:
+            for col in range(self.tiles_per_side):
+                data = await asyncio.to_thread(
+                    synthetic_tile, self.scene_id, self.size, self.tile, self.row, col
+                )
+                await out.write(memoryview(data).cast("B"))
+                written += data.nbytes
+        if self.row == 0:
+            meta = {
+                "scene_id": self.scene_id,
+                "size": self.size,
+                "tile": self.tile,
+                "bands": list(BANDS),
+                "dtype": "uint16",
+                "layout": "scene/<row>: the row's tiles in order, each bands x tile x tile",
+            }
+            await context.job_cache.put("scene.json", json.dumps(meta).encode())
+        context.progress("generate").done(1)
         context.progress("cache bytes").add(written)
         context.progress("cache bytes").done(written)
 
@@ -124,7 +128,6 @@ class ComputeTiles(SceneSpec):
         context.submit_subtasks(
             [NdviTile(*spec, row=r, col=c) for r in range(n) for c in range(n)], max_retries=2
         )
-        context.progress("tiles").add(n * n)
 
 
 def ndvi(tile: np.ndarray) -> np.ndarray:
@@ -141,9 +144,10 @@ class NdviTile(SceneSpec):
     col: int = 0
 
     async def execute(self, context: ExecutionContext) -> None:
-        index = self.row * self.tiles_per_side + self.col
-        start = index * self.tile_bytes
-        raw = await context.job_cache.get_range("scene.bin", start, start + self.tile_bytes)
+        start = self.col * self.tile_bytes
+        raw = await context.job_cache.group("scene").get_range(
+            str(self.row), start, start + self.tile_bytes
+        )
         bands = np.frombuffer(raw, dtype=np.uint16).reshape(len(BANDS), self.tile, self.tile)
         result = await asyncio.to_thread(ndvi, bands)
         await context.job_cache.group("ndvi").put(f"{self.row}_{self.col}", result)
@@ -164,7 +168,6 @@ class AssembleNdvi(SceneSpec):
         preview_rows: list[np.ndarray] = []
         moved = 0
         progress = context.progress("assemble")
-        progress.add(n)
         async with context.job_cache.open_write("ndvi.f32") as out:
             for row in range(n):  # one row of tiles in memory at a time
                 blocks = []
@@ -200,7 +203,7 @@ class AssembleNdvi(SceneSpec):
         context.logger.info("assembled NDVI of %s: mean %.3f", self.scene_id, stats["mean"])
 
 
-TASKS: list[type[Task]] = [ImageryPipeline, GenerateScene, ComputeTiles, NdviTile, AssembleNdvi]
+TASKS: list[type[Task]] = [ImageryPipeline, GenerateRow, ComputeTiles, NdviTile, AssembleNdvi]
 
 
 async def main(

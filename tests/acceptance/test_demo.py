@@ -30,7 +30,7 @@ def test_swath_demo_prints_its_summary(tmp_path: Path) -> None:
     assert result.returncode == 0, out + result.stderr
     for label in ("generate", "tiles", "assemble"):
         assert re.search(rf"{label}\s.*\d+/\d+", out), out
-    assert re.search(r"tasks\s+│\s+40 completed", out), out
+    assert re.search(r"tasks\s+│\s+45 completed", out), out
     assert re.search(r"time\s+│\s+[\d.]+ s", out), out
     moved = re.search(r"through the cache\s+│\s+([\d.]+) MiB", out)
     assert moved is not None, out

@@ -79,7 +79,13 @@ def demo(
             runner = c.runner(imagery.TASKS, cache, max_concurrency=concurrency)
             running = asyncio.create_task(runner.run_all())
             try:
-                final = await follow(c.jobs(), job.id, 0.2, hide=("cache bytes",))
+                final = await follow(
+                    c.jobs(),
+                    job.id,
+                    0.2,
+                    hide=("cache bytes",),
+                    order=("generate", "tiles", "assemble"),
+                )
             finally:
                 if final_failed := running.done() and running.exception():
                     raise final_failed

@@ -12,8 +12,8 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     TaskID,
+    TaskProgressColumn,
     TextColumn,
-    TimeElapsedColumn,
 )
 from rich.table import Column, Table
 from rich.tree import Tree
@@ -130,21 +130,28 @@ def progress_bars() -> Progress:
         TextColumn("{task.description:<12}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TimeElapsedColumn(),
+        TaskProgressColumn(),
         console=console,
     )
 
 
 async def follow(
-    job_client: JobClient, job_id: str, interval: float, *, hide: tuple[str, ...] = ()
+    job_client: JobClient,
+    job_id: str,
+    interval: float,
+    *,
+    hide: tuple[str, ...] = (),
+    order: tuple[str, ...] = (),
 ) -> Job:
-    """Show a live progress bar per indicator of the job until it is finished."""
+    """Show a live progress bar per indicator of the job until it is finished (indicators named
+    in ``order`` first, in that order; then by label)."""
     bars = progress_bars()
     ids: dict[str, TaskID] = {}
     with Live(bars, console=console, refresh_per_second=8, transient=False):
         while True:
             job = await job_client.find(job_id)
-            for p in job.progress:
+            rank = {label: i for i, label in enumerate(order)}
+            for p in sorted(job.progress, key=lambda p: (rank.get(p.label, len(rank)), p.label)):
                 if p.label in hide:
                     continue
                 if p.label not in ids:
