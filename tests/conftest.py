@@ -9,4 +9,5 @@ pytest_plugins = [
     "tests.store.stores",
     "tests.services.postgres",
     "tests.services.gcs",
+    "tests.services.s3",
 ]

@@ -17,7 +17,7 @@ import pytest
 
 from swath.cache import Backend, InMemoryCache, LocalFileSystemCache
 
-BACKENDS = ["memory", "local", "gcs"]
+BACKENDS = ["memory", "local", "gcs", "s3_moto"]
 
 
 @dataclass
