@@ -176,8 +176,9 @@ async def test_composite_upload_parts_are_hidden_then_deleted(
 async def test_failed_upload_leaves_no_object_and_no_parts(
     gcs_server: GcsServer, gcs_bucket: str, proxy: FaultProxy
 ) -> None:
-    """An upload that fails (the source raises after several parts; or the server rejects the
-    compose) leaves the previous value, and no temporary part behind."""
+    """An upload that fails (the source raises after several parts; the server rejects the
+    compose; the server rejects one part while others are in flight) leaves the previous value,
+    and no temporary part behind."""
     data = data_of(3 * MIB)
     async with fast_retries(GoogleStorageCache(gcs_bucket, chunk_size=256 * KIB)) as cache:
         await cache.put("k", b"old")
@@ -202,6 +203,24 @@ async def test_failed_upload_leaves_no_object_and_no_parts(
             await cache.put("k", data)
         assert await cache.get("k") == b"old"
         assert [k async for k in cache] == ["k"]
+        assert tmp_objects(gcs_server, gcs_bucket) == []
+
+        uploads = {"n": 0}
+
+        def reject_fifth_part(req: web.Request, body: bytes) -> web.StreamResponse | None:
+            if req.query.get("uploadType") == "media":
+                uploads["n"] += 1
+                if uploads["n"] == 5:
+                    return web.Response(status=403, text="quota")
+            return None
+
+        proxy.rules[:] = [reject_fifth_part]
+        named = r"GCS put of gs://.*/jobs/k failed \(part 000004\).*HTTP 403"
+        with pytest.raises(CacheError, match=named):
+            await cache.put_stream(
+                "k", [data[i : i + 100 * KIB] for i in range(0, len(data), 100 * KIB)]
+            )
+        assert await cache.get("k") == b"old"
         assert tmp_objects(gcs_server, gcs_bucket) == []
 
 

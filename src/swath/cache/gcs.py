@@ -731,7 +731,15 @@ class _GcsWriter(BackendWriter):
 
     async def _upload_part(self, name: str, chunk: bytearray) -> None:
         crc = await _crc(0, chunk)
-        await self._cache._upload_media("put", name, chunk, crc)
+        try:
+            await self._cache._upload_media("put", name, chunk, crc)
+        except (CacheError, ChecksumMismatchError) as exc:
+            raise self._named(exc, f"part {name.rsplit('/', 1)[-1]}") from exc
+
+    def _named(self, exc: Exception, what: str) -> Exception:
+        """The error of a temporary object, restated for the key being written."""
+        where = f"gs://{self._cache.bucket}/{self._name}"
+        return type(exc)(f"GCS put of {where} failed ({what}): {exc}")
 
     async def _compose_tree(self) -> dict[str, Any]:
         cache = self._cache
@@ -739,9 +747,14 @@ class _GcsWriter(BackendWriter):
         level = 0
         limiter = anyio.CapacityLimiter(cache.max_concurrency)
 
+        failures: list[Exception] = []
+
         async def one(target: str, srcs: list[str]) -> None:
             async with limiter:
-                await cache._compose("put", target, srcs)
+                try:
+                    await cache._compose("put", target, srcs)
+                except CacheError as exc:
+                    failures.append(self._named(exc, "compose"))
 
         while len(sources) > MAX_COMPOSE:
             groups = [sources[i : i + MAX_COMPOSE] for i in range(0, len(sources), MAX_COMPOSE)]
@@ -751,6 +764,8 @@ class _GcsWriter(BackendWriter):
             async with anyio.create_task_group() as tg:
                 for target, srcs in zip(names, groups, strict=True):
                     tg.start_soon(one, target, srcs)
+            if failures:
+                raise failures[0]
             sources = names
             level += 1
         return await cache._compose("put", self._name, sources)
