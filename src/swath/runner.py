@@ -185,7 +185,7 @@ class _Loop:
         self.pending: list[TaskOutcome] = []
         self.pending_jobs: set[str] = set()
         self.flush_wanted = asyncio.Event()
-        self.flushing = False
+        self.flushing = 0  # commits in progress
         self.known_clusters: set[str] = {runner.cluster}
         assert runner._stopping is not None
         self.stopping = runner._stopping
@@ -193,18 +193,23 @@ class _Loop:
     async def run(self) -> None:
         flusher = asyncio.create_task(self._flusher(), name="swath-flusher")
         heartbeat = asyncio.create_task(self._heartbeat(), name="swath-heartbeat")
+        shutdown: asyncio.Task[None] | None = None
         try:
-            await self._claim_loop()
-            await self._drain(self.r.grace)
-        except BaseException:
-            with contextlib.suppress(BaseException):
-                await asyncio.shield(self._shutdown())
-            raise
+            try:
+                await self._claim_loop()
+            finally:
+                # stopped, idle, cancelled or failed: in-flight tasks get their grace period and
+                # every outcome is committed; a cancellation does not cut this short
+                shutdown = asyncio.create_task(self._shutdown())
+                await asyncio.shield(shutdown)
         finally:
+            if shutdown is not None and not shutdown.done():
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(shutdown)
+            # the flusher is idle now (a commit in progress is never cut off)
             heartbeat.cancel()
             flusher.cancel()
             await asyncio.gather(heartbeat, flusher, return_exceptions=True)
-        await self._flush_all()
 
     async def _shutdown(self) -> None:
         await self._drain(self.r.grace)
@@ -272,7 +277,7 @@ class _Loop:
             raise
 
     def _unflushed(self) -> bool:
-        return bool(self.pending) or self.flushing
+        return bool(self.pending) or self.flushing > 0
 
     def _start(self, claimed: ClaimedTask) -> None:
         task = self.loop.create_task(self._execute(claimed))
@@ -368,7 +373,7 @@ class _Loop:
             return
         batch, self.pending = self.pending, []
         jobs, self.pending_jobs = self.pending_jobs, set()
-        self.flushing = True
+        self.flushing += 1
         try:
             accepted = await self.store.complete(self.r.id, batch)
         except Exception:
@@ -380,7 +385,7 @@ class _Loop:
                 with contextlib.suppress(Exception):
                     accepted += await self.store.complete(self.r.id, [outcome])
         finally:
-            self.flushing = False
+            self.flushing -= 1
             self.signal.set()
         self.r.stats.lost += len(batch) - accepted
         if self.r.delete_job_cache:

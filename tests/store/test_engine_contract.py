@@ -101,6 +101,13 @@ class Mark(Task):
         await mark(context, self.key)
 
 
+class ManyMarks(Task):
+    n: int
+
+    async def execute(self, context: ExecutionContext) -> None:
+        context.submit_subtasks([Mark(f"m{i}") for i in range(self.n)])
+
+
 class OptionalThenDependent(Task):
     async def execute(self, context: ExecutionContext) -> None:
         maybe = context.submit_subtask(Fail("optional"), optional=True)
@@ -257,6 +264,7 @@ class TypedDate(Task):
 ALL = [
     Write, FanOut, Sum, ProduceThenSum, Fail, Mark, OptionalThenDependent, FailThenMore, Flaky,
     SubmitThenRaise, Gate, GateAndSiblings, Sleep, ManySleeps, SyncTask, Describe, ToCluster,
+    ManyMarks,
 ]  # fmt: skip
 
 
@@ -664,3 +672,24 @@ async def test_jobs_query_wait_diagram(client: Client, cache: InMemoryCache) -> 
     assert sum("-->" in line for line in lines) == 3  # root->FanOut, root->Sum, FanOut->Write
     assert sum("-.->" in line for line in lines) == 1  # FanOut -.-> Sum
     assert text.count("COMPLETED") == 4
+
+
+async def test_cancelling_mid_job_loses_no_outcome(client: Client, cache: InMemoryCache) -> None:
+    """Cancelling a busy runner at an arbitrary moment commits every finished task (none is left
+    leased and run again by the next runner): each of 300 tasks runs exactly once."""
+    job = await client.jobs().submit("many", ManyMarks(300))
+    runner = client.runner(ALL, cache, lease=1.0, max_concurrency=16)
+    background = asyncio.create_task(runner.run_forever())
+    await eventually(lambda: _ran_at_least(cache, job.id, 60))
+    background.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await background
+    await run(client, cache, lease=1.0)
+    assert (await client.jobs().find(job.id)).state == JobState.COMPLETED
+    counts = await ran(cache, job.id)
+    assert len(counts) == 300
+    assert set(counts.values()) == {1}
+
+
+async def _ran_at_least(cache: InMemoryCache, job_id: str, n: int) -> bool:
+    return len([key async for key in cache.group(job_id).group("ran")]) >= n
