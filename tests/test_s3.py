@@ -268,12 +268,12 @@ async def test_multipart_aborted_when_the_source_fails(server: S3Server, bucket:
 
 async def test_multipart_aborted_on_cancellation(server: S3Server, bucket: str) -> None:
     """A task cancelled while its multipart upload is in progress (the upload is seen on the
-    server first) leaves no upload behind and no object."""
+    server first) leaves no upload behind, no object and no group."""
     started = asyncio.Event()
     async with server.make_cache(bucket, part_size=SMALL_PART, max_concurrency=2) as cache:
 
         async def writer() -> None:
-            async with cache.open_write("big") as w:
+            async with cache.open_write("grp/big") as w:
                 for _ in range(3 * SMALL_PART // MiB):
                     await w.write(os.urandom(MiB))
                 await w.write(b"x")
@@ -282,11 +282,13 @@ async def test_multipart_aborted_on_cancellation(server: S3Server, bucket: str) 
 
         task = asyncio.create_task(writer())
         await asyncio.wait_for(started.wait(), 60)
-        assert server.pending_uploads(bucket) == ["big"]
+        assert server.pending_uploads(bucket) == ["grp/big"]
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert not await cache.contains("big")
+        assert not await cache.contains("grp/big")
+        # rclone keeps the directory the upload made: it must not show as a group
+        assert [g async for g in cache.groups()] == []
     assert server.pending_uploads(bucket) == []
     assert server.object_keys(bucket) == []
 

@@ -824,12 +824,28 @@ class AmazonS3Cache(Backend):
                 names = [o["Key"][len(pfx) :] for o in page.get("Contents") or ()]
             token = page.get("NextContinuationToken") if page.get("IsTruncated") else None
             del page
+            names = [name for name in names if _segment_ok(name)]
+            if groups:
+                names = await self._holding_values(pfx, names)
             for name in names:
-                if _segment_ok(name):
-                    yield name
+                yield name
             if not token:
                 return
             params["ContinuationToken"] = token
+
+    async def _holding_values(self, pfx: str, names: list[str]) -> list[str]:
+        """The names whose group holds at least one object. S3 lists a common prefix only if
+        objects lie below it, but servers built on a file system (rclone) also list empty
+        directories, e.g. one left by an interrupted multipart upload: one small probe each."""
+        limit = asyncio.Semaphore(self.max_concurrency)
+
+        async def holds(name: str) -> bool:
+            async with limit:
+                page = await self._list_page(Prefix=f"{pfx}{name}/", MaxKeys=1)
+            return bool(page.get("Contents"))
+
+        found = await asyncio.gather(*(holds(name) for name in names))
+        return [name for name, ok in zip(names, found, strict=True) if ok]
 
     async def _clear(self, prefix: Path) -> None:
         pfx = self._group_prefix(prefix)
