@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from typing import Any
 
 import asyncpg
+import pytest
 
-from swath.store import NewTask, TaskSuccess, new_id
+from swath.store import JobState, NewTask, TaskState, TaskSuccess, new_id
+from swath.store.machine import SQLJobStore
 from swath.store.postgres import PostgresJobStore, channel_for
 
 
@@ -102,3 +105,52 @@ async def test_notify_reaches_another_store_for_its_cluster_only(postgres_dsn: s
     finally:
         await a.close()
         await b.close()
+
+
+async def test_lost_replies_are_retried_without_harm(
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the connection drops after a transaction committed but before its reply arrived (here
+    simulated by raising a connection error right after the real call), the retry does no harm:
+    a submission finds its job instead of failing or submitting twice, a claim gives back what
+    the lost attempt leased and claims it again (instead of leaving it leased to a runner that
+    never got it), and a completion accepts nothing twice."""
+    store = PostgresJobStore(postgres_dsn)
+    await store.open()
+    try:
+        lose_next: set[str] = set()
+
+        def losing(name: str) -> Any:
+            real = getattr(SQLJobStore, name)
+
+            async def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+                result = await real(self, *args, **kwargs)
+                if name in lose_next:
+                    lose_next.discard(name)
+                    raise asyncpg.ConnectionDoesNotExistError("reply lost (simulated)")
+                return result
+
+            return wrapper
+
+        for name in ("submit_job", "claim", "complete"):
+            monkeypatch.setattr(SQLJobStore, name, losing(name))
+
+        job_id = new_id()
+        root = NewTask(new_id(), "Root", "v0.0", b"{}", "default")
+        lose_next.add("submit_job")
+        job = await store.submit_job(job_id, "lost", "default", root)
+        assert job.id == job_id
+        assert len(await store.query_jobs(name="lost")) == 1
+
+        lose_next.add("claim")
+        claimed = await store.claim("default", "r1", 10, 30.0)
+        assert [t.id for t in claimed] == [root.id]
+        [info] = await store.list_tasks(job_id)
+        assert info.state == TaskState.RUNNING
+        assert info.lost_count == 0
+
+        lose_next.add("complete")
+        assert await store.complete("r1", [TaskSuccess(root.id)]) == 0  # the retry: already done
+        assert (await store.get_job(job_id)).state == JobState.COMPLETED  # type: ignore[union-attr]
+    finally:
+        await store.close()

@@ -275,5 +275,7 @@ SELECT pg_advisory_xact_lock(:key);
 -- A claim whose commit reply was lost (the connection dropped): give back what it may have
 -- leased, so the runner's heartbeat does not keep tasks it never received.
 UPDATE tasks
-SET state = 'QUEUED', lease_owner = NULL, lease_expires = NULL, started_at = NULL
+SET state = CASE WHEN (SELECT state FROM jobs WHERE jobs.id = tasks.job_id) IN ('QUEUED', 'RUNNING')
+                 THEN 'QUEUED' ELSE 'SKIPPED' END,
+    lease_owner = NULL, lease_expires = NULL, started_at = NULL
 WHERE lease_owner = :runner AND state = 'RUNNING' AND started_at >= :since;
