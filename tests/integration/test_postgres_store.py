@@ -154,3 +154,18 @@ async def test_lost_replies_are_retried_without_harm(
         assert (await store.get_job(job_id)).state == JobState.COMPLETED  # type: ignore[union-attr]
     finally:
         await store.close()
+
+
+def test_client_dispatches_postgresql_urls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Client("postgresql://...")``, ``postgres://`` and ``$SWATH_DATABASE_URL`` all make a
+    PostgreSQL store (nothing connects before it is opened); its URL is shown redacted."""
+    from swath import Client
+
+    direct = Client("postgresql://u:pw1@127.0.0.1:5432/db").store
+    assert isinstance(direct, PostgresJobStore)
+    assert direct.url == "postgresql://u:***@127.0.0.1:5432/db"
+    assert isinstance(Client("postgres://u@127.0.0.1/db").store, PostgresJobStore)
+    monkeypatch.setenv("SWATH_DATABASE_URL", "postgresql://u:pw2@127.0.0.1/db")
+    from_env = Client().store
+    assert isinstance(from_env, PostgresJobStore)
+    assert "pw2" not in from_env.url
