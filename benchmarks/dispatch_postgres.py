@@ -9,10 +9,11 @@ Throughput: 10,000 no-op tasks, fanned out by one parent (swath) or batch-deferr
 (Procrastinate), run by 1, 2 and 4 runner processes against one database; tasks/s from the
 submission to the last completion (swath: the median of ``--repeat`` runs; Procrastinate, ten
 times slower, runs once). The CPU seconds of the runner processes and of the PostgreSQL
-server during that window are reported too. Latency: submit-to-start of one task with idle
-runner processes, woken by LISTEN/NOTIFY (median, p99). Each case gets a fresh database.
-Prints a table and writes ``benchmarks/results/dispatch_postgres.json``. The machine is shared:
-figures are noisy, compare within one run.
+server during that window are reported too, and their sum per task: unlike tasks/s, CPU per
+task hardly depends on what else the (shared) machine is doing. Latency: submit-to-start of
+one task with idle runner processes, woken by LISTEN/NOTIFY (median, p99). Each case gets a
+fresh database. Prints a table and writes ``benchmarks/results/dispatch_postgres.json``. The
+machine is shared: figures are noisy, compare within one run.
 """
 
 from __future__ import annotations
@@ -92,7 +93,12 @@ def worker_swath(dsn: str, concurrency: int, ready: str) -> None:
 
 
 def _procrastinate_app(dsn: str, out: str | None = None) -> Any:
+    import logging
+
     import procrastinate
+
+    # it warns that the app lives in __main__, which is deliberate here
+    logging.getLogger("procrastinate").setLevel(logging.ERROR)
 
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=dsn))
 
@@ -391,7 +397,7 @@ def _progress(row: dict[str, Any], total: int) -> None:
 def table(results: dict[str, Any]) -> str:
     lines = [
         f"{'system':<14} {'procs':>5} {'total conc':>10} {'tasks':>7} {'seconds':>8} "
-        f"{'tasks/s':>9} {'vs procr.':>9} {'runner cpu':>10} {'pg cpu':>7}"
+        f"{'tasks/s':>9} {'vs procr.':>9} {'runner cpu':>10} {'pg cpu':>7} {'cpu/task':>9}"
     ]
     procr = {
         r["processes"]: r["tasks_per_s"]
@@ -407,7 +413,8 @@ def table(results: dict[str, Any]) -> str:
         lines.append(
             f"{r['system']:<14} {r['processes']:>5} {r['concurrency'] * r['processes']:>10} "
             f"{r['tasks']:>7} {r['seconds']:>8.2f} {r['tasks_per_s']:>9.0f} {ratio:>9} "
-            f"{r['runner_cpu_s']:>9.1f}s {r['postgres_cpu_s']:>6.1f}s"
+            f"{r['runner_cpu_s']:>9.1f}s {r['postgres_cpu_s']:>6.1f}s "
+            f"{(r['runner_cpu_s'] + r['postgres_cpu_s']) / r['tasks'] * 1000:>6.2f} ms"
         )
     lines.append("")
     lines.append("submit-to-start latency, one idle runner process (LISTEN/NOTIFY):")
