@@ -108,7 +108,13 @@ class PostgresCluster:
         self.sock.mkdir(parents=True, exist_ok=True)
         self.log.touch()
         if self._as_postgres:
-            pg = pwd.getpwnam("postgres")
+            try:
+                pg = pwd.getpwnam("postgres")
+            except KeyError:
+                raise RuntimeError(
+                    "running as root, the PostgreSQL server must run as the 'postgres' user, "
+                    "which does not exist: install the postgresql package (.ci/run does)"
+                ) from None
             for path in (self.root, self.data, self.sock, self.log):
                 os.chown(path, pg.pw_uid, pg.pw_gid)
             self.data.chmod(0o700)
