@@ -56,7 +56,7 @@ class S3Server:
     """One S3 server subprocess: its endpoint, the AWS environment that reaches it, and a plain
     boto3 client for setting up and inspecting buckets behind the cache's back."""
 
-    def __init__(self, kind: str, root: Path) -> None:
+    def __init__(self, kind: str, root: Path, *, disk: bool = False) -> None:
         self.kind = kind
         self.root = root
         self.port = free_port()
@@ -70,10 +70,16 @@ class S3Server:
             ready_url = f"{self.endpoint}/moto-api/"
             env: dict[str, str] = {}
         elif kind == "rclone":
-            # rclone's memory backend behind its S3 front end: a disk-backed rclone cannot store
-            # the 1024-byte keys the cache contract allows (file names end at 255 bytes).
+            # The tests use rclone's memory backend behind its S3 front end: a disk-backed rclone
+            # cannot store the 1024-byte keys the cache contract allows (file names end at 255
+            # bytes). The benchmarks use the disk (``disk=True``).
+            remote = ":memory:"
+            if disk:
+                self.data = root / "rclone-data"
+                self.data.mkdir(parents=True, exist_ok=True)
+                remote = str(self.data)
             argv = [rclone_binary(), "serve", "s3", "--addr", f"127.0.0.1:{self.port}"]
-            argv += ["--auth-key", f"{ACCESS_KEY},{SECRET_KEY}", ":memory:"]
+            argv += ["--auth-key", f"{ACCESS_KEY},{SECRET_KEY}", remote]
             ready_url = self.endpoint + "/"
             env = {"RCLONE_CONFIG": "/dev/null"}
         else:
@@ -156,10 +162,10 @@ class S3Server:
 
 
 @contextlib.contextmanager
-def running(kind: str) -> Iterator[S3Server]:
+def running(kind: str, *, disk: bool = False) -> Iterator[S3Server]:
     """Start a server in a temporary folder; stop it and remove the folder afterwards."""
     root = Path(tempfile.mkdtemp(prefix=f"swath-{kind}-"))
-    server = S3Server(kind, root)
+    server = S3Server(kind, root, disk=disk)
     try:
         yield server
     finally:

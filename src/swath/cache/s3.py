@@ -256,12 +256,18 @@ _RETRIED_READ_ERRORS: tuple[type[BaseException], ...] = (*_BODY_ERRORS, _ShortRe
 
 # -- the writer ----------------------------------------------------------------------------------
 class _S3Writer(BackendWriter):
-    """Buffers up to ``part_size``; beyond it, runs a multipart upload with bounded concurrency."""
+    """Buffers up to ``part_size``; beyond it, runs a multipart upload with bounded concurrency.
+
+    Part buffers are allocated at full size once and reused when their upload is done (at most
+    ``max_concurrency + 1`` exist), so a long stream costs no reallocation and no page faults."""
 
     def __init__(self, cache: AmazonS3Cache, name: str) -> None:
         self._cache = cache
         self._name = name
-        self._buf = bytearray()
+        self._fill: bytearray | None = None  # the part being filled
+        self._borrowed: memoryview | None = None  # or a whole part of the caller's bytes
+        self._filled = 0
+        self._pool: list[bytearray] = []
         self._upload_id: str | None = None
         self._parts: dict[int, tuple[str, int, int]] = {}  # number -> (etag, crc, size)
         self._next = 1
@@ -278,15 +284,37 @@ class _S3Writer(BackendWriter):
         self._check()
         size = self._cache.part_size
         while data:
-            if len(self._buf) >= size:  # full, and more data comes: it is a part
-                buf, self._buf = self._buf, bytearray()
-                await self.add_part(buf)
-            room = size - len(self._buf)
-            self._buf += data[:room]
-            data = data[room:]
+            if self._filled == size:  # full, and more data comes: it is a part
+                await self.add_part(*self._take())
+                continue
+            if not self._filled and len(data) >= size and isinstance(data.obj, bytes):
+                # a whole part of an immutable bytes object: keep a view of it, copy nothing
+                self._borrowed, self._filled = data[:size], size
+                data = data[size:]
+                continue
+            if self._fill is None:
+                self._fill = self._pool.pop() if self._pool else bytearray(size)
+            n = min(size - self._filled, len(data))
+            self._fill[self._filled : self._filled + n] = data[:n]
+            self._filled += n
+            data = data[n:]
 
-    async def add_part(self, data: bytes | bytearray | memoryview) -> None:
-        """Upload ``data`` as the next part (in the background, once a slot is free)."""
+    def _take(self) -> tuple[memoryview, bytearray | None]:
+        """The bytes written since the last part, and the pool buffer holding them, if any."""
+        if self._borrowed is not None:
+            taken, self._borrowed = self._borrowed, None
+            self._filled = 0
+            return taken, None
+        buf, self._fill = self._fill, None
+        taken = memoryview(buf if buf is not None else b"")[: self._filled]
+        self._filled = 0
+        return taken, buf
+
+    async def add_part(
+        self, data: bytes | bytearray | memoryview, recycle: bytearray | None = None
+    ) -> None:
+        """Upload ``data`` as the next part (in the background, once a slot is free); ``recycle``
+        goes back to the buffer pool when the upload is done."""
         self._check()
         if self._upload_id is None:
             response = await self._cache._request(
@@ -307,11 +335,13 @@ class _S3Writer(BackendWriter):
         if self._error is not None:
             self._slots.release()
             raise self._error
-        task = asyncio.create_task(self._upload_part(number, data))
+        task = asyncio.create_task(self._upload_part(number, data, recycle))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _upload_part(self, number: int, data: bytes | bytearray | memoryview) -> None:
+    async def _upload_part(
+        self, number: int, data: bytes | bytearray | memoryview, recycle: bytearray | None
+    ) -> None:
         try:
             crc = await _crc(data)
             response = await self._cache._request(
@@ -324,6 +354,9 @@ class _S3Writer(BackendWriter):
                 ChecksumCRC32C=_b64(crc),
             )
             self._parts[number] = (str(response["ETag"]), crc, len(data))
+            if recycle is not None:
+                del data
+                self._pool.append(recycle)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
@@ -334,14 +367,13 @@ class _S3Writer(BackendWriter):
 
     async def commit(self) -> None:
         self._check()
+        pending, _ = self._take()
         if self._upload_id is None:
-            await self._cache._put_object(self._name, self._buf)
-            self._buf = bytearray()
+            await self._cache._put_object(self._name, pending)
             self._done = True
             return
-        if self._buf:
-            buf, self._buf = self._buf, bytearray()
-            await self.add_part(buf)
+        if pending:
+            await self.add_part(pending)
         await self.finish()
 
     async def finish(self) -> None:
@@ -349,6 +381,7 @@ class _S3Writer(BackendWriter):
         while self._tasks:
             await asyncio.wait(set(self._tasks))
         self._check()
+        self._pool.clear()
         numbers = sorted(self._parts)
         if numbers != list(range(1, self._next)):
             raise CacheError(f"S3 multipart upload of {self._cache._where(self._name)} lost parts")
@@ -379,7 +412,8 @@ class _S3Writer(BackendWriter):
         if self._done:
             return
         self._done = True
-        self._buf = bytearray()
+        self._fill = self._borrowed = None
+        self._pool.clear()
         for task in self._tasks:
             task.cancel()
         if self._tasks:
