@@ -83,6 +83,7 @@ async def main() -> None:
     parser.add_argument("--lease", type=float, default=30.0)
     parser.add_argument("--forever", action="store_true")
     parser.add_argument("--ready", help="a file to create once the runner is about to run")
+    parser.add_argument("--go", help="wait for this file to exist before running")
     args = parser.parse_args()
     _LOG_FD = os.open(args.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     async with Client() as client:  # SWATH_DATABASE_URL
@@ -95,6 +96,9 @@ async def main() -> None:
             handle_signals=True,
             grace=5.0,
         )
+        if args.go:
+            while not os.path.exists(args.go):  # noqa: ASYNC110, ASYNC240 - another process's file
+                await asyncio.sleep(0.005)
         if args.ready:
             os.close(os.open(args.ready, os.O_CREAT | os.O_WRONLY, 0o644))
         if args.forever:
@@ -132,6 +136,7 @@ def spawn_runner(
     lease: float = 30.0,
     forever: bool = False,
     ready: Path | None = None,
+    go: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start a runner process; its stdout and stderr go to ``<log>.out``."""
     argv = [
@@ -153,6 +158,8 @@ def spawn_runner(
         argv.append("--forever")
     if ready is not None:
         argv += ["--ready", str(ready)]
+    if go is not None:
+        argv += ["--go", str(go)]
     env = {**os.environ, "SWATH_DATABASE_URL": dsn, "PYTHONPATH": str(ROOT)}
     with open(f"{log}.out", "ab") as out:
         return subprocess.Popen(

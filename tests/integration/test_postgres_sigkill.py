@@ -8,6 +8,7 @@ import collections
 import os
 import random
 import signal
+import subprocess
 from pathlib import Path
 
 from swath import Client, JobState, LocalFileSystemCache
@@ -24,6 +25,16 @@ async def _appears(path: Path) -> None:
     """Return once ``path`` exists (wrap in ``asyncio.timeout``)."""
     while not os.path.exists(path):  # noqa: ASYNC110, ASYNC240 - made by another process
         await asyncio.sleep(0.02)
+
+
+def _victim(
+    dsn: str, cache_dir: Path, tmp_path: Path, trial: int
+) -> tuple[subprocess.Popen[bytes], Path, Path, Path]:
+    log, go, ready = (tmp_path / f"victim{trial}.{ext}" for ext in ("log", "go", "ready"))
+    proc = spawn_runner(
+        dsn, cache_dir, log, concurrency=CONCURRENCY, lease=LEASE, forever=True, ready=ready, go=go
+    )
+    return proc, log, go, ready
 
 
 async def test_sigkill_one_of_three_runners_ten_trials(postgres_dsn: str, tmp_path: Path) -> None:
@@ -43,27 +54,24 @@ async def test_sigkill_one_of_three_runners_ten_trials(postgres_dsn: str, tmp_pa
         for log in survivor_logs
     ]
     report: list[str] = []
+    victims: list[tuple[subprocess.Popen[bytes], Path, Path, Path]] = []
     total_lost = total_twice = 0
     try:
         async with Client(postgres_dsn) as client, LocalFileSystemCache(cache_dir) as cache:
+            # each trial's victim is started during the trial before, and waits for its "go"
+            # file: the trials do not wait for a Python process to start
+            victims.append(_victim(postgres_dsn, cache_dir, tmp_path, 0))
             for trial in range(TRIALS):
-                victim_log = tmp_path / f"victim{trial}.log"
-                ready = tmp_path / f"victim{trial}.ready"
-                victim = spawn_runner(
-                    postgres_dsn,
-                    cache_dir,
-                    victim_log,
-                    concurrency=CONCURRENCY,
-                    lease=LEASE,
-                    forever=True,
-                    ready=ready,
-                )
+                victim, victim_log, go, ready = victims[trial]
                 try:
+                    go.touch()
                     async with asyncio.timeout(60):
                         await _appears(ready)
                     job = await client.jobs().submit(
                         f"sigkill-{trial}", Spread(0, TASKS, chunk=TASKS, sleep=SLEEP)
                     )
+                    if trial + 1 < TRIALS:
+                        victims.append(_victim(postgres_dsn, cache_dir, tmp_path, trial + 1))
                     await asyncio.sleep(rng.uniform(0.05, 1.0))
                     victim.send_signal(signal.SIGKILL)
                 finally:
@@ -94,6 +102,9 @@ async def test_sigkill_one_of_three_runners_ten_trials(postgres_dsn: str, tmp_pa
                     f"{len(lost)} when killed, {len(twice)} ran twice"
                 )
     finally:
+        for victim, *_ in victims:
+            victim.kill()
+            victim.wait()
         for proc in survivors:
             proc.send_signal(signal.SIGTERM)
         wait_all(survivors, survivor_logs, timeout=30)
