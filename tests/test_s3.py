@@ -333,6 +333,91 @@ async def test_failures_name_operation_bucket_and_key(
             await cache.get("some/key")
 
 
+class FlakyProxy:
+    """A TCP proxy in front of a real S3 server that breaks the connections it is told to, in
+    order of arrival: ``"503"`` answers the first request with 503 SlowDown and closes;
+    ``"cut"`` relays the connection but closes it after ``cut_after`` bytes of answers (so a
+    large body breaks in the middle); anything else relays faithfully."""
+
+    def __init__(self, upstream_port: int, plan: list[str], cut_after: int = MiB) -> None:
+        self.upstream_port = upstream_port
+        self.plan = list(plan)
+        self.cut_after = cut_after
+        self.seen: list[str] = []
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def __aenter__(self) -> FlakyProxy:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        mode = self.plan.pop(0) if self.plan else "pass"
+        self.seen.append(mode)
+        try:
+            if mode == "503":
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = re.search(rb"(?i)content-length: *(\d+)", head)
+                if length:
+                    await reader.readexactly(int(length.group(1)))
+                body = b"<Error><Code>SlowDown</Code><Message>slow down</Message></Error>"
+                writer.write(
+                    b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n"
+                    + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                    + body
+                )
+                await writer.drain()
+                return
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+            limit = self.cut_after if mode == "cut" else None
+
+            async def pump(
+                src: asyncio.StreamReader, dst: asyncio.StreamWriter, cap: int | None
+            ) -> None:
+                sent = 0
+                while data := await src.read(65536):
+                    if cap is not None and sent + len(data) > cap:
+                        dst.write(data[: cap - sent])
+                        await dst.drain()
+                        return
+                    dst.write(data)
+                    await dst.drain()
+                    sent += len(data)
+
+            tasks = [
+                asyncio.create_task(pump(reader, up_writer, None)),
+                asyncio.create_task(pump(up_reader, writer, limit)),
+            ]
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in tasks:
+                task.cancel()
+            up_writer.close()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+
+async def test_transient_failures_are_retried(rclone_s3: S3Server, s3_rclone_bucket: str) -> None:
+    """A 503 SlowDown on entering and a response body cut off in the middle of a GET are retried
+    (with back-off, on new connections): the caller sees the right value, not an error."""
+    data = os.urandom(3 * MiB)
+    async with rclone_s3.make_cache(s3_rclone_bucket) as direct:
+        await direct.put("k", data)
+    async with FlakyProxy(rclone_s3.port, ["503", "cut"]) as proxy:
+        cache = AmazonS3Cache(
+            s3_rclone_bucket, prefix="", endpoint_url=f"http://127.0.0.1:{proxy.port}"
+        )
+        async with cache:
+            assert await cache.get("k") == data
+        assert proxy.seen[:3] == ["503", "cut", "pass"]
+
+
 # -- listing, clearing, reading --------------------------------------------------------------------
 async def test_2500_keys_listed_once_across_pages_and_cleared_in_batches(
     rclone_s3: S3Server, s3_rclone_bucket: str
