@@ -30,7 +30,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import asyncpg
 
@@ -195,8 +195,6 @@ def _secrets_of(dsn: str) -> list[str]:
         if parts.password:
             found.append(parts.password)
         found += [m for m in re.findall(r"(?i)password=([^&]*)", parts.query) if m]
-    from urllib.parse import unquote
-
     return sorted({*found, *(unquote(s) for s in found)}, key=len, reverse=True)
 
 
@@ -298,8 +296,9 @@ class PostgresJobStore(SQLJobStore):
         return DatabaseError(f"{what} ({self.url}): {type(exc).__name__}: {self._scrub(str(exc))}")
 
     # -- connections -----------------------------------------------------------------------------
-    async def _init_connection(self, conn: Any) -> None:
-        await conn.execute("SET application_name = 'swath'")
+    def _server_settings(self) -> dict[str, str]:
+        # shown in pg_stat_activity; a name given in the URL wins
+        return {} if "application_name=" in self._dsn else {"application_name": "swath"}
 
     async def open(self) -> None:
         async with self._opening:
@@ -330,7 +329,7 @@ class PostgresJobStore(SQLJobStore):
             min_size=self._pool_min,
             max_size=self._pool_max,
             timeout=self._connect_timeout,
-            init=self._init_connection,
+            server_settings=self._server_settings(),
         )
 
     async def _migrate_once(self) -> None:
@@ -550,7 +549,11 @@ class PostgresJobStore(SQLJobStore):
             conn: Any = None
             lost = asyncio.Event()
             try:
-                conn = await asyncpg.connect(self._dsn, timeout=self._connect_timeout)
+                conn = await asyncpg.connect(
+                    self._dsn,
+                    timeout=self._connect_timeout,
+                    server_settings=self._server_settings(),
+                )
                 conn.add_termination_listener(_setter(lost))
                 listening: set[str] = set()
                 while True:
