@@ -169,3 +169,30 @@ def test_client_dispatches_postgresql_urls(monkeypatch: pytest.MonkeyPatch) -> N
     from_env = Client().store
     assert isinstance(from_env, PostgresJobStore)
     assert "pw2" not in from_env.url
+
+
+async def test_runner_polls_when_it_cannot_listen(
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no LISTEN connection at all (the listener never connects), a runner still finds work
+    another store object submitted, by polling with back-off: notifications only make it faster."""
+    from swath import Client, InMemoryCache
+    from tests.integration._postgres_worker import Put
+
+    async def never_listen(self: PostgresJobStore) -> None:
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(PostgresJobStore, "_listen_forever", never_listen)
+    async with Client(postgres_dsn) as deaf, Client(postgres_dsn) as submitter:
+        runner = deaf.runner([Put], InMemoryCache(), poll_interval=(0.05, 0.5))
+        running = asyncio.create_task(runner.run_forever())
+        try:
+            await asyncio.sleep(0.3)  # the runner is idle, backing off
+            job = await submitter.jobs().submit("polled", Put(1))
+            done = await submitter.jobs().wait(job.id, timeout=10)
+            assert done.state == JobState.COMPLETED
+            assert isinstance(deaf.store, PostgresJobStore)
+            assert not deaf.store.listening
+        finally:
+            runner.stop()
+            await running
