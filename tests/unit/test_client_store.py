@@ -3,13 +3,24 @@ migrations, and how a runner treats the cache it is given."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from swath import Client, ExecutionContext, InMemoryCache, LocalFileSystemCache, StoreError, Task
+from swath import (
+    Client,
+    ExecutionContext,
+    InMemoryCache,
+    LocalFileSystemCache,
+    StoreError,
+    Task,
+    UnknownClusterError,
+)
 from swath.store.machine import load_migrations
 from swath.store.sqlite import SQLiteJobStore
 
@@ -138,3 +149,36 @@ async def test_delete_job_cache_option_clears_completed_jobs_caches() -> None:
         await client.runner([Hello], cache, delete_job_cache=True).run_all()
     assert await cache.group(kept.id).get("hello") == b"world"
     assert [k async for k in cache.group(deleted.id)] == []
+
+
+async def test_signal_handlers_only_when_asked() -> None:
+    """A runner installs no signal handler by default; with handle_signals=True, SIGTERM stops
+    it gracefully (run_forever returns) and the previous handler is back afterwards."""
+    loop = asyncio.get_running_loop()
+    before = signal.getsignal(signal.SIGTERM)
+    async with Client(":memory:") as client:
+        quiet = client.runner([Hello], InMemoryCache())
+        task = asyncio.create_task(quiet.run_forever())
+        await asyncio.sleep(0.1)
+        assert signal.getsignal(signal.SIGTERM) == before
+        quiet.stop()
+        await task
+
+        handled = client.runner([Hello], InMemoryCache(), handle_signals=True)
+        task = asyncio.create_task(handled.run_forever())
+        await asyncio.sleep(0.1)
+        loop.call_soon(os.kill, os.getpid(), signal.SIGTERM)
+        await asyncio.wait_for(task, 10)
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+async def test_clusters_client() -> None:
+    """clusters(): create, all, find (UnknownClusterError when missing), delete."""
+    async with Client(":memory:") as client:
+        clusters = client.clusters()
+        await clusters.create("gpu", "GPU machines")
+        assert (await clusters.find("gpu")).name == "GPU machines"
+        assert [c.slug for c in await clusters.all()] == ["default", "gpu"]
+        assert await clusters.delete("gpu") is True
+        with pytest.raises(UnknownClusterError):
+            await clusters.find("gpu")
