@@ -357,9 +357,10 @@ class JobStore(Protocol):
         """Give leased tasks back to the queue without charging anything; returns how many."""
 
     async def next_ready(self, cluster: str) -> float | None:
-        """When the next task of ``cluster`` can be claimed: the earliest ``run_after`` (or lease
-        expiry) of a task that is QUEUED with no pending dependency, or RUNNING under an expired
-        lease; None when there is none."""
+        """Whether ``cluster`` may still have work, and from when: the earliest of the
+        ``run_after`` of its QUEUED tasks without pending dependencies and the lease expiry of its
+        RUNNING tasks (a running task may still submit subtasks, and is claimable again if its
+        lease runs out). None when the cluster has neither: ``run_all`` is done."""
 
     def work_signal(self, cluster: str) -> WorkSignal:
         """A new wake-up signal for one runner of ``cluster``."""
