@@ -328,6 +328,7 @@ class GoogleStorageCache(Backend):
                 headers=hdrs,
                 data=body,
                 timeout=aiohttp.ClientTimeout(total=seconds),
+                allow_redirects=False,  # a resumable session answers 308 "Resume Incomplete"
             ) as resp:
                 content = await resp.read()
                 if resp.status in ok or resp.status == 308:
@@ -790,7 +791,10 @@ class _GcsWriter(BackendWriter):
         view = memoryview(chunk)
         delay = cache.backoff
         for attempt in range(1, cache.attempts + 1):
-            headers = {"Content-Range": f"bytes {start + offset}-{start + len(chunk) - 1}/{total}"}
+            headers = {
+                "Content-Range": f"bytes {start + offset}-{start + len(chunk) - 1}/{total}",
+                "Content-Length": str(len(chunk) - offset),
+            }
             if final:
                 headers["X-Goog-Hash"] = f"crc32c={crc_to_b64(self._crc)}"
             try:
@@ -800,7 +804,7 @@ class _GcsWriter(BackendWriter):
                     "PUT",
                     self._session_uri,
                     headers=headers,
-                    data=view[offset:],
+                    data=_pieces(view[offset:]),
                     seconds=LONG_TIMEOUT,
                     attempts=1,  # a chunk is retried only after asking what was persisted
                 )
