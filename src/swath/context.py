@@ -116,8 +116,15 @@ class ExecutionContext:
         self._progress: dict[str, ProgressIndicator] = {}
         self._logger: logging.LoggerAdapter[logging.Logger] | None = None
         self._job_cache: Cache | BlockingCache | None = None
-        self.current_task = CurrentTask(claimed)
+        self._current: CurrentTask | None = None
         self.runner_context = runner_context
+
+    @property
+    def current_task(self) -> CurrentTask:
+        """The running task: ``display`` (settable), ``job.id``, ``job.name``, ``retry_count``."""
+        if self._current is None:
+            self._current = CurrentTask(self._claimed)
+        return self._current
 
     # -- subtasks --------------------------------------------------------------------------------
     def submit_subtask(
@@ -233,6 +240,9 @@ class ExecutionContext:
         return self._logger
 
     # -- for the runner --------------------------------------------------------------------------
+    def _display(self) -> str:
+        return self._claimed.display if self._current is None else self._current.display
+
     def _collected(self) -> tuple[list[NewTask], dict[str, tuple[int, int]]]:
         progress = {p.label: (p._total, p._done) for p in self._progress.values()}
         return self._subtasks, {k: v for k, v in progress.items() if v != (0, 0)}

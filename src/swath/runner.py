@@ -320,17 +320,16 @@ class _Loop:
                 if result is not None:
                     await result
             subtasks, progress = context._collected()
-            await self._check_clusters({s.cluster for s in subtasks})
-            outcome: TaskOutcome = TaskSuccess(
-                claimed.id, context.current_task.display, subtasks, progress
-            )
+            if subtasks:
+                await self._check_clusters({s.cluster for s in subtasks})
+            outcome: TaskOutcome = TaskSuccess(claimed.id, context._display(), subtasks, progress)
             self.r.stats.succeeded += 1
         except asyncio.CancelledError:
             raise  # stopping: the task goes back to the queue
         except Exception as exc:
             self.r.stats.failed += 1
             delay = min(self.r.max_retry_delay, self.r.retry_delay * 2**claimed.retry_count)
-            display = context.current_task.display if context is not None else claimed.display
+            display = context._display() if context is not None else claimed.display
             error = ErrorInfo(
                 type=type(exc).__qualname__,
                 message=str(exc),

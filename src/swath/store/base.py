@@ -243,6 +243,8 @@ class WorkSignal:
 
     def set(self) -> None:
         """Wake the waiter; safe from any thread."""
+        if self._event.is_set():
+            return
         loop = self._loop
         try:
             running = asyncio.get_running_loop()
