@@ -56,6 +56,8 @@ log = logging.getLogger("swath.runner")
 #: while other tasks are still running.
 FLUSH_BATCH = 256
 FLUSH_LINGER = 0.002
+#: A runner gives up (raises) after this many consecutive failed claims.
+MAX_STORE_FAILURES = 10
 
 
 class UnknownTaskError(SwathError, LookupError):
@@ -231,6 +233,7 @@ class _Loop:
     async def _claim_loop(self) -> None:
         low, high = self.r.poll_interval
         backoff = low
+        failures = 0
         stop_wait: asyncio.Task[bool] | None = None
         try:
             stop_wait = asyncio.create_task(self.stopping.wait())
@@ -238,7 +241,18 @@ class _Loop:
                 self.signal.clear()
                 free = self.r.max_concurrency - len(self.inflight)
                 if free > 0:
-                    claimed = await self._claim(free)
+                    try:
+                        claimed = await self._claim(free)
+                        failures = 0
+                    except Exception:
+                        # a store that is briefly unreachable or locked: back off and try again,
+                        # but do not spin forever on a store that stays broken
+                        failures += 1
+                        if failures >= MAX_STORE_FAILURES:
+                            raise
+                        log.exception("runner %s: claim failed (%d in a row)", self.r.id, failures)
+                        await asyncio.sleep(min(high, low * 2**failures))
+                        continue
                     if claimed:
                         backoff = low
                         self.r.stats.claimed += len(claimed)

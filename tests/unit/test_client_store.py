@@ -182,3 +182,29 @@ async def test_clusters_client() -> None:
         assert await clusters.delete("gpu") is True
         with pytest.raises(UnknownClusterError):
             await clusters.find("gpu")
+
+
+class FlakyStore(SQLiteJobStore):
+    """A real SQLite store whose first claims fail, as a briefly unreachable store would."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__(":memory:")
+        self.failures = failures
+
+    async def claim(self, cluster: str, runner_id: str, limit: int, lease: float) -> list[Any]:
+        if self.failures:
+            self.failures -= 1
+            raise OSError("store briefly unreachable")
+        return await super().claim(cluster, runner_id, limit, lease)
+
+
+async def test_runner_rides_out_transient_store_errors() -> None:
+    """A few failed claims are logged and retried with back-off; a store that keeps failing makes
+    the runner raise instead of spinning."""
+    async with Client(store=FlakyStore(failures=3)) as client:
+        job = await client.jobs().submit("hello", Hello())
+        await client.runner([Hello], InMemoryCache(), poll_interval=(0.01, 0.05)).run_all()
+        assert (await client.jobs().find(job.id)).state == "COMPLETED"
+    async with Client(store=FlakyStore(failures=100)) as client:
+        with pytest.raises(OSError, match="unreachable"):
+            await client.runner([Hello], InMemoryCache(), poll_interval=(0.01, 0.02)).run_all()
