@@ -55,7 +55,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import os
-import secrets
+import random
 import time
 import weakref
 from collections.abc import Sequence
@@ -97,8 +97,9 @@ DONE_TASK_STATES = frozenset({TaskState.COMPLETED, TaskState.FAILED_OPTIONAL})
 
 def new_id() -> str:
     """A new id: a UUID-formatted string whose first half is the time in ns, so ids sort by
-    creation time (claims take older tasks first), and whose second half is random."""
-    h = f"{time.time_ns():016x}{secrets.token_hex(8)}"
+    creation time (claims take older tasks first), and whose second half is 64 random bits
+    (``random`` is reseeded in forked children, and ids need to be unique, not secret)."""
+    h = f"{time.time_ns():016x}{random.getrandbits(64):016x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
