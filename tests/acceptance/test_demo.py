@@ -6,13 +6,14 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def swath_command() -> str:
-    found = shutil.which("swath", path=str(Path(os.sys.executable).parent))
+    found = shutil.which("swath", path=str(Path(sys.executable).parent))
     assert found is not None, "the swath console script is not installed in this environment"
     return found
 
