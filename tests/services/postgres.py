@@ -25,6 +25,7 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -282,10 +283,35 @@ class PostgresCluster:
         )
 
 
+def reap_orphans() -> None:
+    """Stop and delete throwaway clusters whose creating process is gone (a test run that was
+    killed leaves its server running: pg_ctl daemonizes it). Clusters of live processes, such
+    as another test run's, are left alone."""
+    for owner in glob.glob(os.path.join(tempfile.gettempdir(), "swath-pg-*", "owner.pid")):
+        root = Path(owner).parent
+        try:
+            pid = int(Path(owner).read_text())
+            os.kill(pid, 0)
+            continue  # still alive
+        except ProcessLookupError:
+            pass
+        except (OSError, ValueError):
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            postmaster = int((root / "data" / "postmaster.pid").read_text().split()[0])
+            os.kill(postmaster, signal.SIGQUIT)  # immediate shutdown, as pg_ctl -m immediate
+            for _ in range(100):
+                os.kill(postmaster, 0)  # raises once it is gone
+                time.sleep(0.05)
+        shutil.rmtree(root, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def running_cluster() -> Iterator[PostgresCluster]:
     """Start a throwaway cluster, yield it, stop and delete it (for scripts and fixtures)."""
+    reap_orphans()
     cluster = PostgresCluster()
+    (cluster.root / "owner.pid").write_text(str(os.getpid()))
     try:
         cluster.start()
         yield cluster
