@@ -92,6 +92,7 @@ class PostgresCluster:
             out.flush()
             proc = subprocess.run(
                 list(argv),
+                cwd=self.root,  # the postgres user may not be allowed into the caller's folder
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
