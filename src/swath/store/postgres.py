@@ -111,11 +111,15 @@ class _PgTx:
     loaded machine every round trip can cost a scheduling delay). So a decrement is held back
     until the machine asks whether that parent is complete, and both run as one statement
     (``parent_decrement_complete``); any other query first applies decrements still held back.
+    Likewise the claim statement starts the claimed tasks' jobs and returns their names, so the
+    ``job_start`` and ``job_name`` queries that follow it need no round trip.
     """
 
     def __init__(self, conn: Any) -> None:
         self._conn = conn
         self._decrements: dict[str, int] = {}
+        # jobs the claim statement of this transaction started, with their names
+        self._claimed_jobs: dict[str, str] = {}
 
     async def _apply_decrements(self) -> None:
         if self._decrements:
@@ -124,6 +128,8 @@ class _PgTx:
             await self._executemany("parent_decrement", rows)
 
     async def execute(self, query: str, params: Params) -> int:
+        if query == "job_start" and params["id"] in self._claimed_jobs:
+            return 0  # the claim statement started it already
         await self._apply_decrements()
         q = _QUERIES[query]
         return _rowcount(await self._conn.execute(q.sql, *q.args(params)))
@@ -154,12 +160,17 @@ class _PgTx:
         await self._conn.executemany(q.sql, [q.args(r) for r in rows])
 
     async def fetchall(self, query: str, params: Params) -> list[Row]:
+        if query == "job_name" and params["id"] in self._claimed_jobs:
+            return [(self._claimed_jobs[params["id"]],)]
         if query == "parent_complete" and str(params["id"]) in self._decrements:
             n = self._decrements.pop(str(params["id"]))
             query, params = "parent_decrement_complete", {**params, "n": n}
         await self._apply_decrements()
         q = _QUERIES[query]
-        return list(await self._conn.fetch(q.sql, *q.args(params)))
+        rows = list(await self._conn.fetch(q.sql, *q.args(params)))
+        if query == "claim":
+            self._claimed_jobs.update((r["job_id"], r["job_name"]) for r in rows)
+        return rows
 
     async def finish(self) -> None:
         """Apply what is held back; called before COMMIT."""

@@ -123,17 +123,28 @@ SET state = CASE WHEN (SELECT state FROM jobs WHERE jobs.id = tasks.job_id) IN (
 WHERE id = :id AND state = 'RUNNING';
 
 -- name: claim
-UPDATE tasks
-SET state = 'RUNNING', lease_owner = :runner, lease_expires = :expires, started_at = :now
-WHERE id IN (
-    SELECT id FROM tasks
-    WHERE cluster = :cluster AND state = 'QUEUED' AND pending_deps = 0 AND run_after <= :now
-    ORDER BY run_after, id
-    LIMIT :limit
-    FOR UPDATE SKIP LOCKED
+-- Also starts the claimed tasks' jobs (QUEUED -> RUNNING) and returns each job's name as a
+-- twelfth column, so the job_start and job_name queries the state machine runs next are
+-- answered without another round trip (see _PgTx in postgres.py).
+WITH claimed AS (
+    UPDATE tasks
+    SET state = 'RUNNING', lease_owner = :runner, lease_expires = :expires, started_at = :now
+    WHERE id IN (
+        SELECT id FROM tasks
+        WHERE cluster = :cluster AND state = 'QUEUED' AND pending_deps = 0 AND run_after <= :now
+        ORDER BY run_after, id
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING id, job_id, parent_id, cluster, name, version, input, display, retry_count,
+              max_retries, optional
+), started AS (
+    UPDATE jobs SET state = 'RUNNING', started_at = COALESCE(started_at, :now)
+    WHERE id IN (SELECT job_id FROM claimed) AND state = 'QUEUED'
 )
-RETURNING id, job_id, parent_id, cluster, name, version, input, display, retry_count,
-          max_retries, optional;
+SELECT c.id, c.job_id, c.parent_id, c.cluster, c.name, c.version, c.input, c.display,
+       c.retry_count, c.max_retries, c.optional, j.name AS job_name
+FROM claimed c JOIN jobs j ON j.id = c.job_id;
 
 -- name: job_name
 SELECT name FROM jobs WHERE id = :id;
