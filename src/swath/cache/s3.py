@@ -682,9 +682,11 @@ class AmazonS3Cache(Backend):
     # -- reads ----------------------------------------------------------------------------------
     async def _get(
         self, name: str, start: int, end: int | None, *, if_match: str | None = None
-    ) -> tuple[bytes, dict[str, Any], int]:
+    ) -> tuple[bytearray, dict[str, Any], int]:
         """GET ``[start, end)`` (``end=None``: to the end); returns (data, response, total size).
-        Re-requests a body that breaks while being read; accepts 200 with Content-Range."""
+        Re-requests a body that breaks while being read; accepts 200 with Content-Range. The
+        body is read into one buffer as it arrives (never a list of pieces joined at the end,
+        which would hold it twice)."""
         params: dict[str, Any] = {"Range": f"bytes={start}-{'' if end is None else end - 1}"}
         if if_match:
             params["IfMatch"] = if_match
@@ -697,11 +699,13 @@ class AmazonS3Cache(Backend):
             body = response["Body"]
             try:
                 async with body:
-                    data = await body.read()
+                    data = await _read_body(body, int(response.get("ContentLength", 0)))
                 total, first = self._extent(response, len(data))
                 if first != start and "Range" in params:
                     if first == 0 and "ContentRange" not in response:
-                        data = data[start:end]  # the server ignored Range: slice it here
+                        del data[: min(start, len(data))]  # the server ignored Range: slice
+                        if end is not None:
+                            del data[end - start :]
                     else:
                         raise _ShortRead(f"asked for byte {start}, got {first}")
                 want = (total if end is None else min(end, total)) - start
@@ -724,7 +728,7 @@ class AmazonS3Cache(Backend):
                 return int(match.group(3)), int(match.group(1))
         return int(response.get("ContentLength", received)), 0
 
-    async def _first(self, path: Path, name: str) -> tuple[bytes, dict[str, Any], int]:
+    async def _first(self, path: Path, name: str) -> tuple[bytearray, dict[str, Any], int]:
         """The first ``part_size`` bytes with the object's size and headers."""
         try:
             return await self._get(name, 0, self.part_size)
@@ -755,7 +759,7 @@ class AmazonS3Cache(Backend):
         for piece in _pieces(data, chunk_size):
             yield piece
         del data
-        pending: deque[asyncio.Task[tuple[bytes, dict[str, Any], int]]] = deque()
+        pending: deque[asyncio.Task[tuple[bytearray, dict[str, Any], int]]] = deque()
         next_start = offset
         try:
             while offset < total:
@@ -781,7 +785,7 @@ class AmazonS3Cache(Backend):
 
     async def _get_part(
         self, path: Path, name: str, start: int, end: int, etag: str | None
-    ) -> tuple[bytes, dict[str, Any], int]:
+    ) -> tuple[bytearray, dict[str, Any], int]:
         try:
             return await self._get(name, start, end, if_match=etag)
         except ClientError as exc:
@@ -800,7 +804,7 @@ class AmazonS3Cache(Backend):
         self._require_client()
         try:
             data, _, _ = await self._get(name, start, end)
-            return data
+            return bytes(data)
         except ClientError as exc:
             if _is_missing(exc):
                 raise missing(path) from None
@@ -911,12 +915,34 @@ class AmazonS3Cache(Backend):
             params["ContinuationToken"] = page["NextContinuationToken"]
 
 
-def _pieces(data: bytes, size: int) -> Iterator[bytes]:
-    """``data`` cut into ``size`` pieces (the last may be shorter), so that re-chunking a large
-    range into small chunks never shifts a large buffer."""
+async def _read_body(body: Any, expected: int) -> bytearray:
+    """A response body read into one buffer as its pieces arrive."""
+    buf = bytearray(expected)
+    view = memoryview(buf)
+    got = 0
+    while True:
+        piece = await body.read(max(expected - got, 1 << 20))
+        if not piece:
+            break
+        end = got + len(piece)
+        if end > len(buf):  # longer than announced: grow (and let the caller judge)
+            del view
+            buf.extend(bytes(end - len(buf)))
+            view = memoryview(buf)
+        view[got:end] = piece
+        got = end
+    del view
+    if got < expected:
+        del buf[got:]
+    return buf
+
+
+def _pieces(data: bytearray, size: int) -> Iterator[bytes]:
+    """``data`` as ``bytes`` pieces of ``size`` (the last may be shorter): one copy, and
+    re-chunking a large range into small chunks never shifts a large buffer."""
     if len(data) <= size:
         if data:
-            yield data
+            yield bytes(data)
         return
     view = memoryview(data)
     for i in range(0, len(data), size):
