@@ -313,8 +313,8 @@ async def _contains(counts: Awaitable[dict[str, int]], key: str) -> bool:
     return key in await counts
 
 
-async def _gate_completed(client: Client, job_id: str) -> bool:
-    return (await task_states(client, job_id))["Gate"] == [TaskState.COMPLETED]
+async def _gate_finished(client: Client, job_id: str) -> bool:
+    return (await task_states(client, job_id))["Gate"] == [TaskState.CANCELED]
 
 
 # -- subtrees and dependencies ------------------------------------------------------------------
@@ -416,8 +416,8 @@ async def test_subtasks_are_committed_only_if_execute_returns(
 async def test_cancel_stops_queued_work_running_task_finishes_subtasks_dropped(
     client: Client, cache: InMemoryCache
 ) -> None:
-    """Cancelling a job while a task runs: the task finishes, its subtasks are dropped, the
-    queued dependents are CANCELED and never run."""
+    """Cancelling a job while a task runs: the task finishes (CANCELED, as its subtask is
+    dropped), the queued dependents are CANCELED and never run."""
     job = await client.jobs().submit("cancel", GateAndSiblings())
     runner = client.runner(ALL, cache, context=runner_context())
     running = asyncio.create_task(runner.run_forever())
@@ -425,7 +425,7 @@ async def test_cancel_stops_queued_work_running_task_finishes_subtasks_dropped(
         await eventually(lambda: _contains(ran(cache, job.id), "gate"))
         assert await client.jobs().cancel(job.id) == 3
         await cache.group(job.id).put("open", b"")
-        await eventually(lambda: _gate_completed(client, job.id))
+        await eventually(lambda: _gate_finished(client, job.id))
     finally:
         running.cancel()
         with pytest.raises(asyncio.CancelledError):

@@ -285,7 +285,8 @@ async def test_failed_task_keeps_type_message_and_full_traceback(store: JobStore
 
 async def test_non_optional_failure_fails_the_job_and_stops_it(store: JobStore) -> None:
     """A task failing without retries left fails the job: queued tasks are SKIPPED, nothing of
-    the job is claimable, and a task still running finishes with its subtasks dropped."""
+    the job is claimable, and a task still running finishes with its subtasks dropped (SKIPPED,
+    so retrying the job runs it again)."""
     job_id = await run_root_with(store, [task("Bad"), task("Busy"), task("Waiting")])
     bad, busy = await claim(store, limit=2)
     await store.complete("r1", [TaskFailure(bad.id, err())])
@@ -300,9 +301,11 @@ async def test_non_optional_failure_fails_the_job_and_stops_it(store: JobStore) 
     await store.complete("r1", [TaskSuccess(busy.id, subtasks=[task("Dropped")])])
     got = await states(store, job_id)
     assert "Dropped" not in got
-    assert got["Busy"] == TaskState.COMPLETED
+    assert got["Busy"] == TaskState.SKIPPED  # its subtree was dropped: a retry runs it again
     assert await job_state(store, job_id) == JobState.FAILED
     assert await store.next_ready("default") is None
+    assert await store.retry_job(job_id) == 1
+    assert {t.name for t in await claim(store)} == {"Bad", "Busy", "Waiting"}
 
 
 async def test_optional_failure_lets_dependents_run_and_the_job_complete(store: JobStore) -> None:
@@ -395,7 +398,7 @@ async def test_release_gives_tasks_back_without_charge(store: JobStore) -> None:
 # -- cancel, retry ------------------------------------------------------------------------------
 async def test_cancel_stops_queued_work_and_drops_running_tasks_subtasks(store: JobStore) -> None:
     """cancel: the job is CANCELED, queued tasks CANCELED (counted), a running task finishes but
-    its subtasks are dropped; unknown jobs raise."""
+    its subtasks are dropped (and it is CANCELED, not COMPLETED); unknown jobs raise."""
     job_id = await run_root_with(store, [task("Running"), task("Q1"), task("Q2")])
     [running] = await claim(store, limit=1)
     assert await store.cancel_job(job_id) == 2
@@ -404,6 +407,7 @@ async def test_cancel_stops_queued_work_and_drops_running_tasks_subtasks(store: 
     await store.complete("r1", [TaskSuccess(running.id, subtasks=[task("Dropped")])])
     got = await states(store, job_id)
     assert "Dropped" not in got
+    assert got["Running"] == TaskState.CANCELED  # finished, but its subtree was dropped
     assert (got["Q1"], got["Q2"]) == (TaskState.CANCELED, TaskState.CANCELED)
     assert await store.cancel_job(job_id) == 0
     with pytest.raises(UnknownJobError):

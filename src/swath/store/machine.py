@@ -353,9 +353,12 @@ class SQLJobStore(abc.ABC):
             if not accepted:
                 return 0
             job_active = {}
+            job_canceled = set()
             for job_id in {held[o.task_id].job_id for o in accepted}:
                 rows = await tx.fetchall("job_state", {"id": job_id})
                 job_active[job_id] = bool(rows) and rows[0][0] in ("QUEUED", "RUNNING")
+                if rows and rows[0][0] == JobState.CANCELED.value:
+                    job_canceled.add(job_id)
 
             finished: list[dict[str, Any]] = []
             progress: list[dict[str, Any]] = []
@@ -377,7 +380,14 @@ class SQLJobStore(abc.ABC):
                         progress.append(
                             {"job_id": task.job_id, "label": label, "total": total, "done": n_done}
                         )
-                state = TaskState.COMPUTED if subtasks else TaskState.COMPLETED
+                if subtasks:
+                    state = TaskState.COMPUTED
+                elif outcome.subtasks:
+                    # the job stopped meanwhile and this task's subtasks were dropped: its subtree
+                    # is not done, so a retry of the job must run it again
+                    state = TaskState.CANCELED if task.job_id in job_canceled else TaskState.SKIPPED
+                else:
+                    state = TaskState.COMPLETED
                 finished.append(
                     {
                         "id": task.id,
@@ -387,7 +397,7 @@ class SQLJobStore(abc.ABC):
                         "now": now,
                     }
                 )
-                if not subtasks:
+                if state == TaskState.COMPLETED:
                     done.append(_Done(task.id, task.job_id, task.parent_id, task.has_dependents))
             if finished:
                 await tx.executemany("task_finish", finished)
