@@ -108,6 +108,18 @@ class ManyMarks(Task):
         context.submit_subtasks([Mark(f"m{i}") for i in range(self.n)])
 
 
+class StashFuture(Task):
+    """Keeps a FutureTask of its own context in the runner context (a user mistake)."""
+
+    async def execute(self, context: ExecutionContext) -> None:
+        context.runner_context["stash"] = context.submit_subtask(Mark("stashed"))
+
+
+class UseForeignFuture(Task):
+    async def execute(self, context: ExecutionContext) -> None:
+        context.submit_subtask(Mark("foreign"), depends_on=[context.runner_context["stash"]])
+
+
 class OptionalThenDependent(Task):
     async def execute(self, context: ExecutionContext) -> None:
         maybe = context.submit_subtask(Fail("optional"), optional=True)
@@ -264,7 +276,7 @@ class TypedDate(Task):
 ALL = [
     Write, FanOut, Sum, ProduceThenSum, Fail, Mark, OptionalThenDependent, FailThenMore, Flaky,
     SubmitThenRaise, Gate, GateAndSiblings, Sleep, ManySleeps, SyncTask, Describe, ToCluster,
-    ManyMarks,
+    ManyMarks, StashFuture, UseForeignFuture,
 ]  # fmt: skip
 
 
@@ -693,3 +705,21 @@ async def test_cancelling_mid_job_loses_no_outcome(client: Client, cache: InMemo
 
 async def _ran_at_least(cache: InMemoryCache, job_id: str, n: int) -> bool:
     return len([key async for key in cache.group(job_id).group("ran")]) >= n
+
+
+async def test_depends_on_a_future_of_another_context_fails_the_task(
+    client: Client, cache: InMemoryCache
+) -> None:
+    """A task that passes another task's FutureTask to depends_on fails with a ValueError that
+    says so; nothing it submitted is committed."""
+    ctx = runner_context()
+    first = await client.jobs().submit("stash", StashFuture())
+    await run(client, cache, context=ctx)
+    assert (await client.jobs().find(first.id)).state == JobState.COMPLETED
+    job = await client.jobs().submit("foreign", UseForeignFuture())
+    await run(client, cache, context=ctx)
+    [task] = await client.jobs().tasks(job.id)
+    assert task.state == TaskState.FAILED
+    assert task.error is not None
+    assert task.error.type == "ValueError"
+    assert "another task's context" in task.error.message
