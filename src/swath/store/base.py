@@ -22,7 +22,7 @@ Semantics every store guarantees (the conformance suite checks each):
   ``now + lease``. A lease that already expired and was re-queued is not revived.
 * **Lease expiry**: a RUNNING task whose lease has passed is re-queued (QUEUED, lease cleared)
   without charging its retry budget; its ``lost_count`` goes up by one, and a task lost
-  ``MAX_LOST`` times fails (non-optional: the job fails) with a ``RunnerLostError``.
+  more than ``MAX_LOST`` times fails (non-optional: the job fails) with a ``RunnerLostError``.
 * **Completion** (:meth:`JobStore.complete`): a batch of outcomes is applied in one transaction.
   An outcome is accepted only if the task is still RUNNING under a lease of ``runner_id`` (a
   runner whose lease expired loses its result; this is what keeps a live lease from being
@@ -66,7 +66,7 @@ import msgspec
 
 from swath.errors import SwathError
 
-#: A task whose runner was lost this many times fails (as Tilebox does).
+#: A task whose runner is lost more than this many times fails (as Tilebox does).
 MAX_LOST = 10
 #: The cluster that always exists.
 DEFAULT_CLUSTER = "default"

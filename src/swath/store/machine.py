@@ -518,7 +518,7 @@ class SQLJobStore(abc.ABC):
         requeue = []
         job_active: dict[str, bool] = {}
         for task_id, job_id, parent_id, cluster, lost_count, optional, has_dependents in rows:
-            if lost_count + 1 >= MAX_LOST:
+            if lost_count + 1 > MAX_LOST:  # lost more than MAX_LOST times
                 held = _Held(task_id, job_id, parent_id, cluster, 0, 0, optional, has_dependents)
                 error = ErrorInfo(
                     "RunnerLostError",
