@@ -130,6 +130,41 @@ def best_of(
     )
 
 
+def interleaved(
+    group: str,
+    cases: list[tuple[str, Callable[[], dict], str]],  # type: ignore[type-arg]
+    repeat: int,
+    before_each: Callable[[], None] | None = None,
+) -> list[Result]:
+    """Run the cases of one group round-robin, ``repeat`` rounds, and keep each one's median
+    run. Interleaving spreads drifting machine state (page cache, dirty pages, other load) over
+    all cases instead of favouring whichever ran first."""
+    runs: dict[str, list[dict]] = {name: [] for name, _, _ in cases}  # type: ignore[type-arg]
+    for _ in range(repeat):
+        for name, fn, _ in cases:
+            if before_each is not None:
+                before_each()
+            runs[name].append(fn())
+    results = []
+    for name, _, note in cases:
+        ordered = sorted(runs[name], key=lambda r: r["seconds"])
+        mid = ordered[len(ordered) // 2]
+        results.append(
+            Result(
+                name=name,
+                group=group,
+                seconds=mid["seconds"],
+                nbytes=mid["bytes"],
+                cpu_seconds=mid["cpu"],
+                peak_rss=mid["peak_rss"],
+                baseline_rss=mid.get("baseline_rss", 0),
+                runs=[r["seconds"] for r in runs[name]],
+                note=note,
+            )
+        )
+    return results
+
+
 def print_table(title: str, results: list[Result], reference: dict[str, str]) -> list[dict]:  # type: ignore[type-arg]
     """Print results grouped, each with its ratio of throughput to the group's reference."""
     print(f"\n{title}")

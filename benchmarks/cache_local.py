@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
     MiB,
     Result,
-    best_of,
+    interleaved,
     print_table,
     report,
     rss_now,
@@ -186,29 +186,24 @@ def main() -> None:
             return run_case(me, name, directory, str(size))
 
         w = "write 1 GiB (8 MiB chunks)" if size == 1 << 30 else f"write {args.size_mib} MiB"
-        results.append(best_of("dd bs=8M conv=fdatasync", w, args.repeat, dd, "raw limit"))
-        results.append(
-            best_of(
-                "swath LocalFileSystemCache.put_stream",
-                w,
-                args.repeat,
-                lambda: case("swath_write", swath_dir),
-                "fsync + rename",
-            )
-        )
-        results.append(
-            best_of(
-                "tilebox LocalFileSystemCache[k] = blob",
-                w,
-                args.repeat,
-                lambda: case("tilebox_write", tb_dir),
-                "whole blob, no fsync",
-            )
-        )
-        results.append(
-            best_of(
-                "naive aiofiles write", w, args.repeat, lambda: case("aiofiles_write"), "no fsync"
-            )
+        results += interleaved(
+            w,
+            [
+                ("dd bs=8M conv=fdatasync", dd, "raw limit"),
+                (
+                    "swath LocalFileSystemCache.put_stream",
+                    lambda: case("swath_write", swath_dir),
+                    "fsync + rename",
+                ),
+                (
+                    "tilebox LocalFileSystemCache[k] = blob",
+                    lambda: case("tilebox_write", tb_dir),
+                    "whole blob, no fsync",
+                ),
+                ("naive aiofiles write", lambda: case("aiofiles_write"), "no fsync"),
+            ],
+            args.repeat,
+            before_each=os.sync,  # nobody pays for the previous case's dirty pages
         )
 
         r = "read (warm page cache)"
@@ -216,49 +211,46 @@ def main() -> None:
             for f in Path(path).rglob("*") if os.path.isdir(path) else [Path(path)]:
                 if f.is_file():
                     run_command(["cat", str(f)], stdout_to="/dev/null")  # warm the page cache
-        results.append(
-            best_of(
-                "cat file > /dev/null",
-                r,
-                args.repeat,
-                lambda: raw(["cat", dd_file], size, stdout_to="/dev/null"),
-                "raw limit",
-            )
-        )
-        results.append(
-            best_of(
-                "swath LocalFileSystemCache.stream",
-                r,
-                args.repeat,
-                lambda: case("swath_read", swath_dir),
-                "CRC32C verified",
-            )
-        )
-        results.append(
-            best_of(
-                "tilebox LocalFileSystemCache[k]",
-                r,
-                args.repeat,
-                lambda: case("tilebox_read", tb_dir),
-                "whole blob",
-            )
-        )
-        results.append(
-            best_of("naive aiofiles read", r, args.repeat, lambda: case("aiofiles_read"), "")
+        results += interleaved(
+            r,
+            [
+                (
+                    "cat file > /dev/null",
+                    lambda: raw(["cat", dd_file], size, stdout_to="/dev/null"),
+                    "raw limit",
+                ),
+                (
+                    "swath LocalFileSystemCache.stream",
+                    lambda: case("swath_read", swath_dir),
+                    "CRC32C verified",
+                ),
+                (
+                    "tilebox LocalFileSystemCache[k]",
+                    lambda: case("tilebox_read", tb_dir),
+                    "whole blob",
+                ),
+                ("naive aiofiles read", lambda: case("aiofiles_read"), ""),
+            ],
+            args.repeat,
         )
 
         m = f"InMemoryCache put+get {args.memory_mib} MiB"
         msize = args.memory_mib * MiB
-        for kind, note in (("bytes", "bytes: stored as is"), ("bytearray", "bytearray: one copy")):
-            results.append(
-                best_of(
+        results += interleaved(
+            m,
+            [
+                (
                     f"swath InMemoryCache ({kind})",
-                    m,
-                    args.repeat,
-                    lambda k=kind: run_case(me, f"memory_{k}", work, str(msize)),
+                    lambda k=kind: run_case(me, f"memory_{k}", work, str(msize)),  # type: ignore[misc]
                     note,
                 )
-            )
+                for kind, note in (
+                    ("bytes", "bytes: stored as is"),
+                    ("bytearray", "bytearray: one copy"),
+                )
+            ],
+            args.repeat,
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
