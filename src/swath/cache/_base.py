@@ -24,7 +24,6 @@ from typing import Protocol, Self, runtime_checkable
 
 import anyio
 
-from swath.cache import _checksum
 from swath.cache.keys import Path, join, split_key
 from swath.errors import InvalidKeyError, KeyNotFoundError
 
@@ -489,7 +488,3 @@ def _write_all(fd: int, data: BytesLike) -> None:
 def _unlink_quietly(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-
-
-def crc_of(data: BytesLike) -> str:
-    return _checksum.render(_checksum.update(0, data))
