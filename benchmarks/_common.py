@@ -106,17 +106,9 @@ def run_case(script: str, case: str, *args: str, env: dict[str, str] | None = No
     return data
 
 
-def best_of(
-    name: str,
-    group: str,
-    repeat: int,
-    fn: Callable[[], dict],
-    note: str = "",  # type: ignore[type-arg]
-) -> Result:
-    """Run ``fn`` ``repeat`` times; keep the median run (times of all runs are kept too)."""
-    runs = [fn() for _ in range(repeat)]
-    runs.sort(key=lambda r: r["seconds"])
-    mid = runs[len(runs) // 2]
+def median_result(name: str, group: str, runs: list[dict], note: str = "") -> Result:  # type: ignore[type-arg]
+    """The median run of ``runs`` (by seconds) as a Result; every run's time is kept too."""
+    mid = sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
     return Result(
         name=name,
         group=group,
@@ -128,6 +120,17 @@ def best_of(
         runs=[r["seconds"] for r in runs],
         note=note,
     )
+
+
+def best_of(
+    name: str,
+    group: str,
+    repeat: int,
+    fn: Callable[[], dict],  # type: ignore[type-arg]
+    note: str = "",
+) -> Result:
+    """Run ``fn`` ``repeat`` times; keep the median run (times of all runs are kept too)."""
+    return median_result(name, group, [fn() for _ in range(repeat)], note)
 
 
 def interleaved(
@@ -145,24 +148,7 @@ def interleaved(
             if before_each is not None:
                 before_each()
             runs[name].append(fn())
-    results = []
-    for name, _, note in cases:
-        ordered = sorted(runs[name], key=lambda r: r["seconds"])
-        mid = ordered[len(ordered) // 2]
-        results.append(
-            Result(
-                name=name,
-                group=group,
-                seconds=mid["seconds"],
-                nbytes=mid["bytes"],
-                cpu_seconds=mid["cpu"],
-                peak_rss=mid["peak_rss"],
-                baseline_rss=mid.get("baseline_rss", 0),
-                runs=[r["seconds"] for r in runs[name]],
-                note=note,
-            )
-        )
-    return results
+    return [median_result(name, group, runs[name], note) for name, _, note in cases]
 
 
 def print_table(title: str, results: list[Result], reference: dict[str, str]) -> list[dict]:  # type: ignore[type-arg]
