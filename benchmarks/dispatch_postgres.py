@@ -215,6 +215,22 @@ async def _fresh_database(admin_dsn: str) -> str:
     return admin_dsn.rsplit("/", 1)[0] + f"/{name}"
 
 
+def _record(
+    system: str, processes: int, concurrency: int, tasks: int, seconds: float,
+    runner_cpu: float, postgres_cpu: float,
+) -> dict[str, Any]:  # fmt: skip
+    return {
+        "system": system,
+        "processes": processes,
+        "concurrency": concurrency,
+        "tasks": tasks,
+        "seconds": seconds,
+        "tasks_per_s": tasks / seconds,
+        "runner_cpu_s": runner_cpu,
+        "postgres_cpu_s": postgres_cpu,
+    }
+
+
 async def swath_throughput(
     admin_dsn: str, processes: int, concurrency: int, tasks: int, tmp: Path, port: int | None
 ) -> dict[str, Any]:
@@ -235,16 +251,7 @@ async def swath_throughput(
             workers.stop()
     if state != "COMPLETED":
         raise RuntimeError(f"the swath benchmark job ended {state}")
-    return {
-        "system": "swath",
-        "processes": processes,
-        "concurrency": concurrency,
-        "tasks": tasks,
-        "seconds": seconds,
-        "tasks_per_s": tasks / seconds,
-        "runner_cpu_s": cpu1 - cpu0,
-        "postgres_cpu_s": pg1 - pg0,
-    }
+    return _record("swath", processes, concurrency, tasks, seconds, cpu1 - cpu0, pg1 - pg0)
 
 
 async def procrastinate_throughput(
@@ -272,16 +279,7 @@ async def procrastinate_throughput(
         finally:
             await conn.close()
             workers.stop()
-    return {
-        "system": "procrastinate",
-        "processes": processes,
-        "concurrency": concurrency,
-        "tasks": tasks,
-        "seconds": seconds,
-        "tasks_per_s": tasks / seconds,
-        "runner_cpu_s": cpu1 - cpu0,
-        "postgres_cpu_s": pg1 - pg0,
-    }
+    return _record("procrastinate", processes, concurrency, tasks, seconds, cpu1 - cpu0, pg1 - pg0)
 
 
 def _latency_summary(samples: list[float]) -> dict[str, float]:

@@ -173,22 +173,17 @@ class PostgresCluster:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def _pg_ctl_up(self, action: str, *extra: str) -> None:
+        """``pg_ctl start`` or ``restart`` with this cluster's log and server options."""
         self._run(
             self._argv(
-                "pg_ctl",
-                "-D",
-                str(self.data),
-                "-l",
-                str(self.log),
-                "-w",
-                "-t",
-                "30",
-                "-o",
-                self._options(),
-                "start",
+                "pg_ctl", "-D", str(self.data), "-l", str(self.log), *extra,
+                "-w", "-t", "30", "-o", self._options(), action,
             )
-        )
+        )  # fmt: skip
+
+    def start(self) -> None:
+        self._pg_ctl_up("start")
 
     def stop(self, mode: str = "fast") -> None:
         if not (self.data / "postmaster.pid").exists():
@@ -208,23 +203,7 @@ class PostgresCluster:
             time.sleep(down_for)
             self.start()
             return
-        self._run(
-            self._argv(
-                "pg_ctl",
-                "-D",
-                str(self.data),
-                "-l",
-                str(self.log),
-                "-m",
-                "fast",
-                "-w",
-                "-t",
-                "30",
-                "-o",
-                self._options(),
-                "restart",
-            )
-        )
+        self._pg_ctl_up("restart", "-m", "fast")
 
     def _kill_postmaster(self) -> None:
         """Last resort: SIGKILL the postmaster by the process id in ``postmaster.pid``."""
