@@ -54,6 +54,7 @@ SMALL_WRITE = 256 << 10
 MIN_READ = 1 << 20  # streams read at least this much per thread hop
 STALE_AFTER = 3600.0  # seconds without a write after which any temporary is debris
 DEAD_WRITER_GRACE = 60.0  # a temporary of a dead local process is debris after this long
+WALK_ATTEMPTS = 1000  # walks down to a new value's directory, each undone by concurrent deletes
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -241,9 +242,16 @@ class _LocalWriter(BackendWriter):
         names = _components(path, leaf_is_group=False)
         self._final = names[-1]
         self._dirs: _Dirs | None = None
-        for _attempt in range(20):  # a concurrent delete may prune a directory we just made
-            dirs = _Dirs(root, names[:-1], create=True)
+        # A concurrent delete (or clear) removes empty directories: one this walk has just made
+        # or opened may vanish before the next step (mkdir or open in it gives ENOENT). Once the
+        # temporary exists, its directory is not empty and nothing prunes it, so the walk is
+        # simply started again from the root until the temporary is created.
+        for _attempt in range(WALK_ATTEMPTS):
             self._tmp = f".{self._final[:48]}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(6)}"
+            try:
+                dirs = _Dirs(root, names[:-1], create=True)
+            except FileNotFoundError:
+                continue
             try:
                 self._fd = os.open(
                     self._tmp,
@@ -254,10 +262,16 @@ class _LocalWriter(BackendWriter):
             except FileNotFoundError:
                 dirs.close()
                 continue
+            except BaseException:
+                dirs.close()
+                raise
             self._dirs = dirs
             break
         else:
-            raise CacheError(f"could not create a temporary file for {join(path)!r}")
+            raise CacheError(
+                f"could not create a temporary file for {join(path)!r}: its directories kept "
+                f"vanishing ({WALK_ATTEMPTS} attempts)"
+            )
         self._crc = 0
         self._size = 0
         self._pending = bytearray()
