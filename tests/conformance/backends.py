@@ -7,6 +7,7 @@ GCS servers).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -68,6 +69,18 @@ def cache_factory(request: pytest.FixtureRequest) -> BackendFactory:
 async def cache(cache_factory: BackendFactory) -> AsyncIterator[Backend]:
     async with cache_factory.make() as backend:
         yield backend
+
+
+def run_examples(cache_factory: BackendFactory, check: Callable[..., None]) -> None:
+    """Run one hypothesis test with one entered backend, on one event loop: ``check(runner,
+    backend)`` runs each example's coroutine with ``runner.run``."""
+    with asyncio.Runner() as runner:
+        backend = cache_factory.make()
+        runner.run(backend.__aenter__())
+        try:
+            check(runner, backend)
+        finally:
+            runner.run(backend.__aexit__(None, None, None))
 
 
 def unique(prefix: str = "t") -> str:
