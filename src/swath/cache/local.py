@@ -11,8 +11,9 @@ On-disk layout (see docs/architecture.md):
   last are directories with a ``%l`` suffix (filesystem names are limited to 255 bytes, keys are
   not);
 * a write goes to a hidden temporary ``.<name>%t<pid>-<token>`` in the value's directory, is
-  fsynced and renamed over the value. Names containing ``%t`` are never listed; stale ones (their
-  process is gone, or untouched for an hour) are removed when a listing meets them.
+  fsynced and renamed over the value. Names containing ``%t`` are never listed. The writer holds
+  an exclusive ``flock`` on its temporary for its whole life; a listing removes a temporary only
+  if that lock is free (its writer is gone) and it is old (see ``_temp_is_stale``).
 
 Every path is walked from the root one directory at a time with ``O_NOFOLLOW`` (``openat``-style,
 through ``dir_fd``), so a symlink planted inside the root is refused, never followed. Blocking
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import os
 import secrets
 import shutil
@@ -265,6 +267,9 @@ class _LocalWriter(BackendWriter):
             except BaseException:
                 dirs.close()
                 raise
+            # Held until the temporary is renamed or removed: it tells sweepers the writer is
+            # alive, however long it stays idle (the kernel drops it when the process dies).
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
             self._dirs = dirs
             break
         else:
@@ -306,21 +311,22 @@ class _LocalWriter(BackendWriter):
             self._pending = bytearray()
         os.pwrite(self._fd, TRAILER.pack(MAGIC, self._size, self._crc), self._size)
         os.fsync(self._fd)
-        os.close(self._fd)
-        self._fd = -1
+        # rename while the lock is still held: a sweeper must not take the temporary between
         os.rename(self._tmp, self._final, src_dir_fd=self._dirs.fd, dst_dir_fd=self._dirs.fd)
         self._done = True
+        os.close(self._fd)
+        self._fd = -1
         self._dirs.close()
 
     def _abort_sync(self) -> None:
         if self._done or self._dirs is None:
             return
         self._done = True
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._tmp, dir_fd=self._dirs.fd)
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._tmp, dir_fd=self._dirs.fd)
         self._dirs.prune()
         self._dirs.close()
 
@@ -339,20 +345,48 @@ class _LocalWriter(BackendWriter):
 
 
 def _temp_is_stale(name: str, dir_fd: int, now: float) -> bool:
+    """Whether the temporary ``name`` is debris. A writer holds an exclusive ``flock`` on its
+    temporary file from creation to rename or removal, so a file temporary is debris only if
+    that lock is free (its writer is gone) and it is old: untouched for an hour, or a minute for
+    one whose process (on this machine) no longer exists. A live writer keeps its temporary
+    however long it stays idle. Directories (trash of an interrupted ``clear``) are debris
+    after an hour."""
     try:
-        age = now - os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mtime
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
+        return False
+    age = now - st.st_mtime
+    if age <= DEAD_WRITER_GRACE:
+        return False
+    if stat_mod.S_ISREG(st.st_mode) and _writer_alive(name, dir_fd):
         return False
     if age > STALE_AFTER:
         return True
     pid_text = name.rsplit(TEMP_MARK, 1)[-1].split("-", 1)[0]
-    if age > DEAD_WRITER_GRACE and pid_text.isdigit():
+    if pid_text.isdigit():
         try:
             os.kill(int(pid_text), 0)
         except ProcessLookupError:
             return True
         except PermissionError:
             return False
+    return False
+
+
+def _writer_alive(name: str, dir_fd: int) -> bool:
+    """Whether a writer holds the lock of the temporary file ``name`` (True if unsure)."""
+    try:
+        fd = os.open(name, _READ_FLAGS | os.O_NONBLOCK, dir_fd=dir_fd)
+    except OSError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # also releases the lock taken just now
     return False
 
 
