@@ -36,6 +36,10 @@ class BackendFactory:
     # whether multi-hundred-MiB objects are practical on this server
     large_objects: bool = True
     root: Path | None = None  # the local root, to prove nothing is written outside it
+    # corrupt(key): change the stored value of ``key`` (from the backend's root) behind the
+    # cache's back so that its checksum no longer matches; None where nothing can (memory holds
+    # immutable bytes objects; GCS recomputes the CRC32C of whatever it stores)
+    corrupt: Callable[[str], None] | None = None
 
     def subprocess_env(self) -> dict[str, str]:
         return {**os.environ, **self.env}
@@ -50,11 +54,18 @@ def factory_memory() -> BackendFactory:
 @pytest.fixture
 def factory_local(tmp_path: Path) -> BackendFactory:
     root = tmp_path / "cache-root"
+
+    def corrupt(key: str) -> None:  # cut the last byte: the checksum trailer no longer parses
+        *groups, name = key.split("/")
+        path = root.joinpath(*[g + "%" for g in groups], name)
+        os.truncate(path, path.stat().st_size - 1)
+
     return BackendFactory(
         "local",
         make=lambda: LocalFileSystemCache(root),
         url=f"file://{root}",
         root=root,
+        corrupt=corrupt,
     )
 
 

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as npst
 
-from swath import InvalidKeyError, KeyNotFoundError
+from swath import ChecksumMismatchError, InvalidKeyError, KeyNotFoundError
 from swath.cache import Backend, CacheGroup, Stat
 
 from .backends import BackendFactory, run_examples
@@ -301,6 +301,25 @@ async def test_non_bytes_values_are_type_errors(cache: Backend, value: object) -
         await cache.put("k", value)  # type: ignore[arg-type]
     assert not await cache.contains("k")
     assert [k async for k in cache] == []
+
+
+async def test_contains_of_a_corrupt_value_is_true_and_the_read_raises(
+    cache_factory: BackendFactory,
+) -> None:
+    """contains() answers True or False, never a checksum error: for a value corrupted behind
+    the cache's back it is True (a value is there) and the read is what raises
+    ChecksumMismatchError. (Backends that cannot hold a corrupt value check contains only.)"""
+    async with cache_factory.make() as cache:
+        data = bytes(range(256)) * 64
+        await cache.put("g/c", data)
+        assert await cache.contains("g/c")
+        if cache_factory.corrupt is not None:
+            cache_factory.corrupt("g/c")
+            with pytest.raises(ChecksumMismatchError):
+                await cache.get("g/c")
+        assert await cache.contains("g/c") is True
+        assert await cache.group("g").contains("c") is True
+        assert await cache.contains("g/missing") is False
 
 
 async def test_delete(cache: Backend) -> None:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Protocol, Self, TypeAlias, runtime_checkable
 import anyio
 
 from swath.cache.keys import Path, join, split_key
-from swath.errors import InvalidKeyError, KeyNotFoundError
+from swath.errors import ChecksumMismatchError, InvalidKeyError, KeyNotFoundError
 
 DEFAULT_CHUNK_SIZE = 8 << 20
 
@@ -260,8 +260,9 @@ class CacheAPI:
         return await self._backend._read_all(self._path(key))
 
     async def contains(self, key: str) -> bool:
-        """True if ``key`` holds a value (a name that is only a group is not contained)."""
-        return await self._backend._stat(self._path(key)) is not None
+        """True if ``key`` holds a value (a name that is only a group is not contained). Never
+        reads the value: a corrupt value is contained (reading it raises the checksum error)."""
+        return await self._backend._exists(self._path(key))
 
     async def delete(self, key: str) -> None:
         """Remove the value of ``key``; ``KeyNotFoundError`` if there is none."""
@@ -453,6 +454,14 @@ class Backend(CacheAPI, abc.ABC):
     async def _clear(self, prefix: Path) -> None: ...
 
     # -- primitives with generic implementations ------------------------------------------------
+    async def _exists(self, path: Path) -> bool:
+        """Whether ``path`` holds a value, corrupt or not: True or False, never a checksum
+        error (backends override this with a cheaper check that reads no data)."""
+        try:
+            return await self._stat(path) is not None
+        except ChecksumMismatchError:
+            return True
+
     async def _put_bytes(self, path: Path, data: bytes | memoryview) -> None:
         writer = await self._open_writer(path)
         try:

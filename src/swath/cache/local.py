@@ -563,6 +563,18 @@ class LocalFileSystemCache(Backend):
 
         return await _run(stat)
 
+    async def _exists(self, path: Path) -> bool:
+        def exists() -> bool:
+            names = _components(path, leaf_is_group=False)
+            try:
+                with _Dirs(self.root, names[:-1], create=False) as dirs:
+                    st = os.stat(names[-1], dir_fd=dirs.fd, follow_symlinks=False)
+            except (FileNotFoundError, NotADirectoryError):
+                return False
+            return stat_mod.S_ISREG(st.st_mode)
+
+        return await _run(exists)
+
     async def _get_file(self, path: Path, dst: str) -> int:
         def copy() -> int:
             fd, size, expected = _open_value(self.root, path)

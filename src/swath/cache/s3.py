@@ -835,6 +835,11 @@ class AmazonS3Cache(Backend):
                 crc = await _crc(chunk, crc)
         return Stat(size=size, checksum=_checksum.render(crc))
 
+    async def _exists(self, path: Path) -> bool:
+        name = self._name(path)
+        self._require_client()
+        return await self._head(name) is not None  # never reads the object to find a checksum
+
     # -- delete and listing ---------------------------------------------------------------------
     async def _delete(self, path: Path) -> None:
         name = self._name(path)
