@@ -36,6 +36,8 @@ class BackendFactory:
     # whether multi-hundred-MiB objects are practical on this server
     large_objects: bool = True
     root: Path | None = None  # the local root, to prove nothing is written outside it
+    # the object-name prefix of the backend ("" for none): keys get 1024 bytes minus its room
+    prefix: str = ""
     # corrupt(key): change the stored value of ``key`` (from the backend's root) behind the
     # cache's back so that its checksum no longer matches; None where nothing can (memory holds
     # immutable bytes objects; GCS recomputes the CRC32C of whatever it stores)

@@ -381,17 +381,61 @@ async def test_non_string_key_is_invalid(cache: Backend) -> None:
         await cache.put(b"bytes-key", b"x")  # type: ignore[arg-type]
 
 
-async def test_key_length_limit_counts_group_prefix(cache: Backend) -> None:
-    """The full key, group prefix included, may be 1024 UTF-8 bytes, not 1025."""
-    await cache.put("k" * 1024, b"max")
-    assert await cache.get("k" * 1024) == b"max"
-    group = cache.group("g" * 100)
-    await group.put("v" * 923, b"ok")  # 100 + 1 + 923 = 1024
-    assert await group.get("v" * 923) == b"ok"
-    with pytest.raises(InvalidKeyError):
-        await group.put("v" * 924, b"too long")
-    await cache.put("é" * 512, b"two-byte chars")  # 1024 bytes
-    assert [k async for k in cache] == sorted(["k" * 1024, "é" * 512])
+async def test_key_length_limit_counts_group_prefix(cache_factory: BackendFactory) -> None:
+    """The full key, group prefix included, may be 1024 UTF-8 bytes, not 1025 (less the room
+    an object store's prefix takes, see the next test)."""
+    prefix = cache_factory.prefix
+    room = 1024 - (len(prefix.encode()) + 1 if prefix else 0)
+    async with cache_factory.make() as cache:
+        await cache.put("k" * room, b"max")
+        assert await cache.get("k" * room) == b"max"
+        group = cache.group("g" * 100)
+        await group.put("v" * (room - 101), b"ok")  # 100 + 1 + (room - 101) = room
+        assert await group.get("v" * (room - 101)) == b"ok"
+        with pytest.raises(InvalidKeyError):
+            await group.put("v" * (room - 100), b"too long")
+        await cache.put("é" * (room // 2), b"two-byte chars")  # room bytes, or one less
+        assert [k async for k in cache] == sorted(["k" * room, "é" * (room // 2)])
+
+
+async def test_key_room_left_by_the_backend_prefix(cache_factory: BackendFactory) -> None:
+    """Object names (prefix, '/', full key) are at most 1024 UTF-8 bytes on object stores: with a
+    prefix, a key of exactly the room left (1024 minus the prefix and its '/') round-trips, and
+    one byte more is InvalidKeyError before any I/O, from every operation, through groups too,
+    with a message that says how much room the prefix leaves. Nothing is written. Without a
+    prefix the room is the whole 1024 bytes."""
+    prefix = cache_factory.prefix
+    room = 1024 - (len(prefix.encode()) + 1 if prefix else 0)
+    fits, too_long = "g/" + "é" * ((room - 2) // 2), "g/" + "k" * (room - 1)
+    if (room - 2) % 2:
+        fits += "k"
+    assert len(fits.encode()) == room
+    assert len(too_long.encode()) == room + 1
+    async with cache_factory.make() as cache:
+        await cache.put(fits, b"fits")
+        assert await cache.get(fits) == b"fits"
+        assert await cache.group("g").get(fits[2:]) == b"fits"
+        assert await cache.contains(fits)
+        message = str(room) if prefix else "1024"
+        operations = [
+            lambda: cache.put(too_long, b"x"),
+            lambda: cache.group("g").put(too_long[2:], b"x"),
+            lambda: cache.put_stream(too_long, [b"x"]),
+            lambda: cache.get(too_long),
+            lambda: cache.contains(too_long),
+            lambda: cache.stat(too_long),
+            lambda: cache.delete(too_long),
+            lambda: cache.get_range(too_long, 0, 1),
+        ]
+        for operation in operations:
+            with pytest.raises(InvalidKeyError, match=message):
+                await operation()
+        with pytest.raises(InvalidKeyError, match=message):
+            async with cache.open_write(too_long) as w:
+                await w.write(b"x")
+        with pytest.raises(InvalidKeyError, match=message):
+            [c async for c in cache.stream(too_long)]
+        assert [k async for k in cache.group("g")] == [fits[2:]]
 
 
 async def test_unicode_and_odd_but_valid_keys_roundtrip(cache: Backend) -> None:

@@ -200,7 +200,10 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _factory(name: str, server: S3Server, bucket: str, large_objects: bool) -> BackendFactory:
+    prefix = "jobs"  # the conformance suite runs with a prefix, as users do
+
     def corrupt(key: str) -> None:  # flip a byte, keep the recorded checksum (a bit rot at rest)
+        key = f"{prefix}/{key}"
         head = server.client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
         data = bytearray(server.client.get_object(Bucket=bucket, Key=key)["Body"].read())
         data[len(data) // 2] ^= 0x01
@@ -211,8 +214,9 @@ def _factory(name: str, server: S3Server, bucket: str, large_objects: bool) -> B
 
     return BackendFactory(
         name,
-        make=lambda: server.make_cache(bucket),
-        url=f"s3://{bucket}",
+        make=lambda: server.make_cache(bucket, prefix=prefix),
+        url=f"s3://{bucket}/{prefix}",
+        prefix=prefix,
         env=server.env,
         rss_budget=PART_SIZE * (MAX_CONCURRENCY + 2) + (32 << 20),
         large_objects=large_objects,
