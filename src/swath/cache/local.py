@@ -57,6 +57,7 @@ STALE_AFTER = 3600.0  # seconds without a write after which any temporary is deb
 DEAD_WRITER_GRACE = 60.0  # a temporary of a dead local process is debris after this long
 WALK_ATTEMPTS = 1000  # walks down to a new value's directory, each undone by concurrent deletes
 
+_NO_FLOCK = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL})
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -277,7 +278,16 @@ class _LocalWriter(BackendWriter):
                 raise
             # Held until the temporary is renamed or removed: it tells sweepers the writer is
             # alive, however long it stays idle (the kernel drops it when the process dies).
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as exc:
+                if exc.errno not in _NO_FLOCK:
+                    os.close(fd)
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp, dir_fd=dirs.fd)
+                    dirs.close()
+                    raise
+                # a filesystem without flock: sweepers fall back to the age of the temporary
             return dirs, tmp, fd
         raise CacheError(
             f"could not create a temporary file for {join(self._path)!r}: its directories kept "
@@ -403,17 +413,17 @@ def _temp_is_stale(name: str, dir_fd: int, now: float) -> bool:
 
 
 def _writer_alive(name: str, dir_fd: int) -> bool:
-    """Whether a writer holds the lock of the temporary file ``name`` (True if unsure)."""
+    """Whether a writer holds the lock of the temporary file ``name`` (True if unsure, False
+    where the filesystem has no ``flock``)."""
     try:
         fd = os.open(name, _READ_FLAGS | os.O_NONBLOCK, dir_fd=dir_fd)
     except OSError:
         return True
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return True
+    except OSError as exc:
+        # no flock on this filesystem: nothing tells, the age rules alone decide
+        return exc.errno not in _NO_FLOCK
     finally:
         os.close(fd)  # also releases the lock taken just now
     return False
