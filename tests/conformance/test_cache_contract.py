@@ -236,6 +236,22 @@ def test_every_non_buffer_is_refused_and_writes_nothing(cache_factory: BackendFa
     run_examples(cache_factory, check)
 
 
+class _Tagged(bytes):
+    """A bytes subclass that carries more than its bytes."""
+
+    tag = "not part of the value"
+
+
+async def test_get_returns_plain_bytes_for_any_value(cache: Backend) -> None:
+    """A value is its bytes: whatever buffer type went in (a bytes subclass included), get,
+    get_range and stream give back plain bytes objects."""
+    await cache.put("k", _Tagged(b"tagged"))
+    for got in (await cache.get("k"), await cache.get_range("k", 0)):
+        assert type(got) is bytes
+        assert got == b"tagged"
+    assert [type(c) for c in [c async for c in cache.stream("k")]] == [bytes]
+
+
 async def test_value_is_copied_on_put(cache: Backend) -> None:
     """Mutating a bytearray after put does not change the stored value."""
     buf = bytearray(b"original")
