@@ -98,7 +98,6 @@ class TaskState(enum.StrEnum):
     CANCELED = "CANCELED"
 
 
-
 def new_id() -> str:
     """A new id: a UUID-formatted string whose first half is the time in ns, so ids sort by
     creation time (claims take older tasks first), and whose second half is 64 random bits

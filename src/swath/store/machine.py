@@ -374,9 +374,7 @@ class SQLJobStore(abc.ABC):
         self, cluster: str, tasks: Sequence[TaskKind] | None = None
     ) -> float | None:
         async with self._transaction() as tx:
-            rows = await tx.fetchall(
-                "next_ready", {"cluster": cluster, "known": known_json(tasks)}
-            )
+            rows = await tx.fetchall("next_ready", {"cluster": cluster, "known": known_json(tasks)})
         return None if not rows or rows[0][0] is None else float(rows[0][0])
 
     async def complete(self, runner_id: str, outcomes: Sequence[TaskOutcome]) -> int:
