@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Self
 
 from swath.cache import Cache
+from swath.context import check_max_retries, task_timeout
 from swath.runner import Runner
 from swath.store.base import (
     DEFAULT_CLUSTER,
@@ -139,17 +140,21 @@ class JobClient:
         task: Task,
         cluster: str = DEFAULT_CLUSTER,
         max_retries: int = 0,
+        timeout: float | None = None,
     ) -> Job:
         """Submit a job whose root task is ``task``; ``UnknownClusterError`` if ``cluster`` does
-        not exist, ``TypeError`` if the task's input cannot be serialized."""
+        not exist, ``TypeError`` if the task's input cannot be serialized. ``timeout`` (seconds;
+        default: the task class's) fails an execution of the root task that runs longer."""
         if not isinstance(name, str) or not name:
             raise ValueError(f"a job name is a non-empty str, not {name!r}")
-        if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
-            raise ValueError(f"max_retries must be a non-negative int, not {max_retries!r}")
+        check_max_retries(max_retries)
         data = encode_input(task)
         task_name, version = type(task).identifier()
+        limit = task_timeout(task, timeout)
         store = await self._client._ensure_open()
-        root = NewTask(new_id(), task_name, version, data, cluster, max_retries=max_retries)
+        root = NewTask(
+            new_id(), task_name, version, data, cluster, max_retries=max_retries, timeout=limit
+        )
         return await store.submit_job(new_id(), name, cluster, root)
 
     async def find(self, job: Job | str) -> Job:
