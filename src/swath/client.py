@@ -140,7 +140,7 @@ class JobClient:
         task: Task,
         cluster: str = DEFAULT_CLUSTER,
         max_retries: int = 0,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (a time limit for the task, not this call)
     ) -> Job:
         """Submit a job whose root task is ``task``; ``UnknownClusterError`` if ``cluster`` does
         not exist, ``TypeError`` if the task's input cannot be serialized. ``timeout`` (seconds;

@@ -202,9 +202,7 @@ async def test_an_outcome_the_store_refuses_is_recorded_as_that_tasks_failure(
     t = Tracker()
     job = await client.jobs().submit("overflow", CountTwice())
     async with asyncio.timeout(30):
-        await client.runner(
-            [CountTwice, Count], InMemoryCache(), context=t, lease=0.5
-        ).run_all()
+        await client.runner([CountTwice, Count], InMemoryCache(), context=t, lease=0.5).run_all()
     assert (await client.jobs().find(job.id)).state == JobState.FAILED
     tasks = {t.name + str(i): t for i, t in enumerate(await client.jobs().tasks(job.id))}
     refused = tasks["Count2"]
