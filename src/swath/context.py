@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from swath._validate import check_text
+from swath._validate import INT64_MAX, check_count, check_text
 from swath.store.base import ClaimedTask, NewTask, new_id
 from swath.task import Task, encode_input
+
+#: The most retries a task can have (every store holds it in a 32-bit column).
+MAX_RETRIES_LIMIT = 2**31 - 1
 
 if TYPE_CHECKING:
     from swath.cache import Cache
@@ -50,16 +55,20 @@ class ProgressIndicator:
         self._done = 0
 
     def add(self, n: int = 1) -> None:
-        self._total += _count(n)
+        self._total = _count(self._total, n, self.label)
 
     def done(self, n: int = 1) -> None:
-        self._done += _count(n)
+        self._done = _count(self._done, n, self.label)
 
 
-def _count(n: int) -> int:
+def _count(current: int, n: int, label: str | None) -> int:
     if not isinstance(n, int) or isinstance(n, bool) or n < 0:
         raise ValueError(f"progress counts are non-negative ints, not {n!r}")
-    return n
+    if current + n > INT64_MAX:
+        raise ValueError(
+            f"progress {label!r}: {current} + {n} is more than a store can count ({INT64_MAX})"
+        )
+    return current + n
 
 
 class JobRef:
@@ -86,8 +95,8 @@ class CurrentTask:
     (settable), ``job.id``, ``job.name``, ``retry_count``."""
 
     __slots__ = (
+        "_display",
         "cluster",
-        "display",
         "id",
         "identifier",
         "input",
@@ -106,9 +115,18 @@ class CurrentTask:
         self.parent_id = claimed.parent_id
         self.input = claimed.input
         self.cluster = claimed.cluster
-        self.display = claimed.display
+        self._display = claimed.display
         self.retry_count = claimed.retry_count
         self.job = JobRef(claimed.job_id, claimed.job_name)
+
+    @property
+    def display(self) -> str:
+        """The task's label in listings and diagrams (saved with its completion)."""
+        return self._display
+
+    @display.setter
+    def display(self, value: str) -> None:
+        self._display = check_text(value, "current_task.display")
 
 
 #: Attributes a LogRecord has already: a field of that name is kept in ``record.fields`` only.
@@ -212,7 +230,16 @@ class ExecutionContext:
         self._logger: TaskLogger | None = None
         self._job_cache: Cache | BlockingCache | None = None
         self._current: CurrentTask | None = None
+        self._cancelled = threading.Event()
         self.runner_context = runner_context
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the runner wants this task to stop: its job was canceled or failed, or its
+        ``timeout`` passed. Async tasks are cancelled (``CancelledError``) at the same moment;
+        sync tasks, which run in a thread, should poll this and return early. Whatever the task
+        returns after that is discarded."""
+        return self._cancelled.is_set()
 
     @property
     def current_task(self) -> CurrentTask:
@@ -231,11 +258,13 @@ class ExecutionContext:
         cluster: str | None = None,
         max_retries: int = 0,
         optional: bool = False,
+        timeout: float | None = None,
     ) -> FutureTask:
-        """Queue ``task`` as a subtask; it is committed when ``execute`` returns normally."""
+        """Queue ``task`` as a subtask; it is committed when ``execute`` returns normally.
+        ``timeout`` (seconds, default: the task class's) fails an execution that runs longer
+        with a ``TimeoutError``, retried like any failure."""
         deps = self._dependencies(depends_on)
-        if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
-            raise ValueError(f"max_retries must be a non-negative int, not {max_retries!r}")
+        check_max_retries(max_retries)
         if cluster is not None and not isinstance(cluster, str):
             raise TypeError(f"cluster must be a str, not {type(cluster).__name__}")
         name, version = type(task).identifier() if isinstance(task, Task) else ("", "")
@@ -251,6 +280,7 @@ class ExecutionContext:
                 max_retries=max_retries,
                 optional=bool(optional),
                 depends_on=deps,
+                timeout=task_timeout(task, timeout),
             )
         )
         return FutureTask(self, len(self._subtasks) - 1, task_id, task)
@@ -263,6 +293,7 @@ class ExecutionContext:
         cluster: str | None = None,
         max_retries: int = 0,
         optional: bool = False,
+        timeout: float | None = None,
     ) -> list[FutureTask]:
         """``submit_subtask`` for each task, with the same options."""
         return [
@@ -272,6 +303,7 @@ class ExecutionContext:
                 cluster=cluster,
                 max_retries=max_retries,
                 optional=optional,
+                timeout=timeout,
             )
             for t in tasks
         ]
@@ -291,6 +323,16 @@ class ExecutionContext:
                 raise ValueError(
                     f"depends_on: {item!r} was submitted by another task's context; a subtask "
                     "can only depend on subtasks submitted by the same execute"
+                )
+            index = item.index
+            if not (
+                isinstance(index, int)
+                and 0 <= index < len(self._subtasks)
+                and self._subtasks[index].id == item.id
+            ):
+                raise ValueError(
+                    f"depends_on: {item!r} is not a subtask this execute submitted (use the "
+                    "FutureTasks that submit_subtask returns)"
                 )
             ids.append(item.id)
         return ids
@@ -337,9 +379,33 @@ class ExecutionContext:
         return self._logger
 
     # -- for the runner --------------------------------------------------------------------------
+    def _cancel(self) -> None:
+        self._cancelled.set()
+
     def _display(self) -> str:
         return self._claimed.display if self._current is None else self._current.display
 
     def _collected(self) -> tuple[list[NewTask], dict[str, tuple[int, int]]]:
         progress = {p.label or "": (p._total, p._done) for p in self._progress.values()}
         return self._subtasks, {k: v for k, v in progress.items() if v != (0, 0)}
+
+
+def check_max_retries(max_retries: object) -> int:
+    """``max_retries`` if it is an int every store can hold; ``ValueError``/``TypeError``."""
+    if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
+        raise ValueError(f"max_retries must be a non-negative int, not {max_retries!r}")
+    return check_count(max_retries, "max_retries", maximum=MAX_RETRIES_LIMIT)
+
+
+def task_timeout(task: Task, timeout: float | None) -> float | None:
+    """The time limit of one execution of ``task``: ``timeout`` if given, else its class's
+    (``class T(Task, timeout=60)``); ``ValueError`` unless positive and finite."""
+    if timeout is None:
+        timeout = getattr(type(task), "_swath_timeout", None)
+        if timeout is None:
+            return None
+    if not isinstance(timeout, int | float) or isinstance(timeout, bool):
+        raise TypeError(f"timeout must be seconds (a number), not {type(timeout).__name__}")
+    if not (timeout > 0 and math.isfinite(timeout)):
+        raise ValueError(f"timeout must be a positive, finite number of seconds, not {timeout!r}")
+    return float(timeout)

@@ -149,9 +149,23 @@ class Task:
     _swath_checked: ClassVar[bool]
     #: False for a class without ``execute`` (it can be submitted, not registered with a runner)
     _swath_executable: ClassVar[bool] = False
+    _swath_timeout: ClassVar[float | None] = None
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
+    def __init_subclass__(cls, *, timeout: float | None = None, **kwargs: Any) -> None:
+        """``class T(Task, timeout=60)`` gives every execution of ``T`` a time limit of 60 s
+        (submissions may pass their own ``timeout=``); subclasses inherit it."""
         super().__init_subclass__(**kwargs)
+        if timeout is not None:
+            if (
+                not isinstance(timeout, int | float)
+                or isinstance(timeout, bool)
+                or not 0 < timeout < float("inf")
+            ):
+                raise TypeError(
+                    f"task {cls.__qualname__}: timeout must be a positive number of seconds, "
+                    f"not {timeout!r}"
+                )
+            cls._swath_timeout = float(timeout)
         dataclasses.dataclass(cls)
         where = f"task {cls.__qualname__}"
         check_identifier(cls.identifier(), where)
@@ -294,6 +308,10 @@ class TaskRegistry:
         if known is None or known[0] < minor:
             return None
         return known[1]
+
+    def kinds(self) -> list[tuple[str, int, int]]:
+        """``(name, major, newest minor)`` of every registered task: what a claim may take."""
+        return sorted((n, major, minor) for (n, major), (minor, _) in self._by_major.items())
 
     def identifiers(self) -> list[str]:
         return sorted(f"{n} v{major}.{minor}" for (n, major), (minor, _) in self._by_major.items())

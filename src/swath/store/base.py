@@ -70,6 +70,13 @@ from swath.errors import SwathError
 MAX_LOST = 10
 #: The cluster that always exists.
 DEFAULT_CLUSTER = "default"
+#: The wake-up signal set when jobs stop (canceled or failed): not a cluster name (slugs are
+#: ``[a-z0-9_-]``), so it never collides with one.
+STOPPED_SIGNAL = "!stopped"
+
+#: A task identifier a runner can execute: ``(name, major, newest minor)``. A runner claims a
+#: task ``name vX.Y`` only through an entry ``(name, X, Z)`` with ``Z >= Y``.
+TaskKind = tuple[str, int, int]
 
 
 class JobState(enum.StrEnum):
@@ -89,11 +96,6 @@ class TaskState(enum.StrEnum):
     FAILED_OPTIONAL = "FAILED_OPTIONAL"
     SKIPPED = "SKIPPED"
     CANCELED = "CANCELED"
-
-
-ACTIVE_JOB_STATES = frozenset({JobState.QUEUED, JobState.RUNNING})
-#: Task states that count as "done" for the parent's subtree and for dependents.
-DONE_TASK_STATES = frozenset({TaskState.COMPLETED, TaskState.FAILED_OPTIONAL})
 
 
 def new_id() -> str:
@@ -151,6 +153,7 @@ class NewTask(msgspec.Struct, frozen=True):
     max_retries: int = 0
     optional: bool = False
     depends_on: list[str] = []
+    timeout: float | None = None  # seconds one execution may take (None: no limit)
 
 
 class ClaimedTask(msgspec.Struct, frozen=True):
@@ -166,6 +169,7 @@ class ClaimedTask(msgspec.Struct, frozen=True):
     retry_count: int
     max_retries: int
     optional: bool
+    timeout: float | None = None
 
 
 class TaskSuccess(msgspec.Struct, frozen=True):
@@ -345,13 +349,22 @@ class JobStore(Protocol):
 
     # runners
     async def claim(
-        self, cluster: str, runner_id: str, limit: int, lease: float
+        self,
+        cluster: str,
+        runner_id: str,
+        limit: int,
+        lease: float,
+        tasks: Sequence[TaskKind] | None = None,
     ) -> list[ClaimedTask]:
         """Handle expired leases, then lease up to ``limit`` ready tasks of ``cluster`` (oldest
-        ``run_after`` first)."""
+        ``run_after`` first) whose identifier ``tasks`` covers (None: any task)."""
 
     async def heartbeat(self, runner_id: str, lease: float) -> int:
         """Extend the live leases of ``runner_id``; returns how many."""
+
+    async def stop_requested(self, runner_id: str) -> list[str]:
+        """The ids of tasks ``runner_id`` holds whose job stopped (canceled or failed): the
+        runner cancels them and releases them (they end CANCELED or SKIPPED)."""
 
     async def complete(self, runner_id: str, outcomes: Sequence[TaskOutcome]) -> int:
         """Apply outcomes in one transaction (see the module docstring); returns how many were
@@ -360,14 +373,18 @@ class JobStore(Protocol):
     async def release(self, runner_id: str, task_ids: Sequence[str]) -> int:
         """Give leased tasks back to the queue without charging anything; returns how many."""
 
-    async def next_ready(self, cluster: str) -> float | None:
+    async def next_ready(
+        self, cluster: str, tasks: Sequence[TaskKind] | None = None
+    ) -> float | None:
         """Whether ``cluster`` may still have work, and from when: the earliest of the
-        ``run_after`` of its QUEUED tasks without pending dependencies and the lease expiry of its
-        RUNNING tasks (a running task may still submit subtasks, and is claimable again if its
-        lease runs out). None when the cluster has neither: ``run_all`` is done."""
+        ``run_after`` of its QUEUED tasks without pending dependencies (that ``tasks`` covers,
+        as in ``claim``) and the lease expiry of its RUNNING tasks (a running task may still
+        submit subtasks, and is claimable again if its lease runs out). None when the cluster has
+        neither: ``run_all`` is done."""
 
     def work_signal(self, cluster: str) -> WorkSignal:
-        """A new wake-up signal for one runner of ``cluster``."""
+        """A new wake-up signal for one runner of ``cluster``; ``work_signal(STOPPED_SIGNAL)``
+        is set whenever a job stops (in this process, and on PostgreSQL in any)."""
 
 
 def store_from_url(url: str | None = None) -> JobStore:

@@ -42,6 +42,7 @@ from swath.store.base import (
     NewTask,
     StoreError,
     TaskInfo,
+    TaskKind,
     TaskOutcome,
     WorkSignal,
 )
@@ -490,7 +491,12 @@ class PostgresJobStore(SQLJobStore):
         return await self._retrying("list_tasks", lambda: SQLJobStore.list_tasks(self, job_id))
 
     async def claim(
-        self, cluster: str, runner_id: str, limit: int, lease: float
+        self,
+        cluster: str,
+        runner_id: str,
+        limit: int,
+        lease: float,
+        tasks: Sequence[TaskKind] | None = None,
     ) -> list[ClaimedTask]:
         since = time.time()
         unknown_outcome = False
@@ -502,7 +508,7 @@ class PostgresJobStore(SQLJobStore):
                 async with self._transaction() as tx:
                     await tx.execute("claim_orphans_release", {"runner": runner_id, "since": since})
             unknown_outcome = True
-            claimed = await SQLJobStore.claim(self, cluster, runner_id, limit, lease)
+            claimed = await SQLJobStore.claim(self, cluster, runner_id, limit, lease, tasks)
             unknown_outcome = False
             return claimed
 
@@ -524,8 +530,17 @@ class PostgresJobStore(SQLJobStore):
             "release", lambda: SQLJobStore.release(self, runner_id, task_ids)
         )
 
-    async def next_ready(self, cluster: str) -> float | None:
-        return await self._retrying("next_ready", lambda: SQLJobStore.next_ready(self, cluster))
+    async def stop_requested(self, runner_id: str) -> list[str]:
+        return await self._retrying(
+            "stop_requested", lambda: SQLJobStore.stop_requested(self, runner_id)
+        )
+
+    async def next_ready(
+        self, cluster: str, tasks: Sequence[TaskKind] | None = None
+    ) -> float | None:
+        return await self._retrying(
+            "next_ready", lambda: SQLJobStore.next_ready(self, cluster, tasks)
+        )
 
     # -- wake-ups --------------------------------------------------------------------------------
     def work_signal(self, cluster: str) -> WorkSignal:
