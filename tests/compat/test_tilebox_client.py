@@ -199,12 +199,16 @@ async def test_diagram_formats_and_notebook_display() -> None:
         job = await client.jobs().submit("fan", Fan(2))
         await client.runner(tasks=[Fan, Leaf], cache=InMemoryCache()).run_all()
         mermaid = await client.jobs().diagram(job)
-        assert mermaid.startswith("graph TD") and "t0 --> t1" in mermaid
+        assert mermaid.startswith("graph TD")
+        assert "t0 --> t1" in mermaid
         assert await client.jobs().diagram(job, format="mermaid") == mermaid
         dot = await client.jobs().diagram(job, format="dot")
-        assert dot.startswith("digraph job {") and "t0 -> t1;" in dot
+        assert dot.startswith("digraph job {")
+        assert "t0 -> t1;" in dot
         svg = await client.jobs().diagram(job, format="svg")
-        assert "<svg" in svg and "Fan" in svg and "COMPLETED" in svg
+        assert "<svg" in svg
+        assert "Fan" in svg
+        assert "COMPLETED" in svg
         with pytest.raises(ValueError, match="format"):
             await client.jobs().diagram(job, format="png")  # type: ignore[arg-type]
         shown = await client.jobs().display(job)
