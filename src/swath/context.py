@@ -210,7 +210,15 @@ class TaskLogger:
 
 
 class ExecutionContext:
-    """Passed to ``Task.execute``. See API.md section 2."""
+    """Passed to ``Task.execute``. See API.md section 2.
+
+    Sync tasks (a plain ``def execute``) get a :class:`SyncExecutionContext`, whose
+    ``job_cache`` is the blocking, Tilebox-style mapping."""
+
+    def __new__(cls, *args: Any, blocking: bool = False, **kwargs: Any) -> ExecutionContext:
+        if blocking and cls is ExecutionContext:
+            cls = SyncExecutionContext
+        return object.__new__(cls)
 
     def __init__(
         self,
@@ -228,7 +236,8 @@ class ExecutionContext:
         self._subtasks: list[NewTask] = []
         self._progress: dict[str, ProgressIndicator] = {}
         self._logger: TaskLogger | None = None
-        self._job_cache: Cache | BlockingCache | None = None
+        self._job_cache: Cache | None = None
+        self._blocking_cache: BlockingCache | None = None
         self._current: CurrentTask | None = None
         self._cancelled = threading.Event()
         self.runner_context = runner_context
@@ -339,20 +348,33 @@ class ExecutionContext:
 
     # -- the rest of the context -----------------------------------------------------------------
     @property
-    def job_cache(self) -> Any:
-        """The job's cache: the runner cache's group named by the job id. In sync tasks, a
-        blocking mapping (``cache["k"] = v``, ``cache["k"]``, ``in``, iteration, ``del``,
-        ``group``)."""
-        if self._job_cache is None:
-            group = self._cache.group(self._claimed.job_id)
-            if self._blocking:
-                from swath.cache.blocking import BlockingCache
+    def job_cache(self) -> Cache:
+        """The job's cache: the runner cache's group named by the job id (async API). In sync
+        tasks it is the blocking mapping of :attr:`blocking_job_cache` instead (see
+        :class:`SyncExecutionContext`)."""
+        return self._async_job_cache()
 
-                assert self._loop is not None
-                self._job_cache = BlockingCache(group, self._loop)
-            else:
-                self._job_cache = group
+    def _async_job_cache(self) -> Cache:
+        if self._job_cache is None:
+            self._job_cache = self._cache.group(self._claimed.job_id)
         return self._job_cache
+
+    @property
+    def blocking_job_cache(self) -> BlockingCache:
+        """The job's cache as a blocking, Tilebox-style mapping (``cache["k"] = v``,
+        ``cache["k"]``, ``in``, iteration, ``items()``, ``del``, ``group``), typed as such: for
+        sync tasks. In an async task (on the runner's event loop) it is a ``RuntimeError``:
+        blocking there would stop every other task."""
+        if not self._blocking or self._loop is None:
+            raise RuntimeError(
+                "blocking_job_cache is for sync tasks (def execute); an async task uses "
+                "context.job_cache with await"
+            )
+        if self._blocking_cache is None:
+            from swath.cache.blocking import BlockingCache
+
+            self._blocking_cache = BlockingCache(self._async_job_cache(), self._loop)
+        return self._blocking_cache
 
     def progress(self, label: str | None = None) -> ProgressIndicator:
         """The job's progress indicator ``label`` (created on first use); without a label (or
@@ -409,3 +431,14 @@ def task_timeout(task: Task, timeout: float | None) -> float | None:
     if not (timeout > 0 and math.isfinite(timeout)):
         raise ValueError(f"timeout must be a positive, finite number of seconds, not {timeout!r}")
     return float(timeout)
+
+
+class SyncExecutionContext(ExecutionContext):
+    """The context of a sync task (``def execute``, run in a worker thread): ``job_cache`` is the
+    blocking, Tilebox-style mapping (:class:`swath.cache.blocking.BlockingCache`)."""
+
+    @property
+    def job_cache(self) -> BlockingCache:  # type: ignore[override]
+        """The job's cache as a blocking mapping: ``cache["k"] = v``, ``cache["k"]``, ``in``,
+        iteration, ``items()``, ``del cache["k"]``, ``group``."""
+        return self.blocking_job_cache
