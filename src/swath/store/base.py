@@ -119,6 +119,32 @@ class ProgressInfo(msgspec.Struct, frozen=True):
     done: int
 
 
+class ExecutionStats(msgspec.Struct, frozen=True):
+    """What a job's tasks did (Tilebox's ``job.execution_stats``): ``tasks_by_state`` (count per
+    task state, states without tasks left out), ``first_task_started_at`` and
+    ``last_task_stopped_at`` (Unix seconds, None before any), ``compute_time`` (seconds spent
+    in ``execute``, summed over tasks; a retried task counts its last attempt)."""
+
+    total_tasks: int = 0
+    tasks_by_state: dict[TaskState, int] = {}
+    first_task_started_at: float | None = None
+    last_task_stopped_at: float | None = None
+    compute_time: float = 0.0
+
+    @property
+    def elapsed_time(self) -> float:
+        """Seconds from the first task start to the last task stop (0 before both)."""
+        if self.first_task_started_at is None or self.last_task_stopped_at is None:
+            return 0.0
+        return max(0.0, self.last_task_stopped_at - self.first_task_started_at)
+
+    @property
+    def parallelism(self) -> float:
+        """Compute time over elapsed time: how many tasks ran at once, on average."""
+        elapsed = self.elapsed_time
+        return self.compute_time / elapsed if elapsed > 0 else 0.0
+
+
 class JobInfo(msgspec.Struct, frozen=True):
     id: str
     name: str
@@ -129,6 +155,7 @@ class JobInfo(msgspec.Struct, frozen=True):
     finished_at: float | None
     root_task_id: str
     progress: list[ProgressInfo] = []
+    execution_stats: ExecutionStats = ExecutionStats()
 
 
 class ErrorInfo(msgspec.Struct, frozen=True):
@@ -322,6 +349,9 @@ class JobStore(Protocol):
 
     async def delete_cluster(self, slug: str) -> bool:
         """Delete a cluster; False if there was none; ``ValueError`` for ``default``."""
+
+    async def rename_cluster(self, slug: str, name: str) -> ClusterInfo | None:
+        """Set a cluster's display name; None if there is no such cluster."""
 
     # jobs
     async def submit_job(self, job_id: str, name: str, cluster: str, root: NewTask) -> JobInfo:

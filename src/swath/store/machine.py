@@ -30,6 +30,7 @@ from swath.store.base import (
     ClaimedTask,
     ClusterInfo,
     ErrorInfo,
+    ExecutionStats,
     JobInfo,
     JobState,
     NewTask,
@@ -193,6 +194,12 @@ class SQLJobStore(abc.ABC):
                 raise ValueError(f"cluster {slug!r} already exists")
         return ClusterInfo(slug, name or slug, now)
 
+    async def rename_cluster(self, slug: str, name: str) -> ClusterInfo | None:
+        async with self._transaction() as tx:
+            await tx.execute("cluster_rename", {"slug": slug, "name": name})
+            rows = await tx.fetchall("cluster_get", {"slug": slug})
+        return ClusterInfo(*rows[0]) if rows else None
+
     async def get_cluster(self, slug: str) -> ClusterInfo | None:
         async with self._transaction() as tx:
             rows = await tx.fetchall("cluster_get", {"slug": slug})
@@ -242,7 +249,8 @@ class SQLJobStore(abc.ABC):
             if not rows:
                 return None
             progress = await tx.fetchall("job_progress", {"id": job_id})
-        return _job(rows[0], progress)
+            stats = await tx.fetchall("job_execution_stats", {"id": job_id})
+        return _job(rows[0], progress, stats)
 
     async def query_jobs(
         self,
@@ -262,7 +270,14 @@ class SQLJobStore(abc.ABC):
         }
         async with self._transaction() as tx:
             rows = await tx.fetchall("job_query", params)
-            return [_job(row, await tx.fetchall("job_progress", {"id": row[0]})) for row in rows]
+            return [
+                _job(
+                    row,
+                    await tx.fetchall("job_progress", {"id": row[0]}),
+                    await tx.fetchall("job_execution_stats", {"id": row[0]}),
+                )
+                for row in rows
+            ]
 
     async def cancel_job(self, job_id: str) -> int:
         async with self._transaction() as tx:
@@ -647,7 +662,29 @@ class _Done:
         self.has_dependents = has_dependents
 
 
-def _job(row: Row, progress: Iterable[Row]) -> JobInfo:
+def _stats(rows: Iterable[Row]) -> ExecutionStats:
+    by_state: dict[TaskState, int] = {}
+    starts: list[float] = []
+    stops: list[float] = []
+    compute = 0.0
+    for state, count, first, last, seconds in rows:
+        by_state[TaskState(state)] = int(count)
+        if first is not None:
+            starts.append(float(first))
+        if last is not None:
+            stops.append(float(last))
+        if seconds is not None:
+            compute += max(0.0, float(seconds))
+    return ExecutionStats(
+        total_tasks=sum(by_state.values()),
+        tasks_by_state=dict(sorted(by_state.items())),
+        first_task_started_at=min(starts, default=None),
+        last_task_stopped_at=max(stops, default=None),
+        compute_time=compute,
+    )
+
+
+def _job(row: Row, progress: Iterable[Row], stats: Iterable[Row] = ()) -> JobInfo:
     return JobInfo(
         id=row[0],
         name=row[1],
@@ -658,6 +695,7 @@ def _job(row: Row, progress: Iterable[Row]) -> JobInfo:
         finished_at=row[6],
         root_task_id=row[7],
         progress=[ProgressInfo(*p) for p in progress],
+        execution_stats=_stats(stats),
     )
 
 

@@ -460,6 +460,11 @@ class PostgresJobStore(SQLJobStore):
     async def list_clusters(self) -> list[ClusterInfo]:
         return await self._retrying("list_clusters", lambda: SQLJobStore.list_clusters(self))
 
+    async def rename_cluster(self, slug: str, name: str) -> ClusterInfo | None:
+        return await self._retrying(
+            "rename_cluster", lambda: SQLJobStore.rename_cluster(self, slug, name)
+        )
+
     async def delete_cluster(self, slug: str) -> bool:
         return await self._retrying(
             "delete_cluster", lambda: SQLJobStore.delete_cluster(self, slug)

@@ -36,6 +36,9 @@ SELECT slug, name, created_at FROM clusters ORDER BY created_at, slug;
 -- name: cluster_delete
 DELETE FROM clusters WHERE slug = :slug;
 
+-- name: cluster_rename
+UPDATE clusters SET name = :name WHERE slug = :slug;
+
 -- name: job_insert
 INSERT INTO jobs (id, name, cluster, state, root_task_id, created_at)
 VALUES (:id, :name, :cluster, 'QUEUED', :root_task_id, :now);
@@ -57,6 +60,20 @@ LIMIT :limit;
 
 -- name: job_progress
 SELECT label, total, done FROM progress WHERE job_id = :id ORDER BY label;
+
+-- name: job_execution_stats
+-- Per task state: how many, first start, last stop and compute time. A task that submitted
+-- subtasks stopped computing when they were inserted (with its completion), not when its
+-- subtree completed.
+SELECT t.state, COUNT(*), MIN(t.started_at), MAX(COALESCE(c.first_child, t.finished_at)),
+       SUM(COALESCE(c.first_child, t.finished_at) - t.started_at)
+FROM tasks t
+LEFT JOIN (
+    SELECT parent_id, MIN(created_at) AS first_child FROM tasks
+    WHERE job_id = :id AND parent_id IS NOT NULL GROUP BY parent_id
+) c ON c.parent_id = t.id
+WHERE t.job_id = :id
+GROUP BY t.state;
 
 -- name: job_state
 SELECT state FROM jobs WHERE id = :id FOR SHARE;
