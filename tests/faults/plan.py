@@ -207,7 +207,7 @@ def generate(rng: random.Random, seed: str, *, hang: bool, shape: Shape | None =
     return plan
 
 
-# -- what must become of it --------------------------------------------------------------------------
+# -- what must become of it ---------------------------------------------------------------------
 class Run(enum.Enum):
     MUST = "must run"
     NEVER = "never runs"

@@ -111,7 +111,7 @@ def read(directory: Path) -> Records:
                 elif kind == "D":
                     by_id[f[1]].missing = [int(x) for x in f[3].split(",")]
                 elif kind == "K":
-                    t, runner = float(f[1]), f[2]
+                    t = float(f[1])
                     for item in f[3:]:
                         task_id, attempt, how = item.split(":")
                         out.accepted[(task_id, int(attempt))].append((pid, how, t))

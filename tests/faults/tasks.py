@@ -14,7 +14,7 @@ import asyncio
 import os
 import time
 
-from swath import ExecutionContext, Task
+from swath import ExecutionContext, FutureTask, Task
 from tests.faults import plan as plans
 from tests.faults import records
 
@@ -93,7 +93,7 @@ class _Run:
             raise PlannedFailure(f"node {self.spec.idx} fails attempt {self.attempt} (planned)")
 
     def submit(self, async_cls: type[Task], sync_cls: type[Task]) -> None:
-        futures = {}
+        futures: dict[int, FutureTask] = {}
         for c in self.spec.children:
             child = self.plan.nodes[c]
             cls = sync_cls if child.sync else async_cls
