@@ -78,6 +78,7 @@ def check(
     recs: Records,
     values: dict[str, bytes | Exception],
     events: Events,
+    lease: float,
 ) -> Outcome:
     out = Outcome(executions=len(recs.executions))
     for line in recs.bad_lines:
@@ -165,8 +166,8 @@ def check(
             out.bad(f"node {idx} is COMPLETED but no execution of it succeeded")
 
     # -- executions
-    _check_reruns(runs, recs, events, out)
-    _check_overlaps(runs, events, out)
+    _check_reruns(runs, recs, events, lease, out)
+    _check_overlaps(runs, recs, events, lease, out)
     for (task_id, attempt), accepted in recs.accepted.items():
         if len(accepted) > 1:
             out.bad(f"task {task_id} attempt {attempt}: outcome accepted {len(accepted)} times")
@@ -220,46 +221,121 @@ def _tail(path: Path | None, n: int = 1500) -> str:
         return "(no output)"
 
 
-def _interrupted(e: Execution, events: Events, accepted: bool) -> str | None:
-    """Why a re-run of ``e``'s attempt is legitimate, or None."""
-    if accepted:
-        return None
+def _why_rerun(
+    e: Execution, later: Execution, recs: Records, events: Events, lease: float
+) -> str | None:
+    """Why ``later`` may run the attempt ``e`` ran (``e``'s runner lost its lease), or None."""
+    accepted = {pid for pid, _, _ in recs.accepted.get((e.task_id, e.attempt), [])}
+    if e.pid in accepted and e.how in ("ok", "raise"):
+        return None  # its result was committed: nothing may run this attempt again
     kill = events.killed.get(e.pid)
-    if kill is not None and kill >= e.start:
+    if kill is not None and e.start <= kill <= later.start:
         return "runner SIGKILLed"
-    if any(t_stop >= e.start for t_stop, _ in events.stopped.get(e.pid, [])):
+    held_from = _claimed_at(e, recs)[0]
+    if any(held_from <= t <= later.start for t, _ in events.stopped.get(e.pid, [])):
         return "runner SIGSTOPped past its lease"
     if e.how == "cancel":
-        return "cancelled by a graceful stop"
+        return "cancelled by a graceful stop and given back"
+    return _lapsed(e, later, recs, lease)
+
+
+def _claimed_at(e: Execution, recs: Records) -> tuple[float, float]:
+    """The claim call (start, end) that leased ``e``'s task to its process (``e.start`` twice if
+    none is recorded)."""
+    claims = [c for c in recs.claims.get((e.pid, e.task_id), []) if c[0] <= e.start]
+    return max(claims) if claims else (e.start, e.start)
+
+
+def _lapsed(e: Execution, later: Execution, recs: Records, lease: float) -> str | None:
+    """Whether ``e``'s lease may have lapsed before ``later`` started although its runner kept
+    trying to renew it: a claim or heartbeat call that took so long (the store was down, or
+    waited behind a lock) or failed so that no renewal reached the store in time.
+
+    A claim call from t0 to t1 leases the task until at least t0 + lease, from t1 on; a heartbeat
+    call likewise. The lease may lapse at a moment no renewal covers; it counts as lost only if a
+    renewal had been attempted in time (started before the lease ran out) and was late or failed.
+    If the runner simply stopped renewing a lease it held, that is not a loss but a bug."""
+    t0, t1 = _claimed_at(e, recs)
+    until = t0 + lease
+    if t1 > until:
+        return None  # the claim handed out a lease that had run out already: a store bug
+    failed = False
+    for h0, h1, renewed in sorted(recs.heartbeats.get(e.pid, [])):
+        if h0 < t0:
+            continue
+        if h0 > until or until >= later.start:
+            break
+        if not renewed:
+            failed = True
+        elif h1 > until:
+            return "lease lapsed: a heartbeat stalled (store unreachable or locked)"
+        else:
+            until = max(until, h0 + lease)
+    if until < later.start and failed:
+        return "lease lapsed: heartbeats failed"
     return None
 
 
 def _check_reruns(
-    runs: dict[str, list[Execution]], recs: Records, events: Events, out: Outcome
+    runs: dict[str, list[Execution]], recs: Records, events: Events, lease: float, out: Outcome
 ) -> None:
-    for task_id, executions in runs.items():
+    for executions in runs.values():
         by_attempt: dict[int, list[Execution]] = defaultdict(list)
         for e in sorted(executions, key=lambda e: e.start):
             by_attempt[e.attempt].append(e)
         for attempt, same in by_attempt.items():
-            accepted_pids = {pid for pid, _, _ in recs.accepted.get((task_id, attempt), [])}
             for i, later in enumerate(same[1:], 1):
-                reasons = [
-                    _interrupted(e, events, e.pid in accepted_pids and e.how in ("ok", "raise"))
-                    for e in same[:i]
-                ]
+                reasons = [_why_rerun(e, later, recs, events, lease) for e in same[:i]]
                 found = [r for r in reasons if r]
                 if found:
                     out.reruns[found[0]] += 1
                     continue
                 history = "; ".join(e.describe() for e in same[: i + 1])
                 out.bad(
-                    f"node {later.node} attempt {attempt} ran {i + 1} times, but no earlier run's "
-                    f"runner was killed or stopped while holding it: {history}"
+                    f"node {later.node} attempt {attempt} ran {i + 1} times, but no earlier "
+                    f"run's runner lost its lease (killed, stopped, or its renewals stalled): "
+                    f"{history}" + _hint(same[0], later, recs, events, lease)
                 )
 
 
-def _check_overlaps(runs: dict[str, list[Execution]], events: Events, out: Outcome) -> None:
+def _hint(first: Execution, later: Execution, recs: Records, events: Events, lease: float) -> str:
+    """What else happened between two runs of a task that may explain the second."""
+    hints = []
+    for e in (first, later):
+        t0, t1 = _claimed_at(e, recs)
+        if t1 - t0 > lease:
+            frozen = any(t0 <= t <= t1 for t, _ in events.stopped.get(e.pid, []))
+            why = (
+                "its process was frozen (SIGSTOP) during the call"
+                if frozen
+                else "the store took the lease's start from before it got the write lock"
+            )
+            hints.append(
+                f"the claim that leased it to pid {e.pid} took {t1 - t0:.2f} s ({t0:.3f} to "
+                f"{t1:.3f}), longer than the {lease} s lease, so the lease had run out before "
+                f"the task started ({why}); the runner started it all the same"
+            )
+    for pid, spans in events.stopped.items():
+        for t_stop, t_cont in spans:
+            if pid != first.pid and t_stop <= later.start and (t_cont or events.end) >= first.start:
+                hints.append(
+                    f"another runner (pid {pid}) was SIGSTOPped from {t_stop:.3f} to "
+                    f"{t_cont or events.end:.3f}: a process frozen inside a store transaction "
+                    "holds SQLite's write lock and every other process waits behind it"
+                )
+    for t0, t1 in events.restarts:
+        if t0 <= later.start and t1 >= first.start:
+            hints.append(f"PostgreSQL restarted from {t0:.3f} to {t1:.3f}")
+    if first.pid in events.terminated:
+        hints.append(
+            f"the first run's runner was sent SIGTERM at {events.terminated[first.pid]:.3f}"
+        )
+    return f" [{'; '.join(hints)}]" if hints else ""
+
+
+def _check_overlaps(
+    runs: dict[str, list[Execution]], recs: Records, events: Events, lease: float, out: Outcome
+) -> None:
     for executions in runs.values():
         for a, b in itertools.combinations(sorted(executions, key=lambda e: e.start), 2):
             a_end = a.end if a.end is not None else events.death(a.pid)
@@ -271,6 +347,6 @@ def _check_overlaps(runs: dict[str, list[Execution]], events: Events, out: Outco
                 out.zombies += 1
                 continue
             out.bad(
-                f"node {a.node} ran twice at the same time: {a.describe()} and {b.describe()} "
-                f"(peak concurrency 2)"
+                f"node {a.node} ran twice at the same time: {a.describe()} and {b.describe()}"
+                + _hint(a, b, recs, events, lease)
             )

@@ -6,8 +6,9 @@ the call numbers (1-based, counted per process) that fail and how:
 * ``before``: raise :class:`InjectedStoreError` without calling the store (the request was lost);
 * ``after``: call the store, then raise (the store did the work but the reply was lost).
 
-It also records (``tests.faults.records``) which outcomes the store accepted, so the checks know
-which executions' results were committed. Spec strings, as the worker takes them:
+It also records (``tests.faults.records``) when each claim and heartbeat call started and ended
+(so the checks know whether a lease could have lapsed) and which outcomes the store accepted (so
+they know which executions' results were committed). Spec strings, as the worker takes them:
 ``claim:3:before,complete:5:after,heartbeat:2:before``.
 """
 
@@ -70,7 +71,10 @@ class FaultyStore:
         when = self._when("claim")
         if when == "before":
             raise self._fault("claim", when)
+        started = records.now()
         claimed = await self._inner.claim(cluster, runner_id, *args, **kwargs)
+        if claimed:
+            records.write("Q", started, records.now(), *(c.id for c in claimed))
         for c in claimed:
             self._attempts[c.id] = c.retry_count
         if when == "after":
@@ -105,8 +109,15 @@ class FaultyStore:
     async def heartbeat(self, runner_id: str, *args: Any, **kwargs: Any) -> Any:
         when = self._when("heartbeat")
         if when == "before":
+            records.write("H", records.now(), records.now(), "fail")
             raise self._fault("heartbeat", when)
-        renewed = await self._inner.heartbeat(runner_id, *args, **kwargs)
+        started = records.now()
+        try:
+            renewed = await self._inner.heartbeat(runner_id, *args, **kwargs)
+        except BaseException:
+            records.write("H", started, records.now(), "fail")
+            raise
+        records.write("H", started, records.now(), "ok")
         if when == "after":
             raise self._fault("heartbeat", when)
         return renewed

@@ -334,7 +334,7 @@ def run_trial(
     injected.update(f"store {op} {when}" for _, _, op, _, when in recs.faults)
 
     job, tasks, values = asyncio.run(_collect(url, job_id, runners.cache))
-    outcome = check.check(spec.plan, exp, job, tasks, recs, values, runners.events)
+    outcome = check.check(spec.plan, exp, job, tasks, recs, values, runners.events, s.lease)
     return TrialResult(
         spec,
         violations + outcome.violations,

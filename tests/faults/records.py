@@ -10,6 +10,8 @@ processes of one machine). The lines:
                                        (then the exception, on one line)
 ``C exec child_node child_task_id``    it submitted a subtask (committed only if accepted)
 ``D exec node missing``                a value it depends on was missing when it started
+``Q t0 t1 task_id ...``                 a claim call, from t0 to t1, leased these tasks
+``H t0 t1 ok|fail``                    a heartbeat call, from t0 to t1, renewed the leases or not
 ``K t runner id:attempt:ok|fail ...``  the store accepted every outcome of one ``complete``
 ``P t runner accepted/sent``           it accepted only some (which ones is not known)
 ``F t op n when``                      the fault injector failed call ``n`` of ``op``
@@ -84,6 +86,14 @@ class Records:
     )
     partial: int = 0
     faults: list[tuple[int, float, str, int, str]] = field(default_factory=list)
+    #: (pid, task_id) -> the claim calls (t0, t1) that leased that task to that process
+    claims: dict[tuple[int, str], list[tuple[float, float]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    #: pid -> its heartbeat calls (t0, t1, renewed)
+    heartbeats: dict[int, list[tuple[float, float, bool]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
     bad_lines: list[str] = field(default_factory=list)
 
 
@@ -115,6 +125,12 @@ def read(directory: Path) -> Records:
                     for item in f[3:]:
                         task_id, attempt, how = item.split(":")
                         out.accepted[(task_id, int(attempt))].append((pid, how, t))
+                elif kind == "Q":
+                    span = (float(f[1]), float(f[2]))
+                    for task_id in f[3:]:
+                        out.claims[(pid, task_id)].append(span)
+                elif kind == "H":
+                    out.heartbeats[pid].append((float(f[1]), float(f[2]), f[3] == "ok"))
                 elif kind == "P":
                     out.partial += 1
                 elif kind == "F":
