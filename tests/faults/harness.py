@@ -166,6 +166,8 @@ def _draw_store_faults(rng: random.Random) -> dict[str, dict[int, str]]:
         if op == "heartbeat" and (n - 1 in calls or n + 1 in calls):
             continue  # two heartbeats lost in a row would let a live lease lapse
         calls[n] = when
+        if op == "complete" and rng.random() < 0.3:
+            calls[n + 1] = "before"  # a blip that outlasts the runner's first retry
     return faults
 
 
