@@ -310,7 +310,14 @@ class _LocalWriter(BackendWriter):
 
     def _copy_from_sync(self, src: str) -> int:
         with open(src, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
+            st = os.fstat(f.fileno())
+            if not stat_mod.S_ISREG(st.st_mode) or st.st_size == 0:
+                # a pipe, a device, a /proc file: their size says nothing, read to the end
+                buf = bytearray(1 << 20)
+                while n := f.readinto(buf):
+                    self._write_sync(memoryview(buf)[:n])
+                return self._size
+            size = st.st_size
             _copy_range(f.fileno(), self._fd, size)
         self._crc = _crc_of_fd(self._fd, 0, size, bytearray(min(size, 8 << 20) or 1))
         self._size = size
