@@ -355,16 +355,30 @@ class _Loop:
         """Claim up to ``limit`` tasks this runner can execute; if we are cancelled meanwhile,
         the claim still finishes and what it took is given back at once (rather than left to
         lease expiry)."""
+        began = time.monotonic()
         claim = asyncio.ensure_future(
             self.store.claim(self.r.cluster, self.r.id, limit, self.r.lease, self.kinds)
         )
         try:
-            return await asyncio.shield(claim)
+            claimed = await asyncio.shield(claim)
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
                 taken = await claim
                 await self.store.release(self.r.id, [t.id for t in taken])
             raise
+        if claimed and time.monotonic() - began > self.r.lease / 3:
+            # the claim took as long as a heartbeat period (a locked store, a frozen process):
+            # its leases may have run out and gone to another runner meanwhile; start only the
+            # tasks still ours, their leases renewed
+            held = set(await self.store.renew(self.r.id, [t.id for t in claimed], self.r.lease))
+            if len(held) < len(claimed):
+                log.warning(
+                    "runner %s: %d claimed tasks were no longer leased to it after a slow claim",
+                    self.r.id,
+                    len(claimed) - len(held),
+                )
+            claimed = [t for t in claimed if t.id in held]
+        return claimed
 
     def _unflushed(self) -> bool:
         return bool(self.pending) or self.flushing > 0
