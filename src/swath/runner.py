@@ -242,6 +242,8 @@ class _Loop:
         self.signal = runner.store.work_signal(runner.cluster)
         self.stop_signal = runner.store.work_signal(STOPPED_SIGNAL)
         self.inflight: dict[asyncio.Task[None], _Flight] = {}
+        #: ids of the tasks this runner executes or has outcomes of not yet committed
+        self.running: set[str] = set()
         self.pending: list[TaskOutcome] = []
         self.pending_jobs: set[str] = set()
         self.to_release: list[str] = []
@@ -300,6 +302,7 @@ class _Loop:
 
     async def _release(self) -> None:
         ids, self.to_release = self.to_release, []
+        self.running.difference_update(ids)
         if ids:
             released = await self.store.release(self.r.id, ids)
             self.r.stats.released += released
@@ -384,6 +387,13 @@ class _Loop:
         return bool(self.pending) or self.flushing > 0
 
     def _start(self, claimed: ClaimedTask) -> None:
+        if claimed.id in self.running:
+            # our own lease had expired (a stalled store, a frozen process) and we claimed the
+            # task again: the execution in flight, or its outcome waiting to be committed,
+            # carries on under the new lease; never a second execution beside it
+            log.info("runner %s re-claimed task %s it still holds", self.r.id, claimed.id)
+            return
+        self.running.add(claimed.id)
         flight = _Flight(claimed)
         task = self.loop.create_task(self._execute(flight))
         self.inflight[task] = flight
@@ -541,7 +551,10 @@ class _Loop:
         jobs, self.pending_jobs = self.pending_jobs, set()
         self.flushing += 1
         try:
-            accepted = await self._complete(batch)
+            try:
+                accepted = await self._complete(batch)
+            finally:
+                self.running.difference_update(o.task_id for o in batch)
             if self.r.cleanup != "never":
                 cleanup = asyncio.create_task(self._cleanup(jobs))
                 self.cleanups.add(cleanup)

@@ -569,3 +569,37 @@ def test_timeouts_are_checked_where_they_are_given() -> None:
 
     assert TooSlow._swath_timeout == 0.3
     assert isinstance(Runner, type)
+
+
+class NoHeartbeatStore:
+    """Wraps a store whose heartbeats fail (an unreachable store, for renewals only)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def heartbeat(self, runner_id: str, lease: float) -> int:
+        raise OSError("heartbeat: store unreachable")
+
+
+async def test_a_runner_never_runs_a_task_it_reclaimed_beside_itself(client: Client) -> None:
+    """A runner whose heartbeats fail loses the lease of a task it runs (1.2 s, lease 0.3 s);
+    its own next claim takes the task again. It must not start a second execution beside the
+    one in flight: the task runs once and completes once."""
+    t = Tracker()
+    job = await client.jobs().submit("slow", SlowSync(1.2))
+    runner = Runner(
+        NoHeartbeatStore(client.store),  # type: ignore[arg-type]
+        [SlowSync],
+        InMemoryCache(),
+        context=t,
+        lease=0.3,
+        poll_interval=(0.01, 0.05),
+    )
+    async with asyncio.timeout(20):
+        await runner.run_all()
+    assert t.runs == {"slow": 1}
+    assert t.peak == {"slow": 1}
+    assert (await client.jobs().find(job.id)).state == JobState.COMPLETED

@@ -413,7 +413,10 @@ class SQLJobStore(abc.ABC):
         async with self._transaction() as tx:
             now = time.time()
             held = {r[0]: _Held(*r) for r in await tx.fetchall("held_tasks", {"runner": runner_id})}
-            accepted = [o for o in outcomes if o.task_id in held]
+            # one outcome per task: a runner that re-claimed its own expired lease may report
+            # two executions of a task at once; the later one ran under the live lease
+            latest = {o.task_id: o for o in outcomes}
+            accepted = [o for o in latest.values() if o.task_id in held]
             if not accepted:
                 return 0
             job_active = {}
