@@ -603,3 +603,37 @@ async def test_a_runner_never_runs_a_task_it_reclaimed_beside_itself(client: Cli
     assert t.runs == {"slow": 1}
     assert t.peak == {"slow": 1}
     assert (await client.jobs().find(job.id)).state == JobState.COMPLETED
+
+
+class FlakyCompleteStore(NoHeartbeatStore):
+    """Wraps a store whose first ``failures`` completions fail as a dropped connection would."""
+
+    def __init__(self, inner: Any, failures: int) -> None:
+        super().__init__(inner)
+        self.failures = failures
+
+    async def heartbeat(self, runner_id: str, lease: float) -> int:
+        return int(await self._inner.heartbeat(runner_id, lease))
+
+    async def complete(self, runner_id: str, outcomes: Any) -> int:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("complete: connection dropped")
+        return int(await self._inner.complete(runner_id, outcomes))
+
+
+async def test_an_outcome_is_committed_after_transient_store_errors(client: Client) -> None:
+    """The first three completions fail as a dropped connection would: the runner commits the
+    outcome on a later attempt (its lease is still its own), so the task runs once rather than
+    again after its lease runs out."""
+    t = Tracker()
+    job = await client.jobs().submit("flaky", SlowSync(0.0))
+    store = FlakyCompleteStore(client.store, failures=3)
+    runner = Runner(store, [SlowSync], InMemoryCache(), context=t, lease=5.0)  # type: ignore[arg-type]
+    async with asyncio.timeout(20):
+        await runner.run_all()
+    assert store.failures == 0
+    assert t.runs == {"slow": 1}
+    assert (await client.jobs().find(job.id)).state == JobState.COMPLETED
+    [task] = await client.jobs().tasks(job.id)
+    assert task.lost_count == 0
