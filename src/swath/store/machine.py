@@ -334,11 +334,15 @@ class SQLJobStore(abc.ABC):
     ) -> list[ClaimedTask]:
         if limit <= 0:
             return []
+        began = time.time()
         async with self._transaction() as tx:
-            # the time is taken once the transaction holds its locks (SQLite's writer lock can
-            # take seconds to get): a lease never starts before the claim can take effect
+            # Two times, for two fairnesses. Other runners' leases are judged by the time this
+            # call began: while it waited for the store's locks (or its process was frozen
+            # holding them), they could not renew, so that wait never counts against them. New
+            # leases start once the locks are held, so a lease never runs out before the claim
+            # takes effect.
             now = time.time()
-            await self._expire_leases(tx, now)
+            await self._expire_leases(tx, began)
             rows = await tx.fetchall(
                 "claim",
                 {
@@ -369,18 +373,20 @@ class SQLJobStore(abc.ABC):
         return claimed
 
     async def heartbeat(self, runner_id: str, lease: float) -> int:
+        began = time.time()  # a lease alive when the call began is renewed (see claim)
         async with self._transaction() as tx:
             now = time.time()
             return await tx.execute(
-                "heartbeat", {"runner": runner_id, "expires": now + lease, "now": now}
+                "heartbeat", {"runner": runner_id, "expires": now + lease, "now": began}
             )
 
     async def renew(self, runner_id: str, task_ids: Sequence[str], lease: float) -> list[str]:
+        began = time.time()
         async with self._transaction() as tx:
             now = time.time()
             held = []
             for task_id in task_ids:
-                params = {"id": task_id, "runner": runner_id, "expires": now + lease, "now": now}
+                params = {"id": task_id, "runner": runner_id, "expires": now + lease, "now": began}
                 if await tx.execute("task_renew", params):
                     held.append(task_id)
             return held
