@@ -250,7 +250,7 @@ _REFUSALS: tuple[type[BaseException], ...] = (
 
 
 def _transient(exc: BaseException) -> bool:
-    if isinstance(exc, asyncpg.exceptions.ClientConfigurationError | _REFUSALS):
+    if isinstance(exc, (asyncpg.exceptions.ClientConfigurationError, *_REFUSALS)):
         return False
     return isinstance(exc, _TRANSIENT)
 
@@ -551,6 +551,11 @@ class PostgresJobStore(SQLJobStore):
     async def release(self, runner_id: str, task_ids: Sequence[str]) -> int:
         return await self._retrying(
             "release", lambda: SQLJobStore.release(self, runner_id, task_ids)
+        )
+
+    async def renew(self, runner_id: str, task_ids: Sequence[str], lease: float) -> list[str]:
+        return await self._retrying(
+            "renew", lambda: SQLJobStore.renew(self, runner_id, task_ids, lease)
         )
 
     async def stop_requested(self, runner_id: str) -> list[str]:
