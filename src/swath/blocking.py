@@ -214,8 +214,8 @@ class BlockingJobClient:
     def submit(
         self,
         name: str,
-        task: Task,
-        cluster: Cluster | str | None = DEFAULT_CLUSTER,
+        task: Task | Sequence[Task],
+        cluster: Cluster | str | Sequence[Cluster | str] | None = DEFAULT_CLUSTER,
         max_retries: int = 0,
     ) -> Job:
         return self._call(self._jobs.submit, name, task, cluster, max_retries)

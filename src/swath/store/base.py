@@ -29,9 +29,9 @@ Semantics every store guarantees (the conformance suite checks each):
   executed twice). A success commits the task's subtasks and progress deltas in the same
   transaction. A task with no subtasks becomes COMPLETED; with subtasks, COMPUTED, and COMPLETED
   once all its subtasks are (recursively). When a task completes, its parent may complete, and
-  tasks depending on it lose one pending dependency. When the root task completes, the job is
-  COMPLETED. If the job is no longer active (CANCELED or FAILED), a success is recorded but its
-  subtasks are dropped: a task without subtasks becomes COMPLETED, one whose subtasks were
+  tasks depending on it lose one pending dependency. When the root task completes (the last of
+  them, for a job submitted with several), the job is COMPLETED. If the job is no longer active
+  (CANCELED or FAILED), a success is recorded but its subtasks are dropped: a task without subtasks becomes COMPLETED, one whose subtasks were
   dropped becomes CANCELED (job canceled) or SKIPPED (job failed), so a retry runs it again.
 * **Failure**: a failed outcome with retries left goes back to QUEUED with ``retry_count + 1``
   and ``run_after = now + retry_delay``; its subtasks are dropped. Without retries left, an
@@ -348,9 +348,12 @@ class JobStore(Protocol):
         """Set a cluster's display name; None if there is no such cluster."""
 
     # jobs
-    async def submit_job(self, job_id: str, name: str, cluster: str, root: NewTask) -> JobInfo:
-        """Insert a QUEUED job whose root task is ``root`` (in ``cluster``);
-        ``UnknownClusterError`` if a cluster does not exist. Wakes the cluster's runners."""
+    async def submit_job(
+        self, job_id: str, name: str, cluster: str, root: NewTask | Sequence[NewTask]
+    ) -> JobInfo:
+        """Insert a QUEUED job whose root task is ``root``, or whose root tasks are ``root``
+        (the job completes when all of them have; ``root_task_id`` is the first);
+        ``UnknownClusterError`` if a cluster does not exist. Wakes the clusters' runners."""
 
     async def get_job(self, job_id: str) -> JobInfo | None: ...
 

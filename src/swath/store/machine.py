@@ -215,24 +215,31 @@ class SQLJobStore(abc.ABC):
             return bool(await tx.execute("cluster_delete", {"slug": slug}))
 
     # -- jobs ------------------------------------------------------------------------------------
-    async def submit_job(self, job_id: str, name: str, cluster: str, root: NewTask) -> JobInfo:
+    async def submit_job(
+        self, job_id: str, name: str, cluster: str, root: NewTask | Sequence[NewTask]
+    ) -> JobInfo:
+        roots = [root] if isinstance(root, NewTask) else list(root)
+        if not roots:
+            raise ValueError("a job needs at least one root task")
+        if any(r.depends_on for r in roots):
+            raise ValueError("root tasks cannot depend on other tasks")
         now = time.time()
         async with self._transaction() as tx:
-            await self._check_clusters(tx, {cluster, root.cluster})
+            await self._check_clusters(tx, {cluster, *(r.cluster for r in roots)})
             await tx.execute(
                 "job_insert",
                 {
                     "id": job_id,
                     "name": name,
                     "cluster": cluster,
-                    "root_task_id": root.id,
+                    "root_task_id": roots[0].id,
                     "now": now,
                 },
             )
-            await self._insert_tasks(tx, job_id, None, [root], now)
+            await self._insert_tasks(tx, job_id, None, roots, now)
         self._job_names[job_id] = name
-        self._notify({root.cluster})
-        return JobInfo(job_id, name, cluster, JobState.QUEUED, now, None, None, root.id, [])
+        self._notify({r.cluster for r in roots})
+        return JobInfo(job_id, name, cluster, JobState.QUEUED, now, None, None, roots[0].id, [])
 
     async def _check_clusters(self, tx: Tx, clusters: set[str]) -> None:
         for cluster in clusters:
@@ -570,9 +577,10 @@ class SQLJobStore(abc.ABC):
             if with_dependents:
                 await tx.executemany("dependents_release", with_dependents)
                 released = True
-            roots = [{"id": d.job_id, "now": now} for d in done if d.parent_id is None]
-            if roots:
-                await tx.executemany("job_complete", roots)
+            for job_id in sorted({d.job_id for d in done if d.parent_id is None}):
+                # a job may have several roots: it completes with the last of them
+                await tx.fetchall("job_lock", {"id": job_id})
+                await tx.execute("job_complete", {"id": job_id, "now": now})
             parents = Counter(d.parent_id for d in done if d.parent_id is not None)
             if parents:
                 await tx.executemany(

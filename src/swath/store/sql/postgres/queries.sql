@@ -82,9 +82,19 @@ SELECT state FROM jobs WHERE id = :id FOR SHARE;
 UPDATE jobs SET state = 'RUNNING', started_at = COALESCE(started_at, :now)
 WHERE id = :id AND state = 'QUEUED';
 
+-- name: job_lock
+-- Taken before job_complete, so that of two transactions completing two root tasks of one job
+-- the second sees the first's (job_complete then reads with a snapshot taken after the lock).
+SELECT id FROM jobs WHERE id = :id FOR UPDATE;
+
 -- name: job_complete
+-- A job completes when all its root tasks (a job may have several) are done.
 UPDATE jobs SET state = 'COMPLETED', finished_at = :now
-WHERE id = :id AND state IN ('QUEUED', 'RUNNING');
+WHERE id = :id AND state IN ('QUEUED', 'RUNNING')
+  AND NOT EXISTS (
+      SELECT 1 FROM tasks
+      WHERE job_id = :id AND parent_id IS NULL AND state NOT IN ('COMPLETED', 'FAILED_OPTIONAL')
+  );
 
 -- name: job_fail
 UPDATE jobs SET state = 'FAILED', finished_at = :now
