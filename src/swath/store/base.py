@@ -31,8 +31,9 @@ Semantics every store guarantees (the conformance suite checks each):
   once all its subtasks are (recursively). When a task completes, its parent may complete, and
   tasks depending on it lose one pending dependency. When the root task completes (the last of
   them, for a job submitted with several), the job is COMPLETED. If the job is no longer active
-  (CANCELED or FAILED), a success is recorded but its subtasks are dropped: a task without subtasks becomes COMPLETED, one whose subtasks were
-  dropped becomes CANCELED (job canceled) or SKIPPED (job failed), so a retry runs it again.
+  (CANCELED or FAILED), a success is recorded but its subtasks are dropped: a task without
+  subtasks becomes COMPLETED, one whose subtasks were dropped becomes CANCELED (job canceled) or
+  SKIPPED (job failed), so a retry runs it again.
 * **Failure**: a failed outcome with retries left goes back to QUEUED with ``retry_count + 1``
   and ``run_after = now + retry_delay``; its subtasks are dropped. Without retries left, an
   optional task becomes FAILED_OPTIONAL, which counts as completed for its parent and its
