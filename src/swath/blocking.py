@@ -217,8 +217,9 @@ class BlockingJobClient:
         task: Task | Sequence[Task],
         cluster: Cluster | str | Sequence[Cluster | str] | None = DEFAULT_CLUSTER,
         max_retries: int = 0,
+        timeout: float | None = None,
     ) -> Job:
-        return self._call(self._jobs.submit, name, task, cluster, max_retries)
+        return self._call(self._jobs.submit, name, task, cluster, max_retries, timeout)
 
     def find(self, job: Job | str) -> Job:
         return self._call(self._jobs.find, job)

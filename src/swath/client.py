@@ -18,6 +18,7 @@ from typing import Any, ParamSpec, Self, TypeVar, overload
 
 from swath._validate import check_text
 from swath.cache import Cache, LocalFileSystemCache, cache_from_url
+from swath.context import check_max_retries, task_timeout
 from swath.diagram import DiagramFormat, JobDiagram, render
 from swath.diagram import mermaid as mermaid
 from swath.runner import Cleanup, Runner
@@ -327,17 +328,18 @@ class JobClient:
         task: Task | Sequence[Task],
         cluster: Cluster | str | Sequence[Cluster | str] | None = DEFAULT_CLUSTER,
         max_retries: int = 0,
+        timeout: float | None = None,  # noqa: ASYNC109 (a time limit for the task, not this call)
     ) -> Job:
         """Submit a job whose root task is ``task``, or whose root tasks are ``task`` (a list,
         as in Tilebox: the job completes when all of them have). ``cluster`` is one cluster for
-        every root task (None is ``default``) or a list with one per root task.
-        ``UnknownClusterError`` if a cluster does not exist, ``TypeError`` if an input cannot
-        be serialized."""
+        every root task (None is ``default``) or a list with one per root task. ``timeout``
+        (seconds; default: each task class's) fails an execution of a root task that runs
+        longer. ``UnknownClusterError`` if a cluster does not exist, ``TypeError`` if an input
+        cannot be serialized."""
         if not isinstance(name, str) or not name:
             raise ValueError(f"a job name is a non-empty str, not {name!r}")
         check_text(name, "a job name")
-        if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
-            raise ValueError(f"max_retries must be a non-negative int, not {max_retries!r}")
+        check_max_retries(max_retries)
         tasks = list(task) if isinstance(task, Sequence) else [task]
         if not tasks:
             raise ValueError("submit needs at least one root task")
@@ -354,7 +356,12 @@ class JobClient:
         for root, slug in zip(tasks, clusters, strict=True):
             data = encode_input(root)  # TypeError for non-tasks and unserializable inputs
             task_name, version = type(root).identifier()
-            roots.append(NewTask(new_id(), task_name, version, data, slug, max_retries=max_retries))
+            limit = task_timeout(root, timeout)
+            roots.append(
+                NewTask(
+                    new_id(), task_name, version, data, slug, max_retries=max_retries, timeout=limit
+                )
+            )
         store = await self._client._ensure_open()
         return await store.submit_job(new_id(), name, clusters[0], roots)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -239,7 +238,7 @@ class ExecutionContext:
         self._job_cache: Cache | None = None
         self._blocking_cache: BlockingCache | None = None
         self._current: CurrentTask | None = None
-        self._cancelled = threading.Event()
+        self._cancelled = False  # set by the runner's loop; read by the task's thread
         self.runner_context = runner_context
 
     @property
@@ -248,7 +247,7 @@ class ExecutionContext:
         ``timeout`` passed. Async tasks are cancelled (``CancelledError``) at the same moment;
         sync tasks, which run in a thread, should poll this and return early. Whatever the task
         returns after that is discarded."""
-        return self._cancelled.is_set()
+        return self._cancelled
 
     @property
     def current_task(self) -> CurrentTask:
@@ -272,27 +271,15 @@ class ExecutionContext:
         """Queue ``task`` as a subtask; it is committed when ``execute`` returns normally.
         ``timeout`` (seconds, default: the task class's) fails an execution that runs longer
         with a ``TimeoutError``, retried like any failure."""
-        deps = self._dependencies(depends_on)
-        check_max_retries(max_retries)
-        if cluster is not None and not isinstance(cluster, str):
-            raise TypeError(f"cluster must be a str, not {type(cluster).__name__}")
-        name, version = type(task).identifier() if isinstance(task, Task) else ("", "")
-        data = encode_input(task)  # TypeError for non-tasks and unserializable inputs
-        task_id = new_id()
-        self._subtasks.append(
-            NewTask(
-                id=task_id,
-                name=name,
-                version=version,
-                input=data,
-                cluster=cluster or self._claimed.cluster,
-                max_retries=max_retries,
-                optional=bool(optional),
-                depends_on=deps,
-                timeout=task_timeout(task, timeout),
-            )
+        [future] = self.submit_subtasks(
+            [task],
+            depends_on=depends_on,
+            cluster=cluster,
+            max_retries=max_retries,
+            optional=optional,
+            timeout=timeout,
         )
-        return FutureTask(self, len(self._subtasks) - 1, task_id, task)
+        return future
 
     def submit_subtasks(
         self,
@@ -304,17 +291,38 @@ class ExecutionContext:
         optional: bool = False,
         timeout: float | None = None,
     ) -> list[FutureTask]:
-        """``submit_subtask`` for each task, with the same options."""
-        return [
-            self.submit_subtask(
-                t,
-                depends_on=depends_on,
-                cluster=cluster,
-                max_retries=max_retries,
-                optional=optional,
-                timeout=timeout,
+        """``submit_subtask`` for each task, with the same options; all or nothing (an error
+        for one task submits none)."""
+        deps = self._dependencies(depends_on)
+        check_max_retries(max_retries)
+        if cluster is not None and not isinstance(cluster, str):
+            raise TypeError(f"cluster must be a str, not {type(cluster).__name__}")
+        if timeout is not None:
+            timeout = check_timeout(timeout)
+        cluster = cluster or self._claimed.cluster
+        optional = bool(optional)
+        new: list[NewTask] = []
+        for task in tasks:
+            data = encode_input(task)  # TypeError for non-tasks and unserializable inputs
+            name, version = type(task).identifier()
+            new.append(
+                NewTask(
+                    id=new_id(),
+                    name=name,
+                    version=version,
+                    input=data,
+                    cluster=cluster,
+                    max_retries=max_retries,
+                    optional=optional,
+                    depends_on=deps,
+                    timeout=type(task)._swath_timeout if timeout is None else timeout,
+                )
             )
-            for t in tasks
+        first = len(self._subtasks)
+        self._subtasks += new
+        return [
+            FutureTask(self, first + i, t.id, task)
+            for i, (t, task) in enumerate(zip(new, tasks, strict=True))
         ]
 
     def _dependencies(self, depends_on: FutureTask | Sequence[FutureTask] | None) -> list[str]:
@@ -402,7 +410,7 @@ class ExecutionContext:
 
     # -- for the runner --------------------------------------------------------------------------
     def _cancel(self) -> None:
-        self._cancelled.set()
+        self._cancelled = True
 
     def _display(self) -> str:
         return self._claimed.display if self._current is None else self._current.display
@@ -414,23 +422,26 @@ class ExecutionContext:
 
 def check_max_retries(max_retries: object) -> int:
     """``max_retries`` if it is an int every store can hold; ``ValueError``/``TypeError``."""
+    if type(max_retries) is int and 0 <= max_retries <= MAX_RETRIES_LIMIT:
+        return max_retries  # the common case, checked in one step
     if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
         raise ValueError(f"max_retries must be a non-negative int, not {max_retries!r}")
     return check_count(max_retries, "max_retries", maximum=MAX_RETRIES_LIMIT)
 
 
-def task_timeout(task: Task, timeout: float | None) -> float | None:
-    """The time limit of one execution of ``task``: ``timeout`` if given, else its class's
-    (``class T(Task, timeout=60)``); ``ValueError`` unless positive and finite."""
-    if timeout is None:
-        timeout = getattr(type(task), "_swath_timeout", None)
-        if timeout is None:
-            return None
+def check_timeout(timeout: object) -> float:
+    """``timeout`` as seconds if it is a positive, finite number; ``TypeError``/``ValueError``."""
     if not isinstance(timeout, int | float) or isinstance(timeout, bool):
         raise TypeError(f"timeout must be seconds (a number), not {type(timeout).__name__}")
     if not (timeout > 0 and math.isfinite(timeout)):
         raise ValueError(f"timeout must be a positive, finite number of seconds, not {timeout!r}")
     return float(timeout)
+
+
+def task_timeout(task: Task, timeout: float | None) -> float | None:
+    """The time limit of one execution of ``task``: ``timeout`` if given, else its class's
+    (``class T(Task, timeout=60)``)."""
+    return type(task)._swath_timeout if timeout is None else check_timeout(timeout)
 
 
 class SyncExecutionContext(ExecutionContext):

@@ -96,7 +96,7 @@ def _refused(exc: BaseException) -> bool:
     """Whether a store error is a refusal of the data (out of range, text it cannot hold, a
     dependency it cannot resolve) rather than an outage: stores raise those as ValueError,
     TypeError or OverflowError (see ``JobStore.complete``)."""
-    return isinstance(exc, ValueError | TypeError | OverflowError)
+    return isinstance(exc, ValueError | TypeError | OverflowError | UnknownClusterError)
 
 
 @dataclass(eq=False)

@@ -16,7 +16,7 @@ import os
 from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator
 from typing import Any, TypeVar
 
-from swath.cache._base import DEFAULT_CHUNK_SIZE, BytesLike, Cache, Stat
+from swath.cache._base import DEFAULT_CHUNK_SIZE, BytesLike, Cache, Stat, is_buffer
 
 T = TypeVar("T")
 
@@ -122,7 +122,7 @@ class BlockingCache:
 
     def put_stream(self, key: str, chunks: Iterable[BytesLike]) -> int:
         """Store the concatenation of ``chunks`` (pulled one at a time in this thread)."""
-        if isinstance(chunks, str | bytes | bytearray | memoryview):
+        if isinstance(chunks, str) or is_buffer(chunks):
             raise TypeError("put_stream takes an iterable of bytes-like chunks; use put()")
         iterator = iter(chunks)
         done = object()

@@ -256,6 +256,12 @@ class UnknownJobError(StoreError, LookupError):
     """No job has this id."""
 
 
+class RefusedError(StoreError, ValueError):
+    """The store cannot save a value it was given (a number out of its range, text it cannot
+    encode, a duplicate id): not retried, since the same value would be refused again. A runner
+    records it as the failure of the task whose outcome was refused."""
+
+
 # -- wake-ups -----------------------------------------------------------------------------------
 class WorkSignal:
     """One runner's wake-up flag for one cluster.
@@ -402,7 +408,8 @@ class JobStore(Protocol):
 
     async def complete(self, runner_id: str, outcomes: Sequence[TaskOutcome]) -> int:
         """Apply outcomes in one transaction (see the module docstring); returns how many were
-        accepted (the rest had lost their lease)."""
+        accepted (the rest had lost their lease). A value the store cannot save raises
+        :class:`RefusedError` (or another ``ValueError``/``TypeError``) and changes nothing."""
 
     async def release(self, runner_id: str, task_ids: Sequence[str]) -> int:
         """Give leased tasks back to the queue without charging anything; returns how many."""

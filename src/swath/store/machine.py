@@ -13,6 +13,7 @@ fixed number of statements plus one per distinct parent and per depended-on task
 from __future__ import annotations
 
 import abc
+import functools
 import json
 import re
 import time
@@ -53,6 +54,7 @@ _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _VERSION = re.compile(r"v([0-9]{1,9})\.([0-9]{1,9})")
 
 
+@functools.lru_cache(maxsize=1024)
 def version_numbers(version: str) -> tuple[int, int]:
     """``"v1.2"`` -> ``(1, 2)``: the columns a claim compares; ValueError for anything else."""
     m = _VERSION.fullmatch(version)
@@ -483,7 +485,7 @@ class SQLJobStore(abc.ABC):
         if unknown:
             raise ValueError(f"depends_on names tasks outside this batch: {sorted(unknown)}")
         await self._check_clusters(tx, {t.cluster for t in tasks})
-        versions = {t.version: version_numbers(t.version) for t in tasks}
+        versions = {v: version_numbers(v) for v in {t.version for t in tasks}}
         await tx.executemany(
             "task_insert",
             [

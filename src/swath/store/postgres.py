@@ -40,6 +40,7 @@ from swath.store.base import (
     JobInfo,
     JobState,
     NewTask,
+    RefusedError,
     StoreError,
     TaskInfo,
     TaskKind,
@@ -238,8 +239,18 @@ _BROKEN: tuple[type[BaseException], ...] = (
 )
 
 
+#: values the database or the driver cannot take: not retried (the same value would fail again)
+_REFUSALS: tuple[type[BaseException], ...] = (
+    asyncpg.DataError,  # SQLSTATE class 22: out of range, bad encoding (NUL in text), ...
+    asyncpg.IntegrityConstraintViolationError,  # class 23: a duplicate id
+    asyncpg.exceptions._base.DataError,  # the driver's own: "invalid input for query argument"
+    UnicodeError,
+    OverflowError,
+)
+
+
 def _transient(exc: BaseException) -> bool:
-    if isinstance(exc, asyncpg.exceptions.ClientConfigurationError):
+    if isinstance(exc, asyncpg.exceptions.ClientConfigurationError | _REFUSALS):
         return False
     return isinstance(exc, _TRANSIENT)
 
@@ -377,6 +388,8 @@ class PostgresJobStore(SQLJobStore):
                     tx = _PgTx(conn)
                     yield tx
                     await tx.finish()
+            except _REFUSALS:
+                raise  # the statement was refused; the connection is fine
             except _BROKEN:
                 # the connection may be mid-protocol or dead: never hand it out again
                 with contextlib.suppress(asyncpg.InterfaceError):
@@ -398,6 +411,11 @@ class PostgresJobStore(SQLJobStore):
         while True:
             try:
                 result = await op()
+            except _REFUSALS as exc:
+                raise RefusedError(
+                    f"job store {what} ({self.url}) refused a value: {type(exc).__name__}: "
+                    f"{self._scrub(str(exc))}"
+                ) from None
             except _TRANSIENT as exc:
                 if not _transient(exc) or time.monotonic() + delay > deadline:
                     raise self._error(f"job store {what} failed", exc) from None

@@ -159,18 +159,22 @@ WHERE id = :id AND state = 'RUNNING';
 -- name: claim
 -- :known is NULL (any task) or a JSON array of {"n": name, "ma": major, "mi": newest minor}:
 -- the identifiers the claiming runner registered; other tasks stay queued for other runners.
+-- The list is parsed once per claim (a materialized CTE), not once per candidate row.
 -- Also starts the claimed tasks' jobs (QUEUED -> RUNNING) and returns each job's name as a
 -- twelfth column, so the job_start and job_name queries the state machine runs next are
 -- answered without another round trip (see _PgTx in postgres.py).
-WITH claimed AS (
+WITH known AS MATERIALIZED (
+    SELECT * FROM jsonb_to_recordset(CAST(:known AS jsonb)) AS k(n text, ma int, mi int)
+), claimed AS (
     UPDATE tasks
     SET state = 'RUNNING', lease_owner = :runner, lease_expires = :expires, started_at = :now
     WHERE id IN (
         SELECT id FROM tasks
         WHERE cluster = :cluster AND state = 'QUEUED' AND pending_deps = 0 AND run_after <= :now
           AND (CAST(:known AS text) IS NULL OR EXISTS (
-              SELECT 1 FROM jsonb_to_recordset(CAST(:known AS jsonb)) AS k(n text, ma int, mi int)
-              WHERE k.n = tasks.name AND k.ma = tasks.version_major AND k.mi >= tasks.version_minor))
+              SELECT 1 FROM known
+              WHERE known.n = tasks.name AND known.ma = tasks.version_major
+                AND known.mi >= tasks.version_minor))
         ORDER BY run_after, id
         LIMIT :limit
         FOR UPDATE SKIP LOCKED

@@ -123,15 +123,18 @@ WHERE id = :id AND state = 'RUNNING';
 -- name: claim
 -- :known is NULL (any task) or a JSON array of {"n": name, "ma": major, "mi": newest minor}:
 -- the identifiers the claiming runner registered; other tasks stay queued for other runners.
+-- The list is parsed once per claim (a materialized table), not once per candidate row.
+WITH known (n, ma, mi) AS MATERIALIZED (
+    SELECT value ->> 'n', value ->> 'ma', value ->> 'mi' FROM json_each(:known)
+)
 UPDATE tasks
 SET state = 'RUNNING', lease_owner = :runner, lease_expires = :expires, started_at = :now
 WHERE id IN (
     SELECT id FROM tasks
     WHERE cluster = :cluster AND state = 'QUEUED' AND pending_deps = 0 AND run_after <= :now
       AND (:known IS NULL OR EXISTS (
-          SELECT 1 FROM json_each(:known) AS k
-          WHERE k.value ->> 'n' = tasks.name AND k.value ->> 'ma' = tasks.version_major
-            AND k.value ->> 'mi' >= tasks.version_minor))
+          SELECT 1 FROM known
+          WHERE n = tasks.name AND ma = tasks.version_major AND mi >= tasks.version_minor))
     ORDER BY run_after, id
     LIMIT :limit
 )
