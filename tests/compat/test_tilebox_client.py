@@ -216,6 +216,9 @@ async def test_diagram_formats_and_notebook_display() -> None:
         shown = await client.jobs().display(job)
         assert "<svg" in (shown._repr_svg_() or "")
         assert "<svg" in shown._repr_html_()
+        html = (await client.jobs().find(job))._repr_html_()
+        assert "<td>COMPLETED</td>" in html
+        assert "3 COMPLETED" in html
 
 
 async def test_diagram_display_without_graphviz(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -158,6 +158,27 @@ class JobInfo(msgspec.Struct, frozen=True):
     progress: list[ProgressInfo] = []
     execution_stats: ExecutionStats = ExecutionStats()
 
+    def _repr_html_(self) -> str:
+        """A job in a notebook: its state, progress bars and task counts (its task graph is
+        ``jobs().display(job)``)."""
+        from html import escape
+
+        rows = [
+            f"<tr><th>job</th><td>{escape(self.name)} <code>{escape(self.id)}</code></td></tr>",
+            f"<tr><th>state</th><td>{escape(self.state.value)}</td></tr>",
+        ]
+        for p in self.progress:
+            bar = f'<progress value="{p.done}" max="{max(p.total, 1)}"></progress>'
+            rows.append(
+                f"<tr><th>{escape(p.label or 'progress')}</th>"
+                f"<td>{bar} {p.done} / {p.total}</td></tr>"
+            )
+        stats = self.execution_stats
+        counts = ", ".join(f"{n} {state.value}" for state, n in stats.tasks_by_state.items())
+        rows.append(f"<tr><th>tasks</th><td>{escape(counts) or 'none'}</td></tr>")
+        rows.append(f"<tr><th>compute time</th><td>{stats.compute_time:.3f} s</td></tr>")
+        return "<table>" + "".join(rows) + "</table>"
+
 
 class ErrorInfo(msgspec.Struct, frozen=True):
     """A failure as recorded: the exception's type name, message and full traceback text."""
