@@ -266,19 +266,22 @@ class SlowLeaf(Task):
 
 async def test_submit_several_root_tasks(store_factory: StoreFactory) -> None:
     """``jobs().submit(name, [t1, t2, t3], cluster=[...])``: one job, a root task per element on
-    its own cluster; the job completes only when the last root has, on every store."""
+    its own cluster (their parent a group task that is never executed); the job completes only
+    when the last root has, on every store."""
     async with Client(store=store_factory.make()) as client:
         await client.clusters().create("gpu")
         job = await client.jobs().submit(
             "roots", [Leaf(1), Leaf(2), Leaf(3)], cluster=["default", "default", "gpu"]
         )
-        tasks = await client.jobs().tasks(job)
-        assert [(t.parent_id, t.cluster) for t in tasks] == [
-            (None, "default"),
-            (None, "default"),
-            (None, "gpu"),
+        tasks = {t.id: t for t in await client.jobs().tasks(job)}
+        group = tasks[job.root_task_id]
+        assert (group.name, group.state, group.parent_id) == ("swath.roots", "COMPUTED", None)
+        roots = sorted((t for t in tasks.values() if t is not group), key=lambda t: t.cluster)
+        assert [(t.name, t.parent_id, t.cluster) for t in roots] == [
+            ("Leaf", group.id, "default"),
+            ("Leaf", group.id, "default"),
+            ("Leaf", group.id, "gpu"),
         ]
-        assert job.root_task_id == tasks[0].id
         cache = InMemoryCache()
         await client.runner(tasks=[Leaf], cache=cache).run_all()
         assert (await client.jobs().find(job)).state == "RUNNING"
@@ -292,8 +295,8 @@ async def test_submit_several_root_tasks(store_factory: StoreFactory) -> None:
 
 async def test_several_roots_completed_concurrently(store_factory: StoreFactory) -> None:
     """Many roots finishing at once in runners of their own (separate store objects, as
-    separate processes would be) still complete the job: the last completion sees the
-    others."""
+    separate processes would be) complete their jobs, without a deadlock or a lost
+    completion."""
     async with Client(store=store_factory.make()) as client:
         jobs = [
             await client.jobs().submit(f"roots-{i}", [SlowLeaf(n) for n in range(6)])

@@ -29,8 +29,8 @@ Semantics every store guarantees (the conformance suite checks each):
   executed twice). A success commits the task's subtasks and progress deltas in the same
   transaction. A task with no subtasks becomes COMPLETED; with subtasks, COMPUTED, and COMPLETED
   once all its subtasks are (recursively). When a task completes, its parent may complete, and
-  tasks depending on it lose one pending dependency. When the root task completes (the last of
-  them, for a job submitted with several), the job is COMPLETED. If the job is no longer active
+  tasks depending on it lose one pending dependency. When the root task completes, the job is
+  COMPLETED. If the job is no longer active
   (CANCELED or FAILED), a success is recorded but its subtasks are dropped: a task without
   subtasks becomes COMPLETED, one whose subtasks were dropped becomes CANCELED (job canceled) or
   SKIPPED (job failed), so a retry runs it again.
@@ -71,6 +71,9 @@ from swath.errors import SwathError
 MAX_LOST = 10
 #: The cluster that always exists.
 DEFAULT_CLUSTER = "default"
+#: The name of the task that is the parent of a job's root tasks when it has several (never
+#: executed: it completes when they all have).
+ROOTS_TASK = "swath.roots"
 #: The wake-up signal set when jobs stop (canceled or failed): not a cluster name (slugs are
 #: ``[a-z0-9_-]``), so it never collides with one.
 STOPPED_SIGNAL = "!stopped"
@@ -379,9 +382,10 @@ class JobStore(Protocol):
     async def submit_job(
         self, job_id: str, name: str, cluster: str, root: NewTask | Sequence[NewTask]
     ) -> JobInfo:
-        """Insert a QUEUED job whose root task is ``root``, or whose root tasks are ``root``
-        (the job completes when all of them have; ``root_task_id`` is the first);
-        ``UnknownClusterError`` if a cluster does not exist. Wakes the clusters' runners."""
+        """Insert a QUEUED job whose root task is ``root``; ``UnknownClusterError`` if a cluster
+        does not exist. Wakes the clusters' runners. With several root tasks, the job's root is a
+        group task (named ``ROOTS_TASK``, never executed, COMPUTED from the start) whose
+        subtasks they are: it completes, and the job with it, when they all have."""
 
     async def get_job(self, job_id: str) -> JobInfo | None: ...
 

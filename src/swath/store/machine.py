@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from swath.store.base import (
     DEFAULT_CLUSTER,
     MAX_LOST,
+    ROOTS_TASK,
     STOPPED_SIGNAL,
     ClaimedTask,
     ClusterInfo,
@@ -45,6 +46,7 @@ from swath.store.base import (
     UnknownClusterError,
     UnknownJobError,
     WorkSignal,
+    new_id,
 )
 
 Row = Sequence[Any]
@@ -225,6 +227,9 @@ class SQLJobStore(abc.ABC):
             raise ValueError("a job needs at least one root task")
         if any(r.depends_on for r in roots):
             raise ValueError("root tasks cannot depend on other tasks")
+        # several roots: a group task, never executed, is their parent (see task_group_of_roots)
+        group = NewTask(new_id(), ROOTS_TASK, "v0.0", b"{}", cluster) if len(roots) > 1 else None
+        top = group or roots[0]
         now = time.time()
         async with self._transaction() as tx:
             await self._check_clusters(tx, {cluster, *(r.cluster for r in roots)})
@@ -234,14 +239,17 @@ class SQLJobStore(abc.ABC):
                     "id": job_id,
                     "name": name,
                     "cluster": cluster,
-                    "root_task_id": roots[0].id,
+                    "root_task_id": top.id,
                     "now": now,
                 },
             )
-            await self._insert_tasks(tx, job_id, None, roots, now)
+            await self._insert_tasks(tx, job_id, None, [top], now)
+            if group is not None:
+                await self._insert_tasks(tx, job_id, group.id, roots, now)
+                await tx.execute("task_group_of_roots", {"id": group.id, "n": len(roots)})
         self._job_names[job_id] = name
         self._notify({r.cluster for r in roots})
-        return JobInfo(job_id, name, cluster, JobState.QUEUED, now, None, None, roots[0].id, [])
+        return JobInfo(job_id, name, cluster, JobState.QUEUED, now, None, None, top.id, [])
 
     async def _check_clusters(self, tx: Tx, clusters: set[str]) -> None:
         for cluster in clusters:
@@ -579,10 +587,9 @@ class SQLJobStore(abc.ABC):
             if with_dependents:
                 await tx.executemany("dependents_release", with_dependents)
                 released = True
-            for job_id in sorted({d.job_id for d in done if d.parent_id is None}):
-                # a job may have several roots: it completes with the last of them
-                await tx.fetchall("job_lock", {"id": job_id})
-                await tx.execute("job_complete", {"id": job_id, "now": now})
+            roots = [{"id": d.job_id, "now": now} for d in done if d.parent_id is None]
+            if roots:
+                await tx.executemany("job_complete", roots)
             parents = Counter(d.parent_id for d in done if d.parent_id is not None)
             if parents:
                 await tx.executemany(

@@ -71,19 +71,9 @@ SELECT state FROM jobs WHERE id = :id;
 UPDATE jobs SET state = 'RUNNING', started_at = COALESCE(started_at, :now)
 WHERE id = :id AND state = 'QUEUED';
 
--- name: job_lock
--- Taken before job_complete, so that of two transactions completing two root tasks of one job
--- the second sees the first's (job_complete then reads with a snapshot taken after the lock).
-SELECT id FROM jobs WHERE id = :id;
-
 -- name: job_complete
--- A job completes when all its root tasks (a job may have several) are done.
 UPDATE jobs SET state = 'COMPLETED', finished_at = :now
-WHERE id = :id AND state IN ('QUEUED', 'RUNNING')
-  AND NOT EXISTS (
-      SELECT 1 FROM tasks
-      WHERE job_id = :id AND parent_id IS NULL AND state NOT IN ('COMPLETED', 'FAILED_OPTIONAL')
-  );
+WHERE id = :id AND state IN ('QUEUED', 'RUNNING');
 
 -- name: job_fail
 UPDATE jobs SET state = 'FAILED', finished_at = :now
@@ -104,6 +94,12 @@ INSERT INTO tasks (id, job_id, parent_id, cluster, name, version, version_major,
 VALUES (:id, :job_id, :parent_id, :cluster, :name, :version, :version_major, :version_minor,
         :input, :display, 'QUEUED', :max_retries, :optional, :pending_deps, :has_dependents,
         :timeout, :now, :now);
+
+-- name: task_group_of_roots
+-- A job submitted with several root tasks gets one more task as their parent: never executed,
+-- COMPUTED from the start with the roots as its pending children, so it completes (and with it
+-- the job) when the last root has, as any parent does.
+UPDATE tasks SET state = 'COMPUTED', pending_children = :n WHERE id = :id;
 
 -- name: dep_insert
 INSERT INTO task_deps (task_id, depends_on) VALUES (:task_id, :depends_on);
