@@ -427,6 +427,11 @@ class JobStore(Protocol):
     async def heartbeat(self, runner_id: str, lease: float) -> int:
         """Extend the live leases of ``runner_id``; returns how many."""
 
+    async def renew(self, runner_id: str, task_ids: Sequence[str], lease: float) -> list[str]:
+        """Extend the leases of ``task_ids`` that ``runner_id`` still holds, alive; returns
+        those. A runner whose claim took longer than expected (a locked store, a frozen process)
+        starts only these: the others may have expired and gone to another runner."""
+
     async def stop_requested(self, runner_id: str) -> list[str]:
         """The ids of tasks ``runner_id`` holds whose job stopped (canceled or failed): the
         runner cancels them and releases them (they end CANCELED or SKIPPED)."""

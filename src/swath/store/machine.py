@@ -349,8 +349,10 @@ class SQLJobStore(abc.ABC):
     ) -> list[ClaimedTask]:
         if limit <= 0:
             return []
-        now = time.time()
         async with self._transaction() as tx:
+            # the time is taken once the transaction holds its locks (SQLite's writer lock can
+            # take seconds to get): a lease never starts before the claim can take effect
+            now = time.time()
             await self._expire_leases(tx, now)
             rows = await tx.fetchall(
                 "claim",
@@ -382,11 +384,21 @@ class SQLJobStore(abc.ABC):
         return claimed
 
     async def heartbeat(self, runner_id: str, lease: float) -> int:
-        now = time.time()
         async with self._transaction() as tx:
+            now = time.time()
             return await tx.execute(
                 "heartbeat", {"runner": runner_id, "expires": now + lease, "now": now}
             )
+
+    async def renew(self, runner_id: str, task_ids: Sequence[str], lease: float) -> list[str]:
+        async with self._transaction() as tx:
+            now = time.time()
+            held = []
+            for task_id in task_ids:
+                params = {"id": task_id, "runner": runner_id, "expires": now + lease, "now": now}
+                if await tx.execute("task_renew", params):
+                    held.append(task_id)
+            return held
 
     async def release(self, runner_id: str, task_ids: Sequence[str]) -> int:
         if not task_ids:
@@ -412,11 +424,14 @@ class SQLJobStore(abc.ABC):
     async def complete(self, runner_id: str, outcomes: Sequence[TaskOutcome]) -> int:
         if not outcomes:
             return 0
-        now = time.time()
         wake: set[str] | None = set()
         async with self._transaction() as tx:
+            now = time.time()
             held = {r[0]: _Held(*r) for r in await tx.fetchall("held_tasks", {"runner": runner_id})}
-            accepted = [o for o in outcomes if o.task_id in held]
+            # one outcome per task: a runner that re-claimed its own expired lease may report
+            # two executions of a task at once; the later one ran under the live lease
+            latest = {o.task_id: o for o in outcomes}
+            accepted = [o for o in latest.values() if o.task_id in held]
             if not accepted:
                 return 0
             job_active = {}

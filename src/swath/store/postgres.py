@@ -555,6 +555,11 @@ class PostgresJobStore(SQLJobStore):
             "release", lambda: SQLJobStore.release(self, runner_id, task_ids)
         )
 
+    async def renew(self, runner_id: str, task_ids: Sequence[str], lease: float) -> list[str]:
+        return await self._retrying(
+            "renew", lambda: SQLJobStore.renew(self, runner_id, task_ids, lease)
+        )
+
     async def stop_requested(self, runner_id: str) -> list[str]:
         return await self._retrying(
             "stop_requested", lambda: SQLJobStore.stop_requested(self, runner_id)

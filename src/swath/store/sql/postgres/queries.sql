@@ -197,6 +197,11 @@ WHERE id IN (
     FOR UPDATE
 );
 
+-- name: task_renew
+-- Extend one lease if it is still this runner's and alive (see JobStore.renew).
+UPDATE tasks SET lease_expires = :expires
+WHERE id = :id AND lease_owner = :runner AND state = 'RUNNING' AND lease_expires >= :now;
+
 -- name: held_tasks
 SELECT id, job_id, parent_id, cluster, retry_count, max_retries, optional, has_dependents
 FROM tasks WHERE lease_owner = :runner AND state = 'RUNNING'
