@@ -1,4 +1,4 @@
-"""The cache contract (API.md section 3), run against every backend in ``BACKENDS``.
+"""The cache contract (docs/cache.md), run against every backend in ``BACKENDS``.
 
 Each test's docstring says what it proves. Nothing here knows which backend it runs on, except
 where a rule only applies to persistent backends (selected by a flag of the factory, not skipped).
