@@ -223,8 +223,7 @@ def _why_rerun(
     e: Execution, later: Execution, recs: Records, events: Events, lease: float
 ) -> str | None:
     """Why ``later`` may run the attempt ``e`` ran (``e``'s runner lost its lease), or None."""
-    accepted = {pid for pid, _, _ in recs.accepted.get((e.task_id, e.attempt), [])}
-    if e.pid in accepted and e.how in ("ok", "raise"):
+    if _committed(e, recs):
         return None  # its result was committed: nothing may run this attempt again
     kill = events.killed.get(e.pid)
     if kill is not None and e.start <= kill <= later.start:
@@ -235,6 +234,19 @@ def _why_rerun(
     if e.how == "cancel":
         return "cancelled by a graceful stop and given back"
     return _lapsed(e, later, recs, lease)
+
+
+def _committed(e: Execution, recs: Records) -> bool:
+    """Whether the store accepted ``e``'s outcome: its process recorded an accepted outcome of
+    that attempt after ``e`` ended, and ran that attempt only once (with two runs in one process,
+    which one the accepted outcome came from is unknown, and neither counts as committed)."""
+    if e.how not in ("ok", "raise") or e.end is None:
+        return False
+    same = [x for x in recs.by_attempt.get((e.task_id, e.attempt), []) if x.pid == e.pid]
+    if len(same) > 1:
+        return False
+    accepted = recs.accepted.get((e.task_id, e.attempt), [])
+    return any(pid == e.pid and t >= e.end for pid, _, t in accepted)
 
 
 def _claimed_at(e: Execution, recs: Records) -> tuple[float, float]:
@@ -313,6 +325,17 @@ def _hint(first: Execution, later: Execution, recs: Records, events: Events, lea
                 f"{t1:.3f}), longer than the {lease} s lease, so the lease had run out before "
                 f"the task started ({why}); the runner started it all the same"
             )
+    failed = [
+        f"{op} call {n} ({when})"
+        for pid, t, op, n, when in recs.faults
+        if pid == first.pid and op == "complete" and first.start <= t <= later.start
+    ]
+    if failed:
+        hints.append(
+            f"the first run's runner had store errors injected into {', '.join(failed)}: "
+            "a runner that drops an outcome on a transient store error, instead of keeping it "
+            "and trying again while it holds the lease, sends the task round again"
+        )
     for pid, spans in events.stopped.items():
         for t_stop, t_cont in spans:
             if pid != first.pid and t_stop <= later.start and (t_cont or events.end) >= first.start:

@@ -84,6 +84,10 @@ class Records:
     accepted: dict[tuple[str, int], list[tuple[int, str, float]]] = field(
         default_factory=lambda: defaultdict(list)
     )
+    #: (task_id, attempt) -> its executions, in start order
+    by_attempt: dict[tuple[str, int], list[Execution]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
     partial: int = 0
     faults: list[tuple[int, float, str, int, str]] = field(default_factory=list)
     #: (pid, task_id) -> the claim calls (t0, t1) that leased that task to that process
@@ -140,6 +144,8 @@ def read(directory: Path) -> Records:
             except (IndexError, KeyError, ValueError):
                 # a line cut short can only be the last one of a killed process
                 out.bad_lines.append(f"{path.name}: {line}")
+    for e in sorted(out.executions, key=lambda e: e.start):
+        out.by_attempt[(e.task_id, e.attempt)].append(e)
     return out
 
 
