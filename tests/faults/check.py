@@ -263,23 +263,26 @@ def _lapsed(e: Execution, later: Execution, recs: Records, lease: float) -> str 
 
     A claim call from t0 to t1 leases the task until at least t0 + lease, from t1 on; a heartbeat
     call likewise. The lease may lapse at a moment no renewal covers; it counts as lost only if a
-    renewal had been attempted in time (started before the lease ran out) and was late or failed.
-    If the runner simply stopped renewing a lease it held, that is not a loss but a bug."""
+    renewal had been attempted in time (started before the lease ran out) and was late or failed,
+    or the heartbeat loop was held up in its other store call (``stop_requested``) past the
+    deadline. If the runner simply stopped renewing a lease it held, that is not a loss but a
+    bug."""
     t0, t1 = _claimed_at(e, recs)
     until = t0 + lease
     if t1 > until:
         return None  # the claim handed out a lease that had run out already: a store bug
     failed = False
-    for h0, h1, renewed in sorted(recs.heartbeats.get(e.pid, [])):
+    for h0, h1, how in sorted(recs.heartbeats.get(e.pid, [])):
         if h0 < t0:
             continue
         if h0 > until or until >= later.start:
             break
-        if not renewed:
-            failed = True
-        elif h1 > until:
+        if h1 > until and how != "fail":
+            # a renewal, or the heartbeat loop's other store call, waited past the deadline
             return "lease lapsed: a heartbeat stalled (store unreachable or locked)"
-        else:
+        if how == "fail":
+            failed = True
+        elif how == "ok":
             until = max(until, h0 + lease)
     if until < later.start and failed:
         return "lease lapsed: heartbeats failed"

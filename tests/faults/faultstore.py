@@ -106,6 +106,15 @@ class FaultyStore:
             raise self._fault("complete", when)
         return result
 
+    async def stop_requested(self, runner_id: str, *args: Any, **kwargs: Any) -> Any:
+        """Not a fault target; recorded because the runner's heartbeat loop awaits it between
+        heartbeats (a call stalled here delays the next renewal)."""
+        started = records.now()
+        try:
+            return await self._inner.stop_requested(runner_id, *args, **kwargs)
+        finally:
+            records.write("H", started, records.now(), "poll")
+
     async def heartbeat(self, runner_id: str, *args: Any, **kwargs: Any) -> Any:
         when = self._when("heartbeat")
         if when == "before":

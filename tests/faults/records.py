@@ -11,7 +11,8 @@ processes of one machine). The lines:
 ``C exec child_node child_task_id``    it submitted a subtask (committed only if accepted)
 ``D exec node missing``                a value it depends on was missing when it started
 ``Q t0 t1 task_id ...``                 a claim call, from t0 to t1, leased these tasks
-``H t0 t1 ok|fail``                    a heartbeat call, from t0 to t1, renewed the leases or not
+``H t0 t1 ok|fail|poll``               a heartbeat call, from t0 to t1, renewed the leases or not
+                                       (``poll``: the heartbeat loop's ``stop_requested`` call)
 ``K t runner id:attempt:ok|fail ...``  the store accepted every outcome of one ``complete``
 ``P t runner accepted/sent``           it accepted only some (which ones is not known)
 ``F t op n when``                      the fault injector failed call ``n`` of ``op``
@@ -94,8 +95,8 @@ class Records:
     claims: dict[tuple[int, str], list[tuple[float, float]]] = field(
         default_factory=lambda: defaultdict(list)
     )
-    #: pid -> its heartbeat calls (t0, t1, renewed)
-    heartbeats: dict[int, list[tuple[float, float, bool]]] = field(
+    #: pid -> the store calls of its heartbeat loop (t0, t1, "ok" | "fail" | "poll")
+    heartbeats: dict[int, list[tuple[float, float, str]]] = field(
         default_factory=lambda: defaultdict(list)
     )
     bad_lines: list[str] = field(default_factory=list)
@@ -134,7 +135,7 @@ def read(directory: Path) -> Records:
                     for task_id in f[3:]:
                         out.claims[(pid, task_id)].append(span)
                 elif kind == "H":
-                    out.heartbeats[pid].append((float(f[1]), float(f[2]), f[3] == "ok"))
+                    out.heartbeats[pid].append((float(f[1]), float(f[2]), f[3]))
                 elif kind == "P":
                     out.partial += 1
                 elif kind == "F":
