@@ -60,6 +60,10 @@ FLUSH_BATCH = 256
 FLUSH_LINGER = 0.002
 #: A runner gives up (raises) after this many consecutive failed claims.
 MAX_STORE_FAILURES = 10
+#: A finished task's outcome is committed in this many attempts at most (after transient store
+#: errors), the first retry after COMMIT_RETRY_DELAY seconds, each next one four times later.
+COMMIT_ATTEMPTS = 4
+COMMIT_RETRY_DELAY = 0.05
 
 Cleanup = Literal["never", "on-success", "always"]
 #: the job states after which ``cleanup`` clears a job's cache
@@ -242,6 +246,8 @@ class _Loop:
         self.signal = runner.store.work_signal(runner.cluster)
         self.stop_signal = runner.store.work_signal(STOPPED_SIGNAL)
         self.inflight: dict[asyncio.Task[None], _Flight] = {}
+        #: ids of the tasks this runner executes or has outcomes of not yet committed
+        self.running: set[str] = set()
         self.pending: list[TaskOutcome] = []
         self.pending_jobs: set[str] = set()
         self.to_release: list[str] = []
@@ -300,6 +306,7 @@ class _Loop:
 
     async def _release(self) -> None:
         ids, self.to_release = self.to_release, []
+        self.running.difference_update(ids)
         if ids:
             released = await self.store.release(self.r.id, ids)
             self.r.stats.released += released
@@ -384,6 +391,13 @@ class _Loop:
         return bool(self.pending) or self.flushing > 0
 
     def _start(self, claimed: ClaimedTask) -> None:
+        if claimed.id in self.running:
+            # our own lease had expired (a stalled store, a frozen process) and we claimed the
+            # task again: the execution in flight, or its outcome waiting to be committed,
+            # carries on under the new lease; never a second execution beside it
+            log.info("runner %s re-claimed task %s it still holds", self.r.id, claimed.id)
+            return
+        self.running.add(claimed.id)
         flight = _Flight(claimed)
         task = self.loop.create_task(self._execute(flight))
         self.inflight[task] = flight
@@ -541,7 +555,10 @@ class _Loop:
         jobs, self.pending_jobs = self.pending_jobs, set()
         self.flushing += 1
         try:
-            accepted = await self._complete(batch)
+            try:
+                accepted = await self._complete(batch)
+            finally:
+                self.running.difference_update(o.task_id for o in batch)
             if self.r.cleanup != "never":
                 cleanup = asyncio.create_task(self._cleanup(jobs))
                 self.cleanups.add(cleanup)
@@ -556,38 +573,52 @@ class _Loop:
             return await self.store.complete(self.r.id, batch)
         except Exception:
             log.exception("runner %s could not complete %d tasks", self.r.id, len(batch))
-        # report each one alone, so a single bad outcome cannot take the rest with it; an
-        # outcome the store refuses becomes a failure of its task carrying the refusal (once:
-        # never a lost lease and another round); after an outage the leases run out instead
+        # report each one alone, so a single bad outcome cannot take the rest with it
         accepted = 0
         for outcome in batch:
-            try:
-                accepted += await self.store.complete(self.r.id, [outcome])
-                continue
-            except Exception as exc:
-                if not _refused(exc):
-                    log.exception("runner %s could not complete task %s", self.r.id, outcome)
-                    continue
-                refusal = exc
-            log.error(
-                "runner %s: the store refused the outcome of task %s (%s: %s); recording that "
-                "as its failure",
-                self.r.id,
-                outcome.task_id,
-                type(refusal).__name__,
-                storable_text(str(refusal)),
-            )
-            failure = TaskFailure(
-                outcome.task_id,
-                error_info(refusal),
-                self.r.retry_delay,
-                storable_text(outcome.display),
-            )
-            try:
-                accepted += await self.store.complete(self.r.id, [failure])
-            except Exception:
-                log.exception("runner %s could not record the failure", self.r.id)
+            accepted += await self._complete_one(outcome)
         return accepted
+
+    async def _complete_one(self, outcome: TaskOutcome) -> int:
+        """Commit one outcome, trying again after transient errors (the lease is ours and
+        heartbeats keep it: a commit that gets through later saves a second execution). An
+        outcome the store refuses becomes a failure of its task carrying the refusal (once:
+        never a lost lease and another round). After COMMIT_ATTEMPTS the lease runs out and
+        the task runs again elsewhere."""
+        delay = COMMIT_RETRY_DELAY
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            try:
+                return await self.store.complete(self.r.id, [outcome])
+            except Exception as exc:
+                if _refused(exc):
+                    return await self._record_refusal(outcome, exc)
+                if attempt == COMMIT_ATTEMPTS:
+                    log.exception("runner %s could not complete task %s", self.r.id, outcome)
+                    return 0
+            await asyncio.sleep(delay)
+            delay *= 4
+        return 0  # not reached
+
+    async def _record_refusal(self, outcome: TaskOutcome, refusal: Exception) -> int:
+        log.error(
+            "runner %s: the store refused the outcome of task %s (%s: %s); recording that as "
+            "its failure",
+            self.r.id,
+            outcome.task_id,
+            type(refusal).__name__,
+            storable_text(str(refusal)),
+        )
+        failure = TaskFailure(
+            outcome.task_id,
+            error_info(refusal),
+            self.r.retry_delay,
+            storable_text(outcome.display),
+        )
+        try:
+            return await self.store.complete(self.r.id, [failure])
+        except Exception:
+            log.exception("runner %s could not record the failure", self.r.id)
+            return 0
 
     async def _flush_all(self) -> None:
         while self.pending or self.flushing:

@@ -334,11 +334,15 @@ class SQLJobStore(abc.ABC):
     ) -> list[ClaimedTask]:
         if limit <= 0:
             return []
+        began = time.time()
         async with self._transaction() as tx:
-            # the time is taken once the transaction holds its locks (SQLite's writer lock can
-            # take seconds to get): a lease never starts before the claim can take effect
+            # Two times, for two fairnesses. Other runners' leases are judged by the time this
+            # call began: while it waited for the store's locks (or its process was frozen
+            # holding them), they could not renew, so that wait never counts against them. New
+            # leases start once the locks are held, so a lease never runs out before the claim
+            # takes effect.
             now = time.time()
-            await self._expire_leases(tx, now)
+            await self._expire_leases(tx, began)
             rows = await tx.fetchall(
                 "claim",
                 {
@@ -369,18 +373,20 @@ class SQLJobStore(abc.ABC):
         return claimed
 
     async def heartbeat(self, runner_id: str, lease: float) -> int:
+        began = time.time()  # a lease alive when the call began is renewed (see claim)
         async with self._transaction() as tx:
             now = time.time()
             return await tx.execute(
-                "heartbeat", {"runner": runner_id, "expires": now + lease, "now": now}
+                "heartbeat", {"runner": runner_id, "expires": now + lease, "now": began}
             )
 
     async def renew(self, runner_id: str, task_ids: Sequence[str], lease: float) -> list[str]:
+        began = time.time()
         async with self._transaction() as tx:
             now = time.time()
             held = []
             for task_id in task_ids:
-                params = {"id": task_id, "runner": runner_id, "expires": now + lease, "now": now}
+                params = {"id": task_id, "runner": runner_id, "expires": now + lease, "now": began}
                 if await tx.execute("task_renew", params):
                     held.append(task_id)
             return held
@@ -413,7 +419,10 @@ class SQLJobStore(abc.ABC):
         async with self._transaction() as tx:
             now = time.time()
             held = {r[0]: _Held(*r) for r in await tx.fetchall("held_tasks", {"runner": runner_id})}
-            accepted = [o for o in outcomes if o.task_id in held]
+            # one outcome per task: a runner that re-claimed its own expired lease may report
+            # two executions of a task at once; the later one ran under the live lease
+            latest = {o.task_id: o for o in outcomes}
+            accepted = [o for o in latest.values() if o.task_id in held]
             if not accepted:
                 return 0
             job_active = {}

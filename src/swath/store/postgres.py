@@ -250,7 +250,7 @@ _REFUSALS: tuple[type[BaseException], ...] = (
 
 
 def _transient(exc: BaseException) -> bool:
-    if isinstance(exc, asyncpg.exceptions.ClientConfigurationError | _REFUSALS):
+    if isinstance(exc, (asyncpg.exceptions.ClientConfigurationError, *_REFUSALS)):
         return False
     return isinstance(exc, _TRANSIENT)
 
