@@ -273,16 +273,17 @@ def _lapsed(e: Execution, later: Execution, recs: Records, lease: float) -> str 
         return None  # the claim handed out a lease that had run out already: a store bug
     failed = False
     for h0, h1, how in sorted(recs.heartbeats.get(e.pid, [])):
-        if h0 < t0:
+        if h1 < t0:
             continue
         if h0 > until or until >= later.start:
             break
         if h1 > until and how != "fail":
-            # a renewal, or the heartbeat loop's other store call, waited past the deadline
+            # a renewal, or the heartbeat loop's other store call, was still waiting at the
+            # deadline (it may have begun before the claim: the loop is one call at a time)
             return "lease lapsed: a heartbeat stalled (store unreachable or locked)"
         if how == "fail":
             failed = True
-        elif how == "ok":
+        elif how == "ok" and h0 >= t0:
             until = max(until, h0 + lease)
     if until < later.start and failed:
         return "lease lapsed: heartbeats failed"
@@ -339,13 +340,23 @@ def _hint(first: Execution, later: Execution, recs: Records, events: Events, lea
             "a runner that drops an outcome on a transient store error, instead of keeping it "
             "and trying again while it holds the lease, sends the task round again"
         )
+    t0, _ = _claimed_at(later, recs)
+    for t_stop, t_cont in events.stopped.get(later.pid, []):
+        if t0 <= t_stop <= later.start:
+            hints.append(
+                f"the later run's runner (pid {later.pid}) was SIGSTOPped from {t_stop:.3f} to "
+                f"{t_cont or events.end:.3f}, between its claim ({t0:.3f}) and the start: it "
+                "started a task whose lease had run out meanwhile (a runner should check how old "
+                "its claim is right before it starts a task)"
+            )
     for pid, spans in events.stopped.items():
         for t_stop, t_cont in spans:
             if pid != first.pid and t_stop <= later.start and (t_cont or events.end) >= first.start:
                 hints.append(
                     f"another runner (pid {pid}) was SIGSTOPped from {t_stop:.3f} to "
                     f"{t_cont or events.end:.3f}: a process frozen inside a store transaction "
-                    "holds SQLite's write lock and every other process waits behind it"
+                    "keeps its locks (SQLite's write lock, PostgreSQL's row locks) and the "
+                    "others wait behind it"
                 )
     for t0, t1 in events.restarts:
         if t0 <= later.start and t1 >= first.start:
