@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from swath._validate import InvalidTextError
 from swath.cache import (
     Cache,
     CacheGroup,
@@ -20,6 +21,9 @@ from swath.errors import (
     ChecksumMismatchError,
     InvalidKeyError,
     KeyNotFoundError,
+    NotFoundError,
+    ReadOnlyError,
+    RunnerLostError,
     SwathError,
 )
 from swath.runner import Runner, TaskInputError, UnknownTaskError
@@ -28,6 +32,7 @@ from swath.store.base import (
     JobState,
     ProgressInfo,
     StoreError,
+    StoreOpenError,
     TaskInfo,
     TaskState,
     UnknownClusterError,
@@ -48,22 +53,28 @@ __all__ = [
     "Cluster",
     "ClusterClient",
     "CurrentTask",
+    "DatabaseError",
     "ErrorInfo",
     "ExecutionContext",
     "FutureTask",
     "GoogleStorageCache",
     "InMemoryCache",
     "InvalidKeyError",
+    "InvalidTextError",
     "Job",
     "JobClient",
     "JobState",
     "KeyNotFoundError",
     "LocalFileSystemCache",
+    "NotFoundError",
     "ProgressIndicator",
     "ProgressInfo",
+    "ReadOnlyError",
     "Runner",
+    "RunnerLostError",
     "Stat",
     "StoreError",
+    "StoreOpenError",
     "SwathError",
     "Task",
     "TaskInfo",
@@ -81,4 +92,8 @@ def __getattr__(name: str) -> Any:
         import swath.cache
 
         return getattr(swath.cache, name)
+    if name == "DatabaseError":  # the PostgreSQL store's errors (needs asyncpg, extra postgres)
+        import swath.store.postgres
+
+        return swath.store.postgres.DatabaseError
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any, Self
 
+from swath._validate import check_text
 from swath.cache import Cache
 from swath.runner import Runner
 from swath.store.base import (
@@ -144,6 +145,7 @@ class JobClient:
         not exist, ``TypeError`` if the task's input cannot be serialized."""
         if not isinstance(name, str) or not name:
             raise ValueError(f"a job name is a non-empty str, not {name!r}")
+        check_text(name, "a job name")  # NUL or a lone surrogate: InvalidTextError
         if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
             raise ValueError(f"max_retries must be a non-negative int, not {max_retries!r}")
         data = encode_input(task)

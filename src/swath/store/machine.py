@@ -151,6 +151,18 @@ class SQLJobStore(abc.ABC):
         )
         return int(version)
 
+    async def _check_schema(self, tx: Tx, migrations: Iterable[tuple[int, str]]) -> None:
+        """What a read-only open does instead of ``_migrate``: the schema must be there and
+        current (its version table is read; a missing table is the caller's "no database")."""
+        rows = await tx.fetchall("schema_version", {})
+        current = rows[0][0] if rows else 0
+        newest = max((number for number, _ in migrations), default=0)
+        if current != newest:
+            raise StoreError(
+                f"the job store's schema is version {current}, this swath reads version "
+                f"{newest}: " + ("upgrade swath" if current > newest else "open it writable once")
+            )
+
     @abc.abstractmethod
     async def _run_script(self, tx: Tx, sql: str) -> None:
         """Run a migration script (several statements)."""
