@@ -241,12 +241,26 @@ _STATE_CLASS = {
 }
 
 
+#: characters a Mermaid label may hold as they are (inside "..."); any other is an entity
+_MERMAID_SAFE = frozenset(" .,:_-/()+*=!?@%$'~^|")
+
+
+def mermaid_text(text: str) -> str:
+    """``text`` for a quoted Mermaid label: letters, digits and harmless punctuation as they
+    are, every other character as an entity code (``#34;``), so that a task's name or display
+    cannot close the label, start a line, add nodes or edges, or bring in HTML."""
+    return "".join(
+        ch if (ch.isalnum() and ch.isprintable()) or ch in _MERMAID_SAFE else f"#{ord(ch)};"
+        for ch in text
+    )
+
+
 def mermaid(tasks: Sequence[TaskInfo]) -> str:
     """Mermaid flowchart text for a list of tasks (see ``JobClient.diagram``)."""
     index = {t.id: f"t{i}" for i, t in enumerate(tasks)}
     lines = ["graph TD"]
     for t in tasks:
-        label = (t.display or t.name).replace('"', "'")
+        label = mermaid_text(t.display or t.name)
         lines.append(f'    {index[t.id]}["{label}<br/>{t.state.value}"]:::{_STATE_CLASS[t.state]}')
     for t in tasks:
         if t.parent_id in index:

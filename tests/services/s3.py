@@ -202,7 +202,7 @@ def _factory(name: str, server: S3Server, bucket: str, large_objects: bool) -> B
     return BackendFactory(
         name,
         make=lambda: server.make_cache(bucket),
-        url=f"s3://{bucket}",
+        url=f"s3://{bucket}/",  # the bucket root, as make_cache(bucket) (prefix "")
         env=server.env,
         rss_budget=PART_SIZE * (MAX_CONCURRENCY + 2) + (32 << 20),
         large_objects=large_objects,

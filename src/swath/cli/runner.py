@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import importlib
 import logging
+from typing import Any
 
 import click
 
-from swath.cache import cache_from_url
-from swath.cli._common import client, console, run
+from swath.cli._common import clean, client, console, markup, open_cache, run
 from swath.task import Task
 
 CACHE_HELP = (
@@ -22,7 +22,7 @@ def load_task(spec: str) -> list[type[Task]]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise click.BadParameter(f"cannot import {module_name!r}: {exc}") from None
+        raise click.BadParameter(clean(f"cannot import {module_name!r}: {exc}")) from None
     if attr:
         found = getattr(module, attr, None)
         if not (isinstance(found, type) and issubclass(found, Task)):
@@ -39,6 +39,17 @@ def load_task(spec: str) -> list[type[Task]]:
     if not tasks:
         raise click.BadParameter(f"module {module_name!r} defines no Task subclasses")
     return tasks
+
+
+class _CleanFormatter(logging.Formatter):
+    """Log lines with control characters escaped (task errors carry user text); tracebacks
+    keep their newlines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return clean(super().formatMessage(record))
+
+    def formatException(self, ei: Any) -> str:
+        return clean(super().formatException(ei), multiline=True)
 
 
 @click.command()
@@ -62,15 +73,15 @@ def runner(
 ) -> None:
     """Run TASKS (``module:TaskClass`` or ``module`` for all its tasks) until SIGINT/SIGTERM."""
     classes = [cls for spec in tasks for cls in load_task(spec)]
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(_CleanFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
 
     async def go() -> None:
         async with client(ctx) as c:
             r = c.runner(
                 classes,
-                cache_from_url(cache_url),
+                open_cache(cache_url),
                 cluster=cluster,
                 max_concurrency=concurrency,
                 lease=lease,
@@ -78,8 +89,8 @@ def runner(
                 handle_signals=True,
             )
             console.print(
-                f"runner {r.id} on cluster [bold]{cluster}[/] ({c.store.url}): "
-                f"{', '.join(r.registry.identifiers())}"
+                f"runner {r.id} on cluster [bold]{markup(cluster)}[/] ({markup(c.store.url)}): "
+                f"{markup(', '.join(r.registry.identifiers()))}"
             )
             await (r.run_all() if until_idle else r.run_forever())
             s = r.stats

@@ -111,21 +111,16 @@ class SQLiteJobStore(SQLJobStore):
         if self.path == ":memory:":
             return await aiosqlite.connect(self.path, isolation_level=None)
         uri = _read_only_uri(self.path)
-        conn = await aiosqlite.connect(uri, uri=True, isolation_level=None)
         try:
-            await conn.execute("SELECT count(*) FROM sqlite_master")
-            return conn
+            return await _connect_checked(uri)
         except sqlite3.OperationalError:
             # A database in WAL mode is read through its -shm file, which a reader must be able
             # to create when it is missing: in a directory without write permission it cannot.
             # Every swath writer that closes removes its -wal and -shm files, so a database
             # without them holds all its data in the main file: read it as immutable.
-            await conn.close()
             if _has_wal(self.path):
                 raise
-            conn = await aiosqlite.connect(uri + "&immutable=1", uri=True, isolation_level=None)
-            await conn.execute("SELECT count(*) FROM sqlite_master")
-            return conn
+            return await _connect_checked(uri + "&immutable=1")
 
     async def close(self) -> None:
         self._users = max(0, self._users - 1)
@@ -164,6 +159,18 @@ class SQLiteJobStore(SQLJobStore):
         assert self._conn is not None
         for statement in _split_statements(sql):
             await self._conn.execute(statement)
+
+
+async def _connect_checked(uri: str) -> aiosqlite.Connection:
+    """A connection to ``uri`` that has read the schema (so a file that is not a database
+    fails here); closed again if it fails."""
+    conn = await aiosqlite.connect(uri, uri=True, isolation_level=None)
+    try:
+        await conn.execute("SELECT count(*) FROM sqlite_master")
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
 
 
 def _read_only_uri(path: str) -> str:
