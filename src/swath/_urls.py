@@ -75,6 +75,27 @@ class URL:
     def params(self) -> dict[str, str]:
         return dict(self.query)
 
+    def hosts(self) -> list[tuple[str, int | None]]:
+        """The hosts of a libpq host specification, ``h1[:port],[::1][:port],...``; a
+        :class:`URLError` that quotes nothing for a port that is not a number from 1 to 65535
+        or an IPv6 address without its ``]``."""
+        found: list[tuple[str, int | None]] = []
+        for item in self.hostspec.split(",") if self.hostspec else []:
+            if item.startswith("["):
+                end = item.find("]")
+                if end < 0:
+                    raise URLError("an IPv6 host without its closing ']'")
+                host, rest = item[1:end], item[end + 1 :]
+                if rest and not rest.startswith(":"):
+                    raise URLError("text after an IPv6 host's ']' (expected ]:port)")
+                port = rest[1:] if rest else ""
+            else:
+                host, _, port = item.partition(":")
+            if port and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+                raise URLError("a port is not a number from 1 to 65535")
+            found.append((_decode(host, "host"), int(port) if port else None))
+        return found
+
     def secrets(self) -> list[str]:
         """Every secret this URL carries, decoded and as written, longest first: the strings a
         message must never contain."""

@@ -209,6 +209,8 @@ def test_any_password_connects_and_never_shows(
             down = encoded.replace(host, f"127.0.0.1:{free_port()}")
             unreachable = CliRunner().invoke(main, ["--database", down, "jobs", "ls"])
             assert unreachable.exit_code == 3, unreachable.output
+            # the store's "retrying" warnings are not printed: one line
+            assert len(unreachable.output.strip().splitlines()) == 1, unreachable.output
             outputs.append(unreachable.output)
 
         raw = f"postgresql://{PASSWORD_ROLE}:{password}@{host}/{database}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import click
 
 from swath.cli._common import DATABASE_HELP, SwathGroup
@@ -23,6 +25,9 @@ def main(ctx: click.Context, database: str | None, debug: bool) -> None:
     2 usage, 3 the job store or cache cannot be used (missing, unreadable, corrupt,
     unreachable), 70 internal error, 130 interrupted, 141 output pipe closed."""
     ctx.obj = {"database": database, "debug": debug}
+    # swath's warnings (a store retrying) are not printed by Python's last-resort handler: an
+    # error is the one line the command prints; `swath runner` configures logging itself
+    logging.getLogger("swath").addHandler(logging.NullHandler())
 
 
 main.add_command(demo)

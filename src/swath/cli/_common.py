@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import math
 import os
 import sqlite3
 import sys
@@ -31,6 +32,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
+from swath._validate import INT64_MAX
 from swath.cache import Backend, cache_from_url
 from swath.client import Client
 from swath.errors import CacheError, NotFoundError, ReadOnlyError, SwathError
@@ -83,6 +85,36 @@ def clean(text: object, *, multiline: bool = False) -> str:
 def markup(text: object, *, multiline: bool = False) -> str:
     """``clean(text)`` with rich markup escaped: for user text inside rich output."""
     return escape(clean(text, multiline=multiline))
+
+
+# -- argument types -------------------------------------------------------------------------------
+class Seconds(click.ParamType):  # type: ignore[type-arg]  # generic only in newer stubs
+    """A finite number of seconds, at least ``minimum`` (click's FloatRange lets NaN through)."""
+
+    name = "seconds"
+
+    def __init__(self, minimum: float, *, inclusive: bool = True) -> None:
+        self.minimum = minimum
+        self.inclusive = inclusive
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{clean(repr(value))} is not a number of seconds", param, ctx)
+        too_small = seconds < self.minimum if self.inclusive else seconds <= self.minimum
+        if not math.isfinite(seconds) or too_small:
+            bound = ">=" if self.inclusive else ">"
+            self.fail(
+                f"{clean(repr(value))} is not a finite number {bound} {self.minimum}", param, ctx
+            )
+        return seconds
+
+
+#: a count every store can hold (``--limit``)
+COUNT = click.IntRange(0, INT64_MAX)
 
 
 # -- opening stores and caches --------------------------------------------------------------------

@@ -18,7 +18,9 @@ from rich.table import Column, Table
 from rich.tree import Tree
 
 from swath.cli._common import (
+    COUNT,
     EXIT_ERROR,
+    Seconds,
     client,
     console,
     duration,
@@ -54,7 +56,7 @@ def jobs() -> None:
 @jobs.command("ls")
 @click.option("--state", "states", multiple=True, type=click.Choice([s.value for s in JobState]))
 @click.option("--name", default=None, help="Only jobs with exactly this name.")
-@click.option("--limit", default=20, show_default=True)
+@click.option("--limit", default=20, show_default=True, type=COUNT)
 @click.pass_context
 def ls(ctx: click.Context, states: tuple[str, ...], name: str | None, limit: int) -> None:
     """List jobs, newest first."""
@@ -125,7 +127,13 @@ def show(ctx: click.Context, job_id: str, tracebacks: bool) -> None:
 
 @jobs.command()
 @click.argument("job_id")
-@click.option("--interval", default=0.25, show_default=True, help="Refresh interval, seconds.")
+@click.option(
+    "--interval",
+    default=0.25,
+    show_default=True,
+    type=Seconds(0.0, inclusive=False),
+    help="Refresh interval, seconds.",
+)
 @click.pass_context
 def watch(ctx: click.Context, job_id: str, interval: float) -> None:
     """Follow a job's progress bars until it finishes."""

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from swath.cli._common import clean, client, console, markup, open_cache, run
+from swath.cli._common import Seconds, clean, client, console, markup, open_cache, run
 from swath.task import Task
 
 CACHE_HELP = (
@@ -57,8 +57,20 @@ class _CleanFormatter(logging.Formatter):
 @click.option("--cache", "cache_url", default="cache", show_default=True, help=CACHE_HELP)
 @click.option("--cluster", default="default", show_default=True)
 @click.option("--concurrency", default=64, show_default=True, type=click.IntRange(min=1))
-@click.option("--lease", default=30.0, show_default=True, help="Lease of claimed tasks, seconds.")
-@click.option("--grace", default=30.0, show_default=True, help="Grace period on stop, seconds.")
+@click.option(
+    "--lease",
+    default=30.0,
+    show_default=True,
+    type=Seconds(0.0, inclusive=False),
+    help="Lease of claimed tasks, seconds.",
+)
+@click.option(
+    "--grace",
+    default=30.0,
+    show_default=True,
+    type=Seconds(0.0),
+    help="Grace period on stop, seconds.",
+)
 @click.option("--until-idle", is_flag=True, help="Stop when no runnable work remains.")
 @click.pass_context
 def runner(

@@ -265,6 +265,7 @@ class PostgresJobStore(SQLJobStore):
         parsed = parse_url(dsn)  # URLError (a ValueError) that quotes none of the DSN
         if parsed.scheme not in ("postgresql", "postgres"):
             raise ValueError(f"not a PostgreSQL URL: {parsed.redacted()!r}")
+        parsed.hosts()  # ports checked here: asyncpg's int() would quote what it found
         self.url = parsed.redacted()
         self._secrets = parsed.secrets()
         # asyncpg gets the DSN without any secret, re-encoded so that it splits it as we did,
