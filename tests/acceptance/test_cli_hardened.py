@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 
 from swath import Client, ExecutionContext, LocalFileSystemCache, Task
 from swath.cli import main
-from swath.cli._common import clean
 
 SWATH = [sys.executable, "-c", "from swath.cli import main; main()"]
 #: the exit codes docs/cli.md documents
@@ -365,6 +364,7 @@ def test_valid_keys_round_trip_through_the_cli(
 ) -> None:
     """A value stored under any valid key (any characters, escapes included) comes back whole
     from ``cache cat``, and ``cache ls`` lists the key's last segment in its escaped form."""
+    from swath.cli._common import clean
     from swath.errors import InvalidKeyError
 
     cache = tmp_path / "cache"

@@ -10,7 +10,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from swath._urls import URLError, parse_url, redact
 from swath.cache import InMemoryCache, LocalFileSystemCache, cache_from_url
 from swath.store.base import store_from_url
 from swath.store.postgres import PostgresJobStore
@@ -59,6 +58,8 @@ def test_libpq_splitting_rules() -> None:
     """Raw '#', '?' and ':' may appear in a password; '@' and '/' must be percent-encoded and
     are refused raw with a message that quotes nothing; multi-host and IPv6 host specs, the
     ``password=`` parameter and percent-decoding of user, password and path work as in libpq."""
+    from swath._urls import URLError, parse_url, redact
+
     u = parse_url("postgresql://us%40r:p?a:s#s@h1:5432,[::1]:5433/d%2Fb?sslmode=require")
     assert (u.user, u.password, u.hostspec, u.path) == (
         "us@r",
@@ -86,6 +87,8 @@ def test_percent_encoded_passwords_round_trip_and_never_show(password: str, user
     """Any printable password, percent-encoded as URLs require, parses back exactly; the store
     built from it hands asyncpg the same password, and its url, repr and the DSN it keeps (no
     secret in it) contain no 4-character piece of it."""
+    from swath._urls import parse_url, redact
+
     url = f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@db.example:5432/jobs"
     parsed = parse_url(url)
     assert (parsed.user, parsed.password, parsed.hostspec, parsed.path) == (
@@ -110,6 +113,8 @@ def test_raw_passwords_parse_as_libpq_or_fail_without_quoting(password: str) -> 
     parses with exactly that password (libpq would read it the same), or it is refused with a
     ``ValueError`` whose message holds no piece of the password; in neither case does any
     shown form (url, repr, redact) hold a piece of it."""
+    from swath._urls import redact
+
     url = f"postgresql://someone:{password}@db.example:5432/jobs"
     context = "PostgresJobStore('postgresql://someone:***@db.example:5432/jobs')"
     try:
