@@ -43,8 +43,8 @@ async def test_inputs_never_reach_logs_or_recorded_errors(
 ) -> None:
     """A task whose input holds a secret fails, and another's stored input does not decode
     into the runner's class for its identifier: with every logger at DEBUG, the secret is in no
-    record of swath's loggers, and neither it nor the undecodable input is in the recorded error (type,
-    message, traceback) or the runner's view of the job."""
+    record of swath's loggers, and neither it nor the undecodable input is in the recorded
+    error (type, message, traceback)."""
     caplog.set_level(logging.DEBUG)
     async with Client(f"sqlite:///{tmp_path}/jobs.db") as client:
         failed = await client.jobs().submit("leaky", Leaky(SECRET))
