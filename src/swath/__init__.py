@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from swath._validate import InvalidTextError
+from swath.blocking import BlockingClient
 from swath.cache import (
     Cache,
     CacheGroup,
@@ -29,6 +30,7 @@ from swath.errors import (
 from swath.runner import Runner, TaskInputError, UnknownTaskError
 from swath.store.base import (
     ErrorInfo,
+    ExecutionStats,
     JobState,
     ProgressInfo,
     StoreError,
@@ -44,6 +46,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AmazonS3Cache",
+    "BlockingClient",
     "Cache",
     "CacheError",
     "CacheGroup",
@@ -56,6 +59,7 @@ __all__ = [
     "DatabaseError",
     "ErrorInfo",
     "ExecutionContext",
+    "ExecutionStats",
     "FutureTask",
     "GoogleStorageCache",
     "InMemoryCache",
@@ -87,8 +91,16 @@ __all__ = [
 ]
 
 
+#: Imported on first use, so that ``import swath`` does not import aiobotocore or gcloud-aio.
+_LAZY = ("AmazonS3Cache", "GoogleStorageCache")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
 def __getattr__(name: str) -> Any:
-    if name in ("AmazonS3Cache", "GoogleStorageCache"):
+    if name in _LAZY:
         import swath.cache
 
         return getattr(swath.cache, name)

@@ -71,6 +71,8 @@ def cache_from_url(url: str, *, read_only: bool = False) -> Backend:
             raise ValueError(f"memory:// names no place: {url!r}")
         return InMemoryCache()
     if parts.scheme == "file":
+        if parts.hostspec in (".", ".."):  # file://./cache: a path relative to the working dir
+            return LocalFileSystemCache(parts.hostspec + "/" + parts.path, read_only=read_only)
         if parts.hostspec not in ("", "localhost"):
             raise ValueError(f"file URLs name a local path, not a host: {url!r}")
         if not parts.path:

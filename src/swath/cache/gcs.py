@@ -53,7 +53,7 @@ from gcloud.aio.storage.storage import SCOPES, init_api_root
 from swath._urls import refuse_credentials
 from swath.cache import _checksum
 from swath.cache._base import Backend, BackendWriter, Stat, missing
-from swath.cache.keys import Path, join, split_key
+from swath.cache.keys import Path, join, object_name, split_key
 from swath.errors import CacheError, ChecksumMismatchError, KeyNotFoundError
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ T = TypeVar("T")
 
 ALIGN = 256 << 10  # resumable chunks must be multiples of 256 KiB
 MAX_COMPOSE = 32  # sources per compose call
+MAX_OBJECT_NAME_BYTES = 1024  # GCS's limit for an object name
 TMP_SEGMENT = "\\swath-tmp"  # a backslash: no key segment can contain one
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 RETRY_EXCEPTIONS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
@@ -245,7 +246,7 @@ class GoogleStorageCache(Backend):
 
     # -- names ----------------------------------------------------------------------------------
     def _name(self, path: Path) -> str:
-        return self._root + join(path)
+        return object_name(self._root, path, "GCS", MAX_OBJECT_NAME_BYTES)
 
     def _object_url(self, name: str) -> str:
         bucket = quote(self.bucket, safe="")

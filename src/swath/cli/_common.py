@@ -32,7 +32,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from swath._validate import INT64_MAX
+from swath._validate import INT64_MAX, printable
 from swath.cache import Backend, cache_from_url
 from swath.client import Client
 from swath.errors import CacheError, NotFoundError, ReadOnlyError, SwathError
@@ -58,28 +58,12 @@ errors = Console(stderr=True, highlight=False)
 
 
 # -- user text on the terminal --------------------------------------------------------------------
-def _escaped(ch: str) -> str:
-    code = ord(ch)
-    if code < 0x100:
-        return f"\\x{code:02x}"
-    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
-
-
 def clean(text: object, *, multiline: bool = False) -> str:
-    """``text`` safe to print on a terminal: control characters (ESC, BEL, CR, C1 codes, DEL),
-    line and paragraph separators, bidirectional overrides and lone surrogates are shown as
-    ``\\x1b``-style escapes, so user text (job names, displays, error messages, keys) cannot
-    move the cursor, retitle the window, hide text or add lines. ``multiline`` keeps newlines
-    and tabs (tracebacks)."""
-    out: list[str] = []
-    for ch in str(text):
-        # not printable: controls (Cc), format characters such as bidirectional overrides
-        # (Cf), surrogates, unassigned code points, separators other than the space
-        if ch.isprintable() or (multiline and ch in "\n\t"):
-            out.append(ch)
-        else:
-            out.append(_escaped(ch))
-    return "".join(out)
+    """``text`` safe to print on a terminal (:func:`swath._validate.printable`): control
+    characters, bidirectional overrides, separators and lone surrogates as ``\\x1b``-style
+    escapes, so user text (job names, displays, error messages, keys) cannot move the cursor,
+    retitle the window, hide text or add lines. ``multiline`` keeps newlines and tabs."""
+    return printable(text, multiline=multiline)
 
 
 def markup(text: object, *, multiline: bool = False) -> str:

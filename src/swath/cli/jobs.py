@@ -86,9 +86,10 @@ def task_tree(job: Job, tasks: list[TaskInfo], tracebacks: bool) -> Tree:
     """The job and its tasks as a tree; every piece of user text is escaped (:func:`markup`).
     In a finished job, a task that never ended is not "running": a COMPUTED task (its own
     execute done) says that its subtasks did not complete, and shows no duration."""
-    finished = job.state in FINISHED_JOB_STATES
+    job_over = job.state in FINISHED_JOB_STATES
     tree = Tree(f"[bold]{markup(job.name)}[/] {job.id} {_state(job.state)}")
     nodes: dict[str | None, Tree] = {None: tree}
+    finished = {t.id for t in tasks if t.state in (TaskState.COMPLETED, TaskState.FAILED_OPTIONAL)}
     for t in tasks:  # creation order: parents come first
         if t.display:
             label = f"{markup(t.display)} [dim]{markup(t.name)} {markup(t.version)}[/]"
@@ -96,10 +97,16 @@ def task_tree(job: Job, tasks: list[TaskInfo], tracebacks: bool) -> Tree:
             label = f"{markup(t.name)} [dim]{markup(t.version)}[/]"
         extra = f" retries {t.retry_count}/{t.max_retries}" if t.retry_count else ""
         state = _state(t.state)
-        if finished and t.state == TaskState.COMPUTED:
+        if job_over and t.state == TaskState.COMPUTED:
             state += " [dim](its subtasks did not complete)[/]"
-        took = duration(t.started_at, t.finished_at, finished=finished)
+        took = duration(t.started_at, t.finished_at, finished=job_over)
         node = nodes.get(t.parent_id, tree).add(f"{label} {state} [dim]{took}{extra}[/]")
+        if t.state == TaskState.QUEUED and all(d in finished for d in t.depends_on):
+            # ready: runners claim only identifiers they registered, so this is what it needs
+            node.add(
+                f"[yellow]waits for a runner of cluster {markup(t.cluster)} that knows "
+                f"{markup(t.name)} {markup(t.version)}[/]"
+            )
         if t.error is not None and t.state in (TaskState.FAILED, TaskState.FAILED_OPTIONAL):
             node.add(f"[red]{markup(t.error.type)}: {markup(t.error.message)}[/]")
             if tracebacks:

@@ -19,7 +19,7 @@ from urllib.parse import quote
 import aiosqlite
 
 from swath.errors import NotFoundError, ReadOnlyError
-from swath.store.base import StoreOpenError
+from swath.store.base import RefusedError, StoreOpenError
 from swath.store.machine import Params, Row, SQLJobStore, Tx, load_migrations, load_queries
 
 _QUERIES = load_queries("sqlite")
@@ -149,6 +149,11 @@ class SQLiteJobStore(SQLJobStore):
                 if self.read_only and "readonly" in str(exc):
                     raise ReadOnlyError(f"the job store {self.url} is open read-only") from exc
                 raise
+            except _REFUSALS as exc:
+                await asyncio.shield(_rollback(conn))
+                raise RefusedError(
+                    f"job store {self.url} refused a value: {type(exc).__name__}: {exc}"
+                ) from exc
             except BaseException:
                 await asyncio.shield(_rollback(conn))
                 raise
@@ -181,6 +186,16 @@ def _read_only_uri(path: str) -> str:
 
 def _has_wal(path: str) -> bool:
     return os.path.exists(path + "-wal")
+
+
+#: values SQLite or its driver cannot take (an int beyond 64 bits, a lone surrogate, a duplicate
+#: id): raised as RefusedError
+_REFUSALS: tuple[type[BaseException], ...] = (
+    OverflowError,
+    UnicodeError,
+    sqlite3.IntegrityError,
+    sqlite3.DataError,
+)
 
 
 async def _rollback(conn: aiosqlite.Connection) -> None:
