@@ -426,3 +426,32 @@ def test_numbers_and_ports_are_checked_before_use(
     assert says in one_error_line(result)
     assert "S3cret" not in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_more_edges_found_next_to_the_listed_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task module that raises while importing (not an ImportError) is a usage error naming
+    it, exit code 2 (old code: a traceback; before the one-line rule: "internal error"); a
+    demo scene of 10^20 pixels is refused up front (old code: hung computing its tiles); a
+    database whose schema is older than this swath's is exit code 3 for reading commands,
+    saying that a runner upgrades it."""
+    (tmp_path / "raises_at_import.py").write_text("raise RuntimeError('no config file')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    db = str(tmp_path / "jobs.db")
+    result = invoke("--database", db, "runner", "raises_at_import", "--until-idle")
+    assert result.exit_code == 2, result.output
+    assert "RuntimeError: no config file" in one_error_line(result)
+
+    result = invoke("demo", "--size", "99999999999999999999", "--tile", "1")
+    assert result.exit_code == 2, result.output
+    assert "--size" in one_error_line(result)
+
+    asyncio.run(failed_job(db, "old", "d", "m"))
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("UPDATE swath_schema SET version = 1")
+    result = invoke("--database", db, "jobs", "ls")
+    assert result.exit_code == 3, result.output
+    assert "older than this swath" in one_error_line(result)

@@ -21,8 +21,9 @@ def load_task(spec: str) -> list[type[Task]]:
     module_name, _, attr = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise click.BadParameter(clean(f"cannot import {module_name!r}: {exc}")) from None
+    except Exception as exc:  # ImportError, or whatever the module raised while importing
+        what = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ImportError) else str(exc)
+        raise click.BadParameter(clean(f"cannot import {module_name!r}: {what}")) from None
     if attr:
         found = getattr(module, attr, None)
         if not (isinstance(found, type) and issubclass(found, Task)):

@@ -37,6 +37,7 @@ from swath.store.base import (
     ProgressInfo,
     Signals,
     StoreError,
+    StoreOpenError,
     TaskFailure,
     TaskInfo,
     TaskKind,
@@ -178,10 +179,15 @@ class SQLJobStore(abc.ABC):
         rows = await tx.fetchall("schema_version", {})
         current = rows[0][0] if rows else 0
         newest = max((number for number, _ in migrations), default=0)
-        if current != newest:
-            raise StoreError(
-                f"the job store's schema is version {current}, this swath reads version "
-                f"{newest}: " + ("upgrade swath" if current > newest else "open it writable once")
+        if current > newest:
+            raise StoreOpenError(
+                f"the job store's schema is version {current}, newer than this swath knows "
+                f"({newest}): upgrade swath"
+            )
+        if current < newest:
+            raise StoreOpenError(
+                f"the job store's schema is version {current}, older than this swath's "
+                f"({newest}): a runner or a writing command upgrades it when it opens it"
             )
 
     @abc.abstractmethod
