@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from swath._validate import InvalidTextError
 from swath.blocking import BlockingClient
 from swath.cache import (
     Cache,
@@ -29,6 +30,9 @@ from swath.errors import (
     ChecksumMismatchError,
     InvalidKeyError,
     KeyNotFoundError,
+    NotFoundError,
+    ReadOnlyError,
+    RunnerLostError,
     SwathError,
 )
 from swath.runner import Runner, TaskInputError, UnknownTaskError
@@ -38,6 +42,7 @@ from swath.store.base import (
     JobState,
     ProgressInfo,
     StoreError,
+    StoreOpenError,
     TaskInfo,
     TaskState,
     UnknownClusterError,
@@ -60,6 +65,7 @@ __all__ = [
     "Cluster",
     "ClusterClient",
     "CurrentTask",
+    "DatabaseError",
     "ErrorInfo",
     "ExecutionContext",
     "ExecutionStats",
@@ -67,16 +73,21 @@ __all__ = [
     "GoogleStorageCache",
     "InMemoryCache",
     "InvalidKeyError",
+    "InvalidTextError",
     "Job",
     "JobClient",
     "JobState",
     "KeyNotFoundError",
     "LocalFileSystemCache",
+    "NotFoundError",
     "ProgressIndicator",
     "ProgressInfo",
+    "ReadOnlyError",
     "Runner",
+    "RunnerLostError",
     "Stat",
     "StoreError",
+    "StoreOpenError",
     "SwathError",
     "SyncExecutionContext",
     "Task",
@@ -104,4 +115,8 @@ def __getattr__(name: str) -> Any:
         import swath.cache
 
         return getattr(swath.cache, name)
+    if name == "DatabaseError":  # the PostgreSQL store's errors (needs asyncpg, extra postgres)
+        import swath.store.postgres
+
+        return swath.store.postgres.DatabaseError
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -338,7 +338,7 @@ class JobClient:
         cannot be serialized."""
         if not isinstance(name, str) or not name:
             raise ValueError(f"a job name is a non-empty str, not {name!r}")
-        check_text(name, "a job name")
+        check_text(name, "a job name")  # NUL or a lone surrogate: InvalidTextError
         check_max_retries(max_retries)
         tasks = list(task) if isinstance(task, Sequence) else [task]
         if not tasks:

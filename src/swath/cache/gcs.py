@@ -34,6 +34,7 @@ import base64
 import contextlib
 import json
 import logging
+import os
 import random
 import secrets
 import struct
@@ -49,6 +50,7 @@ from gcloud.aio.auth import Token
 from gcloud.aio.storage import Storage
 from gcloud.aio.storage.storage import SCOPES, init_api_root
 
+from swath._urls import refuse_credentials
 from swath.cache import _checksum
 from swath.cache._base import Backend, BackendWriter, Stat, missing
 from swath.cache.keys import Path, join, object_name, split_key
@@ -143,8 +145,10 @@ class GoogleStorageCache(Backend):
         *,
         chunk_size: int = 8 << 20,
         max_concurrency: int = 8,
+        read_only: bool = False,
     ) -> None:
         super().__init__()
+        self.read_only = read_only
         if not isinstance(bucket, str) or not bucket or "/" in bucket:
             raise ValueError(f"bucket must be a non-empty name without '/', not {bucket!r}")
         if not isinstance(prefix, str):
@@ -183,6 +187,8 @@ class GoogleStorageCache(Backend):
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def _open(self) -> None:
+        if os.environ.get("STORAGE_EMULATOR_HOST"):
+            refuse_credentials(os.environ["STORAGE_EMULATOR_HOST"], "$STORAGE_EMULATOR_HOST")
         self._is_dev, self._api_root = init_api_root(None)
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=max(64, 4 * self.max_concurrency)),

@@ -41,7 +41,7 @@ import anyio.to_thread
 from swath.cache import _checksum
 from swath.cache._base import Backend, BackendWriter, Stat, missing
 from swath.cache.keys import Path, join
-from swath.errors import CacheError, ChecksumMismatchError
+from swath.errors import CacheError, ChecksumMismatchError, NotFoundError
 
 T = TypeVar("T")
 
@@ -527,9 +527,10 @@ class LocalFileSystemCache(Backend):
 
     url_scheme = "file"
 
-    def __init__(self, root: str | os.PathLike[str] = "cache") -> None:
+    def __init__(self, root: str | os.PathLike[str] = "cache", *, read_only: bool = False) -> None:
         super().__init__()
         self.root = os.path.abspath(os.fspath(root))
+        self.read_only = read_only
 
     def url(self) -> str:
         return "file://" + self.root
@@ -538,6 +539,10 @@ class LocalFileSystemCache(Backend):
         return f"LocalFileSystemCache({self.root!r})"
 
     async def _open(self) -> None:
+        if self.read_only:  # create nothing; a missing root is no cache at all
+            if not await _run(os.path.isdir, self.root):
+                raise NotFoundError(f"no cache at {self.root}")
+            return
         await _run(lambda: os.makedirs(self.root, exist_ok=True))
 
     # -- writes ---------------------------------------------------------------------------------

@@ -272,6 +272,10 @@ class StoreError(SwathError):
     """A job store failed or was asked something impossible."""
 
 
+class StoreOpenError(StoreError, OSError):
+    """The job store cannot be opened: unreadable, not a database, corrupt, unreachable."""
+
+
 class UnknownClusterError(StoreError, LookupError):
     """The cluster does not exist (``clusters().create`` it first)."""
 
@@ -458,33 +462,49 @@ class JobStore(Protocol):
         is set whenever a job stops (in this process, and on PostgreSQL in any)."""
 
 
-def store_from_url(url: str | None = None) -> JobStore:
+def store_from_url(url: str | None = None, *, read_only: bool = False) -> JobStore:
     """The store for a URL: ``:memory:``, ``sqlite:///path`` (or a plain path), or
-    ``postgresql://...``. None means ``$SWATH_DATABASE_URL`` or ``./swath.db``."""
+    ``postgresql://...``. None means ``$SWATH_DATABASE_URL`` or ``./swath.db``.
+
+    URLs are split by :func:`swath._urls.parse_url` (the way libpq splits them); errors quote
+    only their redacted form. ``read_only=True`` opens an existing store for reading: it creates
+    and migrates nothing (see the stores' ``read_only`` option)."""
+    from swath._urls import parse_url, redact
+
     if url is None:
         url = os.environ.get("SWATH_DATABASE_URL") or "sqlite:///swath.db"
-    if url.startswith(("postgresql://", "postgres://")):
+    from swath.store.sqlite import SQLiteJobStore
+
+    if url == ":memory:":
+        return SQLiteJobStore(":memory:", read_only=read_only)
+    if "://" not in url:
+        if not url:
+            raise ValueError("an empty database URL")
+        return SQLiteJobStore(url, read_only=read_only)
+    parsed = parse_url(url)
+    if parsed.scheme in ("postgresql", "postgres"):
         import importlib
 
         try:
             cls = importlib.import_module("swath.store.postgres").PostgresJobStore
         except (ImportError, AttributeError) as exc:
             raise ValueError(f"the PostgreSQL store is not available: {exc}") from exc
-        store: JobStore = cls(url)
+        store: JobStore = cls(url, read_only=read_only)
         return store
-    from swath.store.sqlite import SQLiteJobStore
-
-    if url == ":memory:" or url == "sqlite://:memory:" or url == "sqlite:///:memory:":
-        return SQLiteJobStore(":memory:")
-    if url.startswith("sqlite://"):
-        path = url[len("sqlite://") :]
+    if parsed.scheme == "sqlite":
+        if parsed.user is not None or parsed.query:
+            raise ValueError(f"a sqlite URL is sqlite:///path, not {redact(url)!r}")
+        if parsed.hostspec == ":memory:" or parsed.path == ":memory:":
+            return SQLiteJobStore(":memory:", read_only=read_only)
+        if parsed.hostspec:
+            raise ValueError(
+                f"a sqlite URL names a file, not a host: {redact(url)!r} "
+                "(sqlite:///relative.db, sqlite:////absolute.db)"
+            )
         # sqlite:///rel.db -> "rel.db"; sqlite:////abs.db -> "/abs.db"
-        path = path[1:] if path.startswith("/") else path
-        if not path:
-            raise ValueError(f"sqlite URL without a path: {url!r}")
-        return SQLiteJobStore(path)
-    if "://" in url:
-        raise ValueError(
-            f"unknown database URL {url!r}: use sqlite:///path, postgresql://, or :memory:"
-        )
-    return SQLiteJobStore(url)
+        if not parsed.path:
+            raise ValueError(f"sqlite URL without a path: {redact(url)!r}")
+        return SQLiteJobStore(parsed.path, read_only=read_only)
+    raise ValueError(
+        f"unknown database URL {redact(url)!r}: use sqlite:///path, postgresql://, or :memory:"
+    )

@@ -38,6 +38,7 @@ from swath.store.base import (
     ProgressInfo,
     Signals,
     StoreError,
+    StoreOpenError,
     TaskFailure,
     TaskInfo,
     TaskKind,
@@ -173,6 +174,23 @@ class SQLJobStore(abc.ABC):
             "cluster_insert", {"slug": DEFAULT_CLUSTER, "name": "Default", "now": time.time()}
         )
         return int(version)
+
+    async def _check_schema(self, tx: Tx, migrations: Iterable[tuple[int, str]]) -> None:
+        """What a read-only open does instead of ``_migrate``: the schema must be there and
+        current (its version table is read; a missing table is the caller's "no database")."""
+        rows = await tx.fetchall("schema_version", {})
+        current = rows[0][0] if rows else 0
+        newest = max((number for number, _ in migrations), default=0)
+        if current > newest:
+            raise StoreOpenError(
+                f"the job store's schema is version {current}, newer than this swath knows "
+                f"({newest}): upgrade swath"
+            )
+        if current < newest:
+            raise StoreOpenError(
+                f"the job store's schema is version {current}, older than this swath's "
+                f"({newest}): a runner or a writing command upgrades it when it opens it"
+            )
 
     @abc.abstractmethod
     async def _run_script(self, tx: Tx, sql: str) -> None:
