@@ -605,8 +605,9 @@ async def test_undecodable_input_fails_clearly(client: Client, cache: InMemoryCa
 
 
 async def test_idle_runner_wakes_within_milliseconds(client: Client, cache: InMemoryCache) -> None:
-    """An idle run_forever runner starts a task submitted in the same process within a second (a few ms when
-    the machine is idle), although its polling back-off is 5 s: the wake-up signal works."""
+    """An idle run_forever runner starts a task submitted in the same process within a second
+    (a few ms on an idle machine), although its polling back-off is 5 s: the wake-up signal
+    works."""
     runner = client.runner(ALL, cache, poll_interval=(5.0, 5.0))
     background = asyncio.create_task(runner.run_forever())
     try:
