@@ -172,7 +172,7 @@ def test_reading_commands_create_nothing(tmp_path: Path, monkeypatch: pytest.Mon
 
 def test_read_only_database_and_cache_can_be_read(tmp_path: Path) -> None:
     """A database whose file and directory cannot be written (chattr +i, so even for root) is
-    read by jobs ls/show/diagram and a read-only cache by cache ls/du/cat/gc --dry-run; nothing
+    read by jobs ls/show/watch/diagram and a read-only cache by cache ls/du/cat/gc --dry-run; nothing
     changes on disk (old code: "attempt to write a readonly database" or "unable to open")."""
     db = tmp_path / "ro" / "jobs.db"
     job_id = asyncio.run(failed_job(str(db), "read-me", "d", "m"))
@@ -190,6 +190,9 @@ def test_read_only_database_and_cache_can_be_read(tmp_path: Path) -> None:
             result = invoke("--database", str(db), *args)
             assert result.exit_code == 0, (args, result.output)
         assert "read-me" in invoke("--database", str(db), "jobs", "ls").output
+        watched = invoke("--database", str(db), "jobs", "watch", job_id)
+        assert watched.exit_code == 1  # it ended FAILED, and watch says so
+        assert "FAILED" in watched.output
         assert invoke("cache", "ls", str(cache)).output.split() == [f"{job_id}/"]
         assert invoke("cache", "cat", str(cache), f"{job_id}/k").output == "value"
         assert invoke("cache", "du", str(cache)).exit_code == 0
