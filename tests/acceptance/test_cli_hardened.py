@@ -172,8 +172,9 @@ def test_reading_commands_create_nothing(tmp_path: Path, monkeypatch: pytest.Mon
 
 def test_read_only_database_and_cache_can_be_read(tmp_path: Path) -> None:
     """A database whose file and directory cannot be written (chattr +i, so even for root) is
-    read by jobs ls/show/watch/diagram and a read-only cache by cache ls/du/cat/gc --dry-run; nothing
-    changes on disk (old code: "attempt to write a readonly database" or "unable to open")."""
+    read by jobs ls/show/watch/diagram and a read-only cache by cache ls/du/cat/gc --dry-run;
+    nothing changes on disk (old code: "attempt to write a readonly database" or "unable to
+    open")."""
     db = tmp_path / "ro" / "jobs.db"
     job_id = asyncio.run(failed_job(str(db), "read-me", "d", "m"))
     cache = tmp_path / "ro" / "jobs.db.cache"
