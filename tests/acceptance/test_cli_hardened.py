@@ -147,6 +147,7 @@ def test_reading_commands_create_nothing(tmp_path: Path, monkeypatch: pytest.Mon
     (exit code 3) and leave the filesystem as it was (old code created the directories and an
     empty database, or the cache directory)."""
     monkeypatch.chdir(tmp_path)
+    asyncio.run(failed_job("real.db", "real", "d", "m"))
     before = snapshot(tmp_path)
     db = "nonexist/sub/new.db"
     for args in READING:
@@ -167,6 +168,10 @@ def test_reading_commands_create_nothing(tmp_path: Path, monkeypatch: pytest.Mon
         result = invoke("--database", db, *args)
         assert result.exit_code == 3, (args, result.output)
         assert "no database at" in one_error_line(result)
+    for args in (["cache", "gc", "./typo"], ["cache", "gc", "./typo", "--dry-run"]):
+        result = invoke("--database", "real.db", *args)
+        assert result.exit_code == 3, (args, result.output)
+        assert "no cache at" in one_error_line(result)
     assert snapshot(tmp_path) == before
 
 
@@ -459,3 +464,29 @@ def test_more_edges_found_next_to_the_listed_ones(
     result = invoke("--database", db, "jobs", "ls")
     assert result.exit_code == 3, result.output
     assert "older than this swath" in one_error_line(result)
+
+
+def test_runner_log_lines_are_escaped(tmp_path: Path) -> None:
+    """``swath runner`` logs a failed task's error (user text) with its control characters
+    escaped (old code: the runner's log line carried the escape sequence to the terminal)."""
+    db = str(tmp_path / "jobs.db")
+
+    async def submit() -> None:
+        async with Client(db) as client:
+            await client.jobs().submit("j", Fails(message="bad \x1b]0;pwned\x07 \x1b[2J"))
+
+    asyncio.run(submit())
+    module = "tests.acceptance.test_cli_hardened"
+    cache = str(tmp_path / "cache")
+    ran = subprocess.run(
+        [*SWATH, "--database", db, "runner", module, "--cache", cache, "--until-idle"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert "1 failed" in ran.stdout
+    assert "bad \\x1b]0;pwned\\x07" in ran.stderr
+    assert not CONTROL.search(ran.stdout + ran.stderr)
