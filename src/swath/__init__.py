@@ -15,8 +15,16 @@ from swath.cache import (
     Stat,
     cache_from_url,
 )
+from swath.cache.blocking import BlockingCache
 from swath.client import Client, Cluster, ClusterClient, Job, JobClient
-from swath.context import CurrentTask, ExecutionContext, FutureTask, ProgressIndicator
+from swath.context import (
+    CurrentTask,
+    ExecutionContext,
+    FutureTask,
+    ProgressIndicator,
+    SyncExecutionContext,
+    TaskLogger,
+)
 from swath.errors import (
     CacheError,
     ChecksumMismatchError,
@@ -46,6 +54,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AmazonS3Cache",
+    "BlockingCache",
     "BlockingClient",
     "Cache",
     "CacheError",
@@ -80,9 +89,11 @@ __all__ = [
     "StoreError",
     "StoreOpenError",
     "SwathError",
+    "SyncExecutionContext",
     "Task",
     "TaskInfo",
     "TaskInputError",
+    "TaskLogger",
     "TaskState",
     "UnknownClusterError",
     "UnknownJobError",

@@ -213,7 +213,7 @@ class _OpenWrite:
 
 @runtime_checkable
 class Cache(Protocol):
-    """The cache contract (API.md section 3). Every backend and every group satisfies it."""
+    """The cache contract (docs/cache.md). Every backend and every group satisfies it."""
 
     async def put(self, key: str, value: BytesLike) -> None: ...
     async def get(self, key: str) -> bytes: ...

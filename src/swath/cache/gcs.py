@@ -54,7 +54,7 @@ from swath._urls import refuse_credentials
 from swath.cache import _checksum
 from swath.cache._base import Backend, BackendWriter, Stat, missing
 from swath.cache.keys import Path, join, object_name, split_key
-from swath.errors import CacheError, ChecksumMismatchError, KeyNotFoundError
+from swath.errors import CacheError, ChecksumMismatchError, InvalidKeyError, KeyNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,7 @@ T = TypeVar("T")
 ALIGN = 256 << 10  # resumable chunks must be multiples of 256 KiB
 MAX_COMPOSE = 32  # sources per compose call
 MAX_OBJECT_NAME_BYTES = 1024  # GCS's limit for an object name
+TMP_NAME_BYTES = 16 + 1 + 9  # "<upload id>/<part or compose name>" below the hidden prefix
 TMP_SEGMENT = "\\swath-tmp"  # a backslash: no key segment can contain one
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 RETRY_EXCEPTIONS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
@@ -165,6 +166,14 @@ class GoogleStorageCache(Backend):
         self.max_concurrency = max_concurrency
         self._root = f"{self.prefix}/" if self.prefix else ""
         self._tmp_root = f"{self._root}{TMP_SEGMENT}/"
+        longest_tmp = len(self._tmp_root.encode()) + TMP_NAME_BYTES
+        if longest_tmp > MAX_OBJECT_NAME_BYTES:
+            raise InvalidKeyError(
+                f"prefix {self.prefix[:40]!r}... is too long: the temporary parts of uploads "
+                f"under it would have {longest_tmp}-byte object names, more than GCS's "
+                f"{MAX_OBJECT_NAME_BYTES} (a prefix may be "
+                f"{MAX_OBJECT_NAME_BYTES - TMP_NAME_BYTES - len(TMP_SEGMENT) - 2} UTF-8 bytes)"
+            )
         self._session: aiohttp.ClientSession | None = None
         self._storage: Storage | None = None
         self._api_root = ""

@@ -480,7 +480,9 @@ class PostgresJobStore(SQLJobStore):
             "delete_cluster", lambda: SQLJobStore.delete_cluster(self, slug)
         )
 
-    async def submit_job(self, job_id: str, name: str, cluster: str, root: NewTask) -> JobInfo:
+    async def submit_job(
+        self, job_id: str, name: str, cluster: str, root: NewTask | Sequence[NewTask]
+    ) -> JobInfo:
         attempts = 0
 
         async def op() -> JobInfo:
