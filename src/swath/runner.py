@@ -60,6 +60,11 @@ FLUSH_BATCH = 256
 FLUSH_LINGER = 0.002
 #: A runner gives up (raises) after this many consecutive failed claims.
 MAX_STORE_FAILURES = 10
+#: A runner that could not renew its leases for this fraction of the lease cancels its async
+#: tasks before the leases can run out and another runner start them: a task never runs in two
+#: places at once, even when the store is unreachable for one runner only. (A sync task's thread
+#: cannot be stopped; its outcome counts only if the store still finds its lease.)
+FENCE_AFTER = 2 / 3
 #: A finished task's outcome is committed in this many attempts at most (after transient store
 #: errors), the first retry after COMMIT_RETRY_DELAY seconds, each next one four times later.
 COMMIT_ATTEMPTS = 4
@@ -108,10 +113,14 @@ class _Flight:
     """A task this runner holds, while it runs."""
 
     claimed: ClaimedTask
+    #: when the claim that leased it began (``time.monotonic()``)
+    leased_at: float
     context: ExecutionContext | None = None
     sync: bool = False
     #: its job stopped (canceled or failed): cancelled, and released rather than completed
     abandoned: bool = False
+    #: its lease could not be renewed in time: cancelled, as another runner may take it
+    fenced: bool = False
 
 
 @dataclass
@@ -256,6 +265,9 @@ class _Loop:
         self.cleanups: set[asyncio.Task[None]] = set()
         self.known_clusters: set[str] = {runner.cluster}
         self.fatal: BaseException | None = None
+        self.claim_began = time.monotonic()
+        #: when the last heartbeat that renewed this runner's leases began
+        self.renewed_at = float("-inf")
         assert runner._stopping is not None
         self.stopping = runner._stopping
 
@@ -362,7 +374,7 @@ class _Loop:
         """Claim up to ``limit`` tasks this runner can execute; if we are cancelled meanwhile,
         the claim still finishes and what it took is given back at once (rather than left to
         lease expiry)."""
-        began = time.monotonic()
+        began = self.claim_began = time.monotonic()
         claim = asyncio.ensure_future(
             self.store.claim(self.r.cluster, self.r.id, limit, self.r.lease, self.kinds)
         )
@@ -398,7 +410,7 @@ class _Loop:
             log.info("runner %s re-claimed task %s it still holds", self.r.id, claimed.id)
             return
         self.running.add(claimed.id)
-        flight = _Flight(claimed)
+        flight = _Flight(claimed, self.claim_began)
         task = self.loop.create_task(self._execute(flight))
         self.inflight[task] = flight
         task.add_done_callback(self._finished)
@@ -442,14 +454,18 @@ class _Loop:
                     await result
             else:
                 await self._run_async_limited(task, context, claimed.timeout)
-            if flight.abandoned:
-                raise asyncio.CancelledError  # its job stopped meanwhile: give it back
+            if flight.abandoned or flight.fenced:
+                raise asyncio.CancelledError  # its job stopped, or its lease may be gone
             subtasks, progress = context._collected()
             if subtasks:
                 await self._check_clusters({s.cluster for s in subtasks})
             outcome: TaskOutcome = TaskSuccess(claimed.id, context._display(), subtasks, progress)
             self.r.stats.succeeded += 1
         except asyncio.CancelledError:
+            if flight.fenced:
+                # its lease may be gone (the store could not be reached): no outcome, no
+                # release; the store hands it out again once the lease has run out
+                return
             # stopping, or its job stopped: back to the queue (or CANCELED/SKIPPED with its job)
             self.to_release.append(claimed.id)
             if flight.abandoned:
@@ -457,6 +473,8 @@ class _Loop:
                 return
             raise
         except BaseException as exc:
+            if flight.fenced:
+                return
             if flight.abandoned:
                 self.to_release.append(claimed.id)
                 await self._release()
@@ -655,11 +673,36 @@ class _Loop:
                 continue
             try:
                 if not stopped:
+                    began = time.monotonic()
                     await self.store.heartbeat(self.r.id, self.r.lease)
+                    self.renewed_at = began
                 if self.inflight:
                     self._abandon(set(await self.store.stop_requested(self.r.id)))
             except Exception:
                 log.exception("runner %s: heartbeat failed", self.r.id)
+                self._fence()
+
+    def _fence(self) -> None:
+        """Cancel the in-flight tasks whose leases were not renewed for FENCE_AFTER of the
+        lease: another runner may soon take them."""
+        now = time.monotonic()
+        for task, flight in list(self.inflight.items()):
+            renewed = max(flight.leased_at, self.renewed_at)
+            if flight.sync or flight.fenced or flight.abandoned:
+                continue
+            if now - renewed < self.r.lease * FENCE_AFTER:
+                continue
+            flight.fenced = True
+            self.running.discard(flight.claimed.id)  # a new claim of it may start it afresh
+            log.warning(
+                "runner %s: the lease of task %s was not renewed for %.1f s; cancelling it",
+                self.r.id,
+                flight.claimed.id,
+                now - renewed,
+            )
+            if flight.context is not None:
+                flight.context._cancel()
+            task.cancel()
 
     def _abandon(self, task_ids: set[str]) -> None:
         """Cancel the in-flight tasks ``task_ids`` (their job stopped)."""

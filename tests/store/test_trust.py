@@ -637,3 +637,48 @@ async def test_an_outcome_is_committed_after_transient_store_errors(client: Clie
     assert (await client.jobs().find(job.id)).state == JobState.COMPLETED
     [task] = await client.jobs().tasks(job.id)
     assert task.lost_count == 0
+
+
+class SleepTracked(Task):
+    seconds: float
+
+    async def execute(self, context: ExecutionContext) -> None:
+        t = tracker(context)
+        t.enter("sleep")
+        try:
+            await asyncio.sleep(self.seconds)
+        finally:
+            t.leave("sleep")
+
+
+async def test_a_runner_that_cannot_renew_its_leases_cancels_its_tasks_first(
+    client: Client,
+) -> None:
+    """A runner whose heartbeats all fail cancels an async task before its lease (0.6 s) can
+    run out, so no other runner could run it at the same time; a second runner with working
+    heartbeats then runs it to the end. Never two executions at once."""
+    t = Tracker()
+    job = await client.jobs().submit("long", SleepTracked(1.5))
+    cut_off = Runner(
+        NoHeartbeatStore(client.store),  # type: ignore[arg-type]
+        [SleepTracked],
+        InMemoryCache(),
+        context=t,
+        lease=0.6,
+        poll_interval=(0.01, 0.05),
+    )
+    run = asyncio.create_task(cut_off.run_forever())
+
+    async def started() -> bool:
+        return t.runs.get("sleep", 0) >= 1
+
+    await until(started)
+    await asyncio.sleep(0.5)  # FENCE_AFTER x lease = 0.4 s, plus a heartbeat period
+    assert t.active["sleep"] == 0, "the task should have been cancelled by now"
+    cut_off.stop()
+    await run
+    healthy = client.runner([SleepTracked], InMemoryCache(), context=t, lease=0.6)
+    async with asyncio.timeout(20):
+        await healthy.run_all()
+    assert (await client.jobs().find(job.id)).state == JobState.COMPLETED
+    assert t.peak == {"sleep": 1}

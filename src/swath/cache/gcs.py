@@ -34,6 +34,7 @@ import base64
 import contextlib
 import json
 import logging
+import os
 import random
 import secrets
 import struct
@@ -49,10 +50,11 @@ from gcloud.aio.auth import Token
 from gcloud.aio.storage import Storage
 from gcloud.aio.storage.storage import SCOPES, init_api_root
 
+from swath._urls import refuse_credentials
 from swath.cache import _checksum
 from swath.cache._base import Backend, BackendWriter, Stat, missing
 from swath.cache.keys import Path, join, object_name, split_key
-from swath.errors import CacheError, ChecksumMismatchError, KeyNotFoundError
+from swath.errors import CacheError, ChecksumMismatchError, InvalidKeyError, KeyNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,7 @@ T = TypeVar("T")
 ALIGN = 256 << 10  # resumable chunks must be multiples of 256 KiB
 MAX_COMPOSE = 32  # sources per compose call
 MAX_OBJECT_NAME_BYTES = 1024  # GCS's limit for an object name
+TMP_NAME_BYTES = 16 + 1 + 9  # "<upload id>/<part or compose name>" below the hidden prefix
 TMP_SEGMENT = "\\swath-tmp"  # a backslash: no key segment can contain one
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 RETRY_EXCEPTIONS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
@@ -142,8 +145,10 @@ class GoogleStorageCache(Backend):
         *,
         chunk_size: int = 8 << 20,
         max_concurrency: int = 8,
+        read_only: bool = False,
     ) -> None:
         super().__init__()
+        self.read_only = read_only
         if not isinstance(bucket, str) or not bucket or "/" in bucket:
             raise ValueError(f"bucket must be a non-empty name without '/', not {bucket!r}")
         if not isinstance(prefix, str):
@@ -161,6 +166,14 @@ class GoogleStorageCache(Backend):
         self.max_concurrency = max_concurrency
         self._root = f"{self.prefix}/" if self.prefix else ""
         self._tmp_root = f"{self._root}{TMP_SEGMENT}/"
+        longest_tmp = len(self._tmp_root.encode()) + TMP_NAME_BYTES
+        if longest_tmp > MAX_OBJECT_NAME_BYTES:
+            raise InvalidKeyError(
+                f"prefix {self.prefix[:40]!r}... is too long: the temporary parts of uploads "
+                f"under it would have {longest_tmp}-byte object names, more than GCS's "
+                f"{MAX_OBJECT_NAME_BYTES} (a prefix may be "
+                f"{MAX_OBJECT_NAME_BYTES - TMP_NAME_BYTES - len(TMP_SEGMENT) - 2} UTF-8 bytes)"
+            )
         self._session: aiohttp.ClientSession | None = None
         self._storage: Storage | None = None
         self._api_root = ""
@@ -174,6 +187,8 @@ class GoogleStorageCache(Backend):
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def _open(self) -> None:
+        if os.environ.get("STORAGE_EMULATOR_HOST"):
+            refuse_credentials(os.environ["STORAGE_EMULATOR_HOST"], "$STORAGE_EMULATOR_HOST")
         self._is_dev, self._api_root = init_api_root(None)
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=max(64, 4 * self.max_concurrency)),

@@ -59,6 +59,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
+from swath._urls import refuse_credentials
 from swath.cache import _checksum
 from swath.cache._base import Backend, BackendWriter, Stat, missing
 from swath.cache.keys import Path, join, object_name, split_key
@@ -443,10 +444,13 @@ class AmazonS3Cache(Backend):
         region: str | None = None,
         part_size: int = 8 << 20,
         max_concurrency: int = 8,
+        read_only: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(bucket, str) or not bucket or "/" in bucket:
             raise ValueError(f"an S3 bucket name is required (no '/'), not {bucket!r}")
+        if endpoint_url is not None:
+            refuse_credentials(endpoint_url, "endpoint_url")
         if not isinstance(part_size, int) or not MIN_PART_SIZE <= part_size <= MAX_PART_SIZE:
             raise ValueError(
                 f"part_size must be between {MIN_PART_SIZE} (5 MiB, S3's minimum) and "
@@ -460,6 +464,7 @@ class AmazonS3Cache(Backend):
         self.bucket = bucket
         self.prefix = prefix
         self.endpoint_url = endpoint_url
+        self.read_only = read_only
         self.region = region
         self.part_size = part_size
         self.max_concurrency = max_concurrency
@@ -468,13 +473,17 @@ class AmazonS3Cache(Backend):
         self._stack: contextlib.AsyncExitStack | None = None
 
     def url(self) -> str:
-        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+        # s3://bucket alone means the default prefix "jobs" (see cache_from_url)
+        return f"s3://{self.bucket}/{self.prefix}"
 
     def __repr__(self) -> str:
         return f"AmazonS3Cache({self.bucket!r}, prefix={self.prefix!r})"
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def _open(self) -> None:
+        for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
+            if os.environ.get(name):
+                refuse_credentials(os.environ[name], f"${name}")
         custom_endpoint = bool(
             self.endpoint_url
             or os.environ.get("AWS_ENDPOINT_URL_S3")

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from swath.store.base import (
     DEFAULT_CLUSTER,
     MAX_LOST,
+    ROOTS_TASK,
     STOPPED_SIGNAL,
     ClaimedTask,
     ClusterInfo,
@@ -37,6 +38,7 @@ from swath.store.base import (
     ProgressInfo,
     Signals,
     StoreError,
+    StoreOpenError,
     TaskFailure,
     TaskInfo,
     TaskKind,
@@ -45,6 +47,7 @@ from swath.store.base import (
     UnknownClusterError,
     UnknownJobError,
     WorkSignal,
+    new_id,
 )
 
 Row = Sequence[Any]
@@ -172,6 +175,23 @@ class SQLJobStore(abc.ABC):
         )
         return int(version)
 
+    async def _check_schema(self, tx: Tx, migrations: Iterable[tuple[int, str]]) -> None:
+        """What a read-only open does instead of ``_migrate``: the schema must be there and
+        current (its version table is read; a missing table is the caller's "no database")."""
+        rows = await tx.fetchall("schema_version", {})
+        current = rows[0][0] if rows else 0
+        newest = max((number for number, _ in migrations), default=0)
+        if current > newest:
+            raise StoreOpenError(
+                f"the job store's schema is version {current}, newer than this swath knows "
+                f"({newest}): upgrade swath"
+            )
+        if current < newest:
+            raise StoreOpenError(
+                f"the job store's schema is version {current}, older than this swath's "
+                f"({newest}): a runner or a writing command upgrades it when it opens it"
+            )
+
     @abc.abstractmethod
     async def _run_script(self, tx: Tx, sql: str) -> None:
         """Run a migration script (several statements)."""
@@ -217,24 +237,37 @@ class SQLJobStore(abc.ABC):
             return bool(await tx.execute("cluster_delete", {"slug": slug}))
 
     # -- jobs ------------------------------------------------------------------------------------
-    async def submit_job(self, job_id: str, name: str, cluster: str, root: NewTask) -> JobInfo:
+    async def submit_job(
+        self, job_id: str, name: str, cluster: str, root: NewTask | Sequence[NewTask]
+    ) -> JobInfo:
+        roots = [root] if isinstance(root, NewTask) else list(root)
+        if not roots:
+            raise ValueError("a job needs at least one root task")
+        if any(r.depends_on for r in roots):
+            raise ValueError("root tasks cannot depend on other tasks")
+        # several roots: a group task, never executed, is their parent (see task_group_of_roots)
+        group = NewTask(new_id(), ROOTS_TASK, "v0.0", b"{}", cluster) if len(roots) > 1 else None
+        top = group or roots[0]
         now = time.time()
         async with self._transaction() as tx:
-            await self._check_clusters(tx, {cluster, root.cluster})
+            await self._check_clusters(tx, {cluster, *(r.cluster for r in roots)})
             await tx.execute(
                 "job_insert",
                 {
                     "id": job_id,
                     "name": name,
                     "cluster": cluster,
-                    "root_task_id": root.id,
+                    "root_task_id": top.id,
                     "now": now,
                 },
             )
-            await self._insert_tasks(tx, job_id, None, [root], now)
+            await self._insert_tasks(tx, job_id, None, [top], now)
+            if group is not None:
+                await self._insert_tasks(tx, job_id, group.id, roots, now)
+                await tx.execute("task_group_of_roots", {"id": group.id, "n": len(roots)})
         self._job_names[job_id] = name
-        self._notify({root.cluster})
-        return JobInfo(job_id, name, cluster, JobState.QUEUED, now, None, None, root.id, [])
+        self._notify({r.cluster for r in roots})
+        return JobInfo(job_id, name, cluster, JobState.QUEUED, now, None, None, top.id, [])
 
     async def _check_clusters(self, tx: Tx, clusters: set[str]) -> None:
         for cluster in clusters:
