@@ -23,6 +23,7 @@ Faults:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -31,7 +32,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -368,6 +369,19 @@ def run_trial(
         seconds=time.monotonic() - began,
         job_state=job.state.value,
     )
+
+
+@contextlib.contextmanager
+def server_log(log: Path, copy: Path) -> Iterator[None]:
+    """Copy what the server writes to ``log`` meanwhile into ``copy`` (the PostgreSQL log of one
+    trial, kept in its directory: deadlocks, lock waits and restarts show there)."""
+    start = log.stat().st_size if log.exists() else 0
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError), open(log, "rb") as f:
+            f.seek(start)
+            copy.write_bytes(f.read())
 
 
 def _restart_in_background(
