@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from swath.cache._base import (
     DEFAULT_CHUNK_SIZE,
@@ -46,7 +46,8 @@ def __getattr__(name: str) -> Any:
 
 def cache_from_url(url: str) -> Backend:
     """A backend from its URL form: ``memory://``, ``file:///path`` (or a plain path),
-    ``s3://bucket/prefix``, ``gs://bucket/prefix``."""
+    ``s3://bucket/prefix``, ``gs://bucket/prefix``. The cloud URLs take their deadlines as query
+    options: ``s3://bucket/prefix?read_timeout=30&operation_timeout=90``."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme == "memory":
@@ -59,7 +60,8 @@ def cache_from_url(url: str) -> Backend:
         return LocalFileSystemCache(url)
     if scheme in ("s3", "gs", "gcs"):
         cls = __getattr__("AmazonS3Cache" if scheme == "s3" else "GoogleStorageCache")
-        backend = cls(parts.netloc, prefix=unquote(parts.path).strip("/"))
+        options = dict(parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False))
+        backend = cls(parts.netloc, prefix=unquote(parts.path).strip("/"), **options)
         assert isinstance(backend, Backend)
         return backend
     raise ValueError(f"unknown cache URL scheme {scheme!r} in {url!r}")
