@@ -21,21 +21,24 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import functools
 import os
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
 
 from swath.cache import _checksum
 from swath.cache._base import Backend, BackendWriter
-from swath.cache.keys import Path
+from swath.cache._retry import Deadlines, RetryPolicy, with_retries
+from swath.cache.keys import Path, join, split_key
 from swath.errors import CacheError
 
 Buffer = bytes | bytearray | memoryview
+T = TypeVar("T")
 
 BODY_SLICE = 1 << 20  # request bodies are handed to the socket in slices of this size
 
@@ -395,8 +398,10 @@ class Body:
         return self.pos
 
 
-def _register_payload() -> None:
-    """Teach aiohttp to send :class:`Body` (only where aiohttp is installed: the cloud extras)."""
+@functools.cache
+def register_body_payload() -> None:
+    """Teach aiohttp to send :class:`Body` (called by the backends that use aiohttp, so that the
+    local backend never imports it)."""
     import aiohttp
     import aiohttp.abc
     import aiohttp.payload
@@ -438,15 +443,50 @@ def _register_payload() -> None:
     aiohttp.payload.PAYLOAD_REGISTRY.register(_BodyPayload, Body)
 
 
-with contextlib.suppress(ImportError):
-    _register_payload()
-
-
 # -- backends that write through a PartWriter ----------------------------------------------------
-class PartedBackend(Backend):
+class PartedBackend(Backend, RetryPolicy):
     """The write paths of a backend that uploads through :class:`PartWriter` (S3, GCS): each
     supplies ``_part_writer(path)``; ``put`` of whole bytes sends views of the caller's buffer,
     ``put_file`` reads the file straight into part buffers."""
+
+    bucket: str
+    prefix: str
+    max_concurrency: int
+    deadlines: Deadlines
+    _root: str
+
+    def _configure(
+        self, bucket: object, prefix: object, max_concurrency: int, deadlines: Mapping[str, Any]
+    ) -> None:
+        """Check and keep what every cloud backend is made of: a bucket, a key prefix (the same
+        rules as keys), the concurrency and the deadlines."""
+        if not isinstance(bucket, str) or not bucket or "/" in bucket:
+            raise ValueError(f"a bucket name is required (without '/'), not {bucket!r}")
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
+        prefix = prefix.strip("/")
+        self.bucket = bucket
+        self.prefix = join(split_key(prefix)) if prefix else ""
+        self._root = f"{self.prefix}/" if self.prefix else ""
+        self.max_concurrency = max_concurrency
+        self.deadlines = Deadlines.from_options(deadlines)
+
+    def url(self) -> str:
+        """``<scheme>://bucket/prefix``, with any deadline that is not the default."""
+        path = f"/{self.prefix}" if self.prefix else ""
+        return f"{self.url_scheme}://{self.bucket}{path}{self.deadlines.query()}"
+
+    async def _with_retries(
+        self,
+        call: Callable[[], Awaitable[T]],
+        transient: Callable[[BaseException], bool],
+        what: str,
+        budget: float | None,
+    ) -> T:
+        """``call`` under this backend's retry policy, within ``budget`` seconds (default: the
+        operation budget)."""
+        budget = self.deadlines.operation_timeout if budget is None else budget
+        return await with_retries(call, transient=transient, policy=self, budget=budget, what=what)
 
     @abc.abstractmethod
     def _part_writer(self, path: Path) -> PartWriter: ...

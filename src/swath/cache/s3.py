@@ -48,23 +48,15 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from swath.cache import _checksum
+from swath.cache import _checksum, _transfer
 from swath.cache._base import Stat, missing
 from swath.cache._checksum import crc32c_combine
-from swath.cache._retry import Deadlines, GaveUp, RetryPolicy, with_retries
-from swath.cache._transfer import (
-    Body,
-    Part,
-    PartedBackend,
-    PartTarget,
-    PartWriter,
-    check_tuning,
-    ordered_reads,
-)
+from swath.cache._retry import GaveUp
 from swath.cache.keys import MAX_KEY_BYTES, Path, join, split_key
 from swath.errors import CacheError, ChecksumMismatchError, InvalidKeyError
 
 log = logging.getLogger(__name__)
+_transfer.register_body_payload()
 
 META_CRC = "swath-crc32c"  # x-amz-meta-swath-crc32c: the whole value's CRC32C, 8 hex digits
 MIN_PART_SIZE = 5 << 20  # S3's minimum for every part but the last
@@ -151,7 +143,7 @@ def _recorded_crc(response: dict[str, Any], whole: bool) -> int | None:
     return None
 
 
-def _multipart_etag(parts: list[Part]) -> str | None:
+def _multipart_etag(parts: list[_transfer.Part]) -> str | None:
     """The ETag S3 gives a multipart object: MD5 of the parts' binary MD5s (``-N`` dropped)."""
     digests = []
     for part in parts:
@@ -173,7 +165,7 @@ def _segment_ok(name: str) -> bool:
 
 
 # -- the upload primitives -----------------------------------------------------------------------
-class _S3Upload(PartTarget):
+class _S3Upload(_transfer.PartTarget):
     """One value's upload: PutObject, or a multipart upload with a FULL_OBJECT CRC32C."""
 
     def __init__(self, cache: AmazonS3Cache, name: str) -> None:
@@ -206,7 +198,7 @@ class _S3Upload(PartTarget):
         )
         return self._cache._etag("UploadPart", self._name, response)
 
-    async def complete(self, parts: list[Part], crc: int, size: int) -> None:
+    async def complete(self, parts: list[_transfer.Part], crc: int, size: int) -> None:
         cache, name = self._cache, self._name
         try:
             completed = await cache._request(
@@ -260,14 +252,13 @@ class _S3Upload(PartTarget):
 
 
 # -- the backend ---------------------------------------------------------------------------------
-class AmazonS3Cache(PartedBackend, RetryPolicy):
+class AmazonS3Cache(_transfer.PartedBackend):
     """A cache in an S3 bucket (or any S3-compatible store), under ``prefix``.
 
     Endpoint, region and credentials default to the usual AWS environment
     (``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``, ``AWS_DEFAULT_REGION``,
-    ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``, profiles, instance roles). The deadlines
-    (``connect_timeout``, ``read_timeout``, ``operation_timeout``, ``abort_timeout``, seconds) are
-    described in docs/s3.md; ``attempts``, ``backoff`` and ``max_backoff`` are the retry policy.
+    ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``, profiles, instance roles). Keywords
+    beyond these name deadlines in seconds (see ``_retry.Deadlines`` and docs/s3.md).
     """
 
     url_scheme = "s3"
@@ -284,27 +275,16 @@ class AmazonS3Cache(PartedBackend, RetryPolicy):
         **deadlines: float | str,
     ) -> None:
         super().__init__()
-        if not isinstance(bucket, str) or not bucket or "/" in bucket:
-            raise ValueError(f"an S3 bucket name is required (no '/'), not {bucket!r}")
-        check_tuning("part_size", part_size, MIN_PART_SIZE, MAX_PART_SIZE, max_concurrency)
-        prefix = prefix.strip("/")
-        if prefix:
-            split_key(prefix)  # the same rules as keys: no empty, '.', '..' segments
-        self.bucket = bucket
-        self.prefix = prefix
+        _transfer.check_tuning(
+            "part_size", part_size, MIN_PART_SIZE, MAX_PART_SIZE, max_concurrency
+        )
+        self._configure(bucket, prefix, max_concurrency, deadlines)
         self.endpoint_url = endpoint_url
         self.region = region
         self.part_size = part_size
-        self.max_concurrency = max_concurrency
-        self.deadlines = Deadlines.from_options(deadlines)
-        self._root = prefix + "/" if prefix else ""
         self._client: Any = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._file_system = False  # does the store refuse a key beside a group? (on entry)
-
-    def url(self) -> str:
-        base = f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
-        return base + self.deadlines.query()
 
     def __repr__(self) -> str:
         return f"AmazonS3Cache({self.bucket!r}, prefix={self.prefix!r})"
@@ -434,17 +414,13 @@ class AmazonS3Cache(PartedBackend, RetryPolicy):
 
         async def attempt() -> Any:
             if data is not None:
-                params["Body"] = Body(data, stall=self.deadlines.read_timeout)
+                params["Body"] = _transfer.Body(data, stall=self.deadlines.read_timeout)
             response = await method(Bucket=self.bucket, **params)
             return response if after is None else await after(response)
 
         try:
-            return await with_retries(
-                attempt,
-                transient=_transient,
-                policy=self,
-                budget=self.deadlines.operation_timeout if budget is None else budget,
-                what=f"S3 {operation} of {self._where(name)}",
+            return await self._with_retries(
+                attempt, _transient, f"S3 {operation} of {self._where(name)}", budget
             )
         except ClientError as exc:
             if _error_code(exc) in _PASS_THROUGH or _error_code(exc) in passthrough:
@@ -467,9 +443,9 @@ class AmazonS3Cache(PartedBackend, RetryPolicy):
         return str(etag)
 
     # -- writes ---------------------------------------------------------------------------------
-    def _part_writer(self, path: Path) -> PartWriter:
+    def _part_writer(self, path: Path) -> _transfer.PartWriter:
         self._require_client()
-        return PartWriter(
+        return _transfer.PartWriter(
             _S3Upload(self, self._name(path)),
             self.part_size,
             self.max_concurrency,
@@ -533,7 +509,7 @@ class AmazonS3Cache(PartedBackend, RetryPolicy):
         except CacheError as exc:
             log.warning("could not record the checksum of %s: %s", self._where(name), exc)
 
-    async def _holds(self, name: str, parts: list[Part], crc: int, size: int) -> bool:
+    async def _holds(self, name: str, parts: list[_transfer.Part], crc: int, size: int) -> bool:
         """Whether the object is the one these parts make (its checksum, else its ETag)."""
         head = await self._head(name)
         if head is None or int(head.get("ContentLength", -1)) != size:
@@ -624,7 +600,7 @@ class AmazonS3Cache(PartedBackend, RetryPolicy):
         async def fetch(start: int, end: int) -> bytearray:
             return await self._get_part(name, start, end, etag)
 
-        async for piece in ordered_reads(
+        async for piece in _transfer.ordered_reads(
             data, len(data), total, self.part_size, self.max_concurrency, fetch,
             chunk_size, expected, repr(join(path)),
         ):  # fmt: skip
