@@ -715,10 +715,12 @@ class _GcsUpload(_transfer.PartTarget):
         async def attempt() -> dict[str, Any]:
             offset = 0
             if state["tries"]:
-                offset = await self._persisted(start, length)
+                offset, finished = await self._persisted(start, length)
+                if finished is not None:  # the session is complete: the answer was lost
+                    if final is None:
+                        raise cache._error("put", self._name, "upload finished early")
+                    return finished
                 if offset == length:
-                    if final is not None:
-                        raise cache._error("put", self._name, "the session ended without an answer")
                     return {}
             state["tries"] += 1
             headers = {
@@ -747,8 +749,9 @@ class _GcsUpload(_transfer.PartTarget):
         self._sent = start + length
         return result
 
-    async def _persisted(self, start: int, length: int) -> int:
-        """Ask the session how much it has; the offset into the current chunk to resume from."""
+    async def _persisted(self, start: int, length: int) -> tuple[int, dict[str, Any] | None]:
+        """Ask the session how much it has: the offset into the current chunk to resume from,
+        and the object if the session is already complete (its last answer was lost)."""
         assert self._session_uri is not None
         resp = await self._cache._send(
             "put",
@@ -759,11 +762,11 @@ class _GcsUpload(_transfer.PartTarget):
             data=b"",
         )
         if resp.status in (200, 201):
-            return length
+            return length, resp.json()
         persisted = _persisted_end(resp.headers.get("Range"))
         if persisted < start:
             raise self._cache._error("put", self._name, "the upload session lost data")
-        return min(persisted - start, length)
+        return min(persisted - start, length), None
 
     async def abort(self) -> None:
         await self._cleanup()

@@ -541,6 +541,7 @@ class AmazonS3Cache(_transfer.PartedBackend):
         async def read(response: dict[str, Any]) -> tuple[bytearray, dict[str, Any], int]:
             body = response["Body"]
             async with body:
+                self._etag("GetObject", name, response)
                 data = await _read_body(body, int(response.get("ContentLength", 0)))
             total, first = self._extent(response, len(data))
             if first != start and "Range" in params:
@@ -641,6 +642,7 @@ class AmazonS3Cache(_transfer.PartedBackend):
             if _is_missing(exc):
                 return None
             raise self._failure("HeadObject", name, exc) from exc
+        self._etag("HeadObject", name, head)
         return head
 
     async def _stat(self, path: Path) -> Stat | None:
