@@ -715,7 +715,7 @@ class _GcsUpload(_transfer.PartTarget):
         async def attempt() -> dict[str, Any]:
             offset = 0
             if state["tries"]:
-                offset, finished = await self._persisted(start, length)
+                offset, finished = await self._persisted(start, length, final)
                 if finished is not None:  # the session is complete: the answer was lost
                     if final is None:
                         raise cache._error("put", self._name, "upload finished early")
@@ -729,14 +729,17 @@ class _GcsUpload(_transfer.PartTarget):
             }
             if final is not None:
                 headers["X-Goog-Hash"] = f"crc32c={crc_to_b64(final)}"
-            resp = await cache._send(
-                "put",
-                self._name,
-                "PUT",
-                uri,
-                headers=headers,
-                data=_transfer.Body(chunk[offset:], stall=cache.deadlines.read_timeout),
-            )
+            try:
+                resp = await cache._send(
+                    "put",
+                    self._name,
+                    "PUT",
+                    uri,
+                    headers=headers,
+                    data=_transfer.Body(chunk[offset:], stall=cache.deadlines.read_timeout),
+                )
+            except aiohttp.ClientResponseError as exc:
+                return await self._finished_object(exc, final)
             if resp.status in (200, 201):
                 if final is None:
                     raise cache._error("put", self._name, "upload finished early")
@@ -749,24 +752,45 @@ class _GcsUpload(_transfer.PartTarget):
         self._sent = start + length
         return result
 
-    async def _persisted(self, start: int, length: int) -> tuple[int, dict[str, Any] | None]:
+    async def _persisted(
+        self, start: int, length: int, final: int | None
+    ) -> tuple[int, dict[str, Any] | None]:
         """Ask the session how much it has: the offset into the current chunk to resume from,
-        and the object if the session is already complete (its last answer was lost)."""
+        and the object if the session is already complete (its last answer was lost). A
+        session that is gone (GCS forgets completed sessions after a while; fake-gcs-server at
+        once) after the last chunk was sent: the object itself says whether it is ours."""
+        cache = self._cache
         assert self._session_uri is not None
-        resp = await self._cache._send(
-            "put",
-            self._name,
-            "PUT",
-            self._session_uri,
-            headers={"Content-Range": "bytes */*"},
-            data=b"",
-        )
+        try:
+            resp = await cache._send(
+                "put",
+                self._name,
+                "PUT",
+                self._session_uri,
+                headers={"Content-Range": "bytes */*"},
+                data=b"",
+            )
+        except aiohttp.ClientResponseError as exc:
+            return length, await self._finished_object(exc, final)
         if resp.status in (200, 201):
             return length, resp.json()
         persisted = _persisted_end(resp.headers.get("Range"))
         if persisted < start:
-            raise self._cache._error("put", self._name, "the upload session lost data")
+            raise cache._error("put", self._name, "the upload session lost data")
         return min(persisted - start, length), None
+
+    async def _finished_object(
+        self, exc: aiohttp.ClientResponseError, final: int | None
+    ) -> dict[str, Any]:
+        """After the last chunk was sent, a session that answers 404 is gone (GCS forgets
+        completed sessions after a while, fake-gcs-server at once; aiohttp itself may resend
+        a PUT whose connection closed): the object says whether it is ours."""
+        if exc.status != 404 or final is None:
+            raise exc
+        meta = await self._cache._metadata("put", self._name)
+        if meta is None or meta["crc32c"] != crc_to_b64(final):
+            raise self._cache._error("put", self._name, "the upload session is gone") from None
+        return meta
 
     async def abort(self) -> None:
         await self._cleanup()

@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hashlib
 import logging
 import os
 import re
@@ -104,8 +103,19 @@ class _ShortRead(Exception):
     """A response body shorter (or placed otherwise) than its headers promised."""
 
 
+def _web_page(exc: BaseException) -> bool:
+    """An answer in HTML: a web server, not S3 (botocore turns a 200 it cannot parse into a
+    500; S3's own errors are XML)."""
+    if not isinstance(exc, ClientError):
+        return False
+    headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+    return "html" in str(headers.get("content-type", "")).lower()
+
+
 def _transient(exc: BaseException) -> bool:
     """What the retry policy retries: throttling, 5xx, broken or stalled connections."""
+    if _web_page(exc):
+        return False
     if isinstance(exc, ClientError):
         status = _status(exc)
         return status >= 500 or status == 429 or _error_code(exc) in _THROTTLED
@@ -143,17 +153,6 @@ def _recorded_crc(response: dict[str, Any], whole: bool) -> int | None:
     return None
 
 
-def _multipart_etag(parts: list[_transfer.Part]) -> str | None:
-    """The ETag S3 gives a multipart object: MD5 of the parts' binary MD5s (``-N`` dropped)."""
-    digests = []
-    for part in parts:
-        text = str(part.token).strip('"')
-        if not re.fullmatch(r"[0-9a-fA-F]{32}", text):
-            return None
-        digests.append(bytes.fromhex(text))
-    return hashlib.md5(b"".join(digests), usedforsecurity=False).hexdigest()
-
-
 def _segment_ok(name: str) -> bool:
     if not name or "/" in name:
         return False
@@ -168,9 +167,10 @@ def _segment_ok(name: str) -> bool:
 class _S3Upload(_transfer.PartTarget):
     """One value's upload: PutObject, or a multipart upload with a FULL_OBJECT CRC32C."""
 
-    def __init__(self, cache: AmazonS3Cache, name: str) -> None:
+    def __init__(self, cache: AmazonS3Cache, path: Path) -> None:
         self._cache = cache
-        self._name = name
+        self._path = path
+        self._name = cache._name(path)
         self._upload_id: str | None = None
 
     async def put_single(self, data: memoryview, crc: int) -> None:
@@ -222,7 +222,7 @@ class _S3Upload(_transfer.PartTarget):
         except ClientError as exc:
             # A completion whose answer was lost is retried and answers NoSuchUpload: if the
             # object is there with our bytes, the first attempt did complete it.
-            if not await cache._holds(name, parts, crc, size):
+            if not await cache._holds(self._path, crc, size):
                 raise cache._failure("CompleteMultipartUpload", name, exc) from exc
             log.info("the completion of %s was answered late; the object is whole", name)
             return
@@ -231,6 +231,8 @@ class _S3Upload(_transfer.PartTarget):
             await cache._ensure_recorded_crc(name, crc)
 
     async def abort(self) -> None:
+        if self._upload_id is None:
+            return  # refused before it began
         try:
             await self._cache._request(
                 "AbortMultipartUpload",
@@ -430,6 +432,12 @@ class AmazonS3Cache(_transfer.PartedBackend):
             raise self._failure(operation, name, exc) from exc
 
     def _failure(self, operation: str, name: str, exc: BaseException) -> CacheError:
+        if _web_page(exc):
+            return CacheError(
+                f"S3 {operation} of {self._where(name)}: the endpoint "
+                f"{self._client.meta.endpoint_url} answered with a web page (HTTP "
+                f"{_status(exc)}); is it an S3 server?"
+            )
         return CacheError(f"S3 {operation} failed for bucket {self.bucket!r}, key {name!r}: {exc}")
 
     def _etag(self, operation: str, name: str, response: dict[str, Any]) -> str:
@@ -446,7 +454,7 @@ class AmazonS3Cache(_transfer.PartedBackend):
     def _part_writer(self, path: Path) -> _transfer.PartWriter:
         self._require_client()
         return _transfer.PartWriter(
-            _S3Upload(self, self._name(path)),
+            _S3Upload(self, path),
             self.part_size,
             self.max_concurrency,
             abort_timeout=self.deadlines.abort_timeout,
@@ -509,19 +517,14 @@ class AmazonS3Cache(_transfer.PartedBackend):
         except CacheError as exc:
             log.warning("could not record the checksum of %s: %s", self._where(name), exc)
 
-    async def _holds(self, name: str, parts: list[_transfer.Part], crc: int, size: int) -> bool:
-        """Whether the object is the one these parts make (its checksum, else its ETag)."""
-        head = await self._head(name)
-        if head is None or int(head.get("ContentLength", -1)) != size:
+    async def _holds(self, path: Path, crc: int, size: int) -> bool:
+        """Whether the object of ``path`` has this size and CRC32C (computed by reading it if
+        the store recorded none: this is the rare path of a lost completion answer)."""
+        found = await self._stat(path)
+        if found is None or found.size != size or found.checksum != _checksum.render(crc):
             return False
-        recorded = _recorded_crc(head, whole=True)
-        if recorded is not None:
-            return recorded == crc
-        etag = str(head.get("ETag", "")).strip('"').split("-")[0]
-        if etag and etag == _multipart_etag(parts):
-            await self._ensure_recorded_crc(name, crc)
-            return True
-        return False
+        await self._ensure_recorded_crc(self._name(path), crc)
+        return True
 
     # -- reads ----------------------------------------------------------------------------------
     async def _get(
