@@ -167,6 +167,16 @@ async def test_prefix_and_key_beyond_1024_bytes_is_invalid_before_io(
 
 
 # -- integrity -------------------------------------------------------------------------------------
+async def test_contains_of_a_foreign_object_reads_no_data(server: S3Server, bucket: str) -> None:
+    """contains() of an object swath did not write (no recorded CRC32C) is one HEAD request:
+    it does not download the object to compute a checksum, as stat must."""
+    server.client.put_object(Bucket=bucket, Key="foreign", Body=b"z" * (3 * MiB))
+    async with server.make_cache(bucket) as cache:
+        wire = Wire(cache)
+        assert await cache.contains("foreign") is True
+        assert [op for op, _, _ in wire.requests] == ["HeadObject"]
+
+
 async def test_crc32c_sent_with_every_upload(server: S3Server, bucket: str) -> None:
     """PutObject carries the value's CRC32C (header and swath metadata); each UploadPart carries
     its part's CRC32C; CompleteMultipartUpload carries every part's and the whole object's as a

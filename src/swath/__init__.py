@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from swath.blocking import BlockingClient
 from swath.cache import (
     Cache,
     CacheGroup,
@@ -25,6 +26,7 @@ from swath.errors import (
 from swath.runner import Runner, TaskInputError, UnknownTaskError
 from swath.store.base import (
     ErrorInfo,
+    ExecutionStats,
     JobState,
     ProgressInfo,
     StoreError,
@@ -39,6 +41,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AmazonS3Cache",
+    "BlockingClient",
     "Cache",
     "CacheError",
     "CacheGroup",
@@ -50,6 +53,7 @@ __all__ = [
     "CurrentTask",
     "ErrorInfo",
     "ExecutionContext",
+    "ExecutionStats",
     "FutureTask",
     "GoogleStorageCache",
     "InMemoryCache",
@@ -76,8 +80,16 @@ __all__ = [
 ]
 
 
+#: Imported on first use, so that ``import swath`` does not import aiobotocore or gcloud-aio.
+_LAZY = ("AmazonS3Cache", "GoogleStorageCache")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
 def __getattr__(name: str) -> Any:
-    if name in ("AmazonS3Cache", "GoogleStorageCache"):
+    if name in _LAZY:
         import swath.cache
 
         return getattr(swath.cache, name)

@@ -31,14 +31,16 @@ import uuid
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
+from swath._validate import storable_text
 from swath.cache import Cache
 from swath.context import ExecutionContext
 from swath.errors import SwathError
 from swath.store.base import (
+    STOPPED_SIGNAL,
     ClaimedTask,
     ErrorInfo,
     JobState,
@@ -59,6 +61,14 @@ FLUSH_LINGER = 0.002
 #: A runner gives up (raises) after this many consecutive failed claims.
 MAX_STORE_FAILURES = 10
 
+Cleanup = Literal["never", "on-success", "always"]
+#: the job states after which ``cleanup`` clears a job's cache
+_CLEANUP_STATES: dict[str, frozenset[JobState]] = {
+    "never": frozenset(),
+    "on-success": frozenset({JobState.COMPLETED}),
+    "always": frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELED}),
+}
+
 
 class UnknownTaskError(SwathError, LookupError):
     """The runner has no task class for this identifier (or only an older minor version)."""
@@ -66,6 +76,38 @@ class UnknownTaskError(SwathError, LookupError):
 
 class TaskInputError(SwathError, ValueError):
     """The stored input of a task does not decode into its task class."""
+
+
+class TaskTimeoutError(SwathError, TimeoutError):
+    """An execution ran longer than the task's ``timeout``."""
+
+
+def error_info(exc: BaseException) -> ErrorInfo:
+    """What a store records of a failure: type, message, traceback, as text every store can
+    hold (a NUL or a lone surrogate in a message is escaped, never a reason to lose it)."""
+    return ErrorInfo(
+        type=storable_text(type(exc).__qualname__),
+        message=storable_text(str(exc)),
+        traceback=storable_text("".join(traceback.format_exception(exc))),
+    )
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether a store error is a refusal of the data (out of range, text it cannot hold, a
+    dependency it cannot resolve) rather than an outage: stores raise those as ValueError,
+    TypeError or OverflowError (see ``JobStore.complete``)."""
+    return isinstance(exc, ValueError | TypeError | OverflowError | UnknownClusterError)
+
+
+@dataclass(eq=False)
+class _Flight:
+    """A task this runner holds, while it runs."""
+
+    claimed: ClaimedTask
+    context: ExecutionContext | None = None
+    sync: bool = False
+    #: its job stopped (canceled or failed): cancelled, and released rather than completed
+    abandoned: bool = False
 
 
 @dataclass
@@ -97,13 +139,15 @@ class Runner:
         max_retry_delay: float = 300.0,
         poll_interval: tuple[float, float] = (0.05, 2.0),
         handle_signals: bool = False,
-        delete_job_cache: bool = False,
+        cleanup: Cleanup = "never",
         max_threads: int | None = None,
     ) -> None:
         if not isinstance(max_concurrency, int) or max_concurrency < 1:
             raise ValueError(f"max_concurrency must be a positive int, not {max_concurrency!r}")
         if lease <= 0 or grace < 0 or retry_delay < 0:
             raise ValueError("lease must be positive; grace and retry_delay non-negative")
+        if cleanup not in _CLEANUP_STATES:
+            raise ValueError(f"cleanup must be 'never', 'on-success' or 'always', not {cleanup!r}")
         self.store = store
         self.registry = TaskRegistry(tasks)
         self.cache = cache
@@ -116,11 +160,12 @@ class Runner:
         self.max_retry_delay = float(max_retry_delay)
         self.poll_interval = poll_interval
         self.handle_signals = handle_signals
-        self.delete_job_cache = delete_job_cache
+        self.cleanup: Cleanup = cleanup
         self.max_threads = max_threads or min(max_concurrency, 32)
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.stats = RunnerStats()
         self._stopping: asyncio.Event | None = None
+        self._stop_requested = False
         self._running = False
 
     # -- public ------------------------------------------------------------------------------------
@@ -134,7 +179,9 @@ class Runner:
         await self._run(until_idle=False)
 
     def stop(self) -> None:
-        """Ask for a graceful stop: no new claims; in-flight tasks get the grace period."""
+        """Ask for a graceful stop: no new claims; in-flight tasks get the grace period. Called
+        before the run starts, the run stops at once (it claims nothing)."""
+        self._stop_requested = True
         if self._stopping is not None:
             self._stopping.set()
 
@@ -145,6 +192,8 @@ class Runner:
         self._running = True
         loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
+        if self._stop_requested:
+            self._stopping.set()
         try:
             if await self.store.get_cluster(self.cluster) is None:
                 raise UnknownClusterError(f"unknown cluster {self.cluster!r}")
@@ -160,9 +209,16 @@ class Runner:
                         stack.callback(loop.remove_signal_handler, sig)
                 threads = ThreadPoolExecutor(self.max_threads, thread_name_prefix="swath-task")
                 stack.callback(threads.shutdown, wait=False, cancel_futures=True)
-                await _Loop(self, loop, threads, user, until_idle).run()
+                run = _Loop(self, loop, threads, user, until_idle)
+                await run.run()
+                if run.fatal is not None:
+                    # a task raised KeyboardInterrupt or SystemExit: it was recorded as that
+                    # task's failure and the runner stopped gracefully; now let it through
+                    raise run.fatal
         finally:
             self._running = False
+            self._stop_requested = False
+            self._stopping = None
 
 
 class _Loop:
@@ -182,51 +238,70 @@ class _Loop:
         self.threads = threads
         self.user_context = user_context
         self.until_idle = until_idle
+        self.kinds = runner.registry.kinds()
         self.signal = runner.store.work_signal(runner.cluster)
-        self.inflight: dict[asyncio.Task[None], ClaimedTask] = {}
+        self.stop_signal = runner.store.work_signal(STOPPED_SIGNAL)
+        self.inflight: dict[asyncio.Task[None], _Flight] = {}
         self.pending: list[TaskOutcome] = []
         self.pending_jobs: set[str] = set()
+        self.to_release: list[str] = []
         self.flush_wanted = asyncio.Event()
         self.flushing = 0  # commits in progress
+        self.cleanups: set[asyncio.Task[None]] = set()
         self.known_clusters: set[str] = {runner.cluster}
+        self.fatal: BaseException | None = None
         assert runner._stopping is not None
         self.stopping = runner._stopping
 
     async def run(self) -> None:
         flusher = asyncio.create_task(self._flusher(), name="swath-flusher")
         heartbeat = asyncio.create_task(self._heartbeat(), name="swath-heartbeat")
-        shutdown: asyncio.Task[None] | None = None
+        cancelled = False
         try:
-            try:
-                await self._claim_loop()
-            finally:
-                # stopped, idle, cancelled or failed: in-flight tasks get their grace period and
-                # every outcome is committed; a cancellation does not cut this short
-                shutdown = asyncio.create_task(self._shutdown())
-                await asyncio.shield(shutdown)
+            await self._claim_loop()
+        except asyncio.CancelledError:
+            cancelled = True
         finally:
-            if shutdown is not None and not shutdown.done():
-                with contextlib.suppress(BaseException):
+            # stopped, idle, cancelled or failed: in-flight tasks get their grace period and
+            # every outcome is committed. No cancellation cuts this short (however many come):
+            # the cache and the store stay open until it is done.
+            shutdown = asyncio.create_task(self._shutdown(), name="swath-shutdown")
+            while not shutdown.done():
+                try:
                     await asyncio.shield(shutdown)
+                except asyncio.CancelledError:
+                    cancelled = True
             # the flusher is idle now (a commit in progress is never cut off)
             heartbeat.cancel()
             flusher.cancel()
             await asyncio.gather(heartbeat, flusher, return_exceptions=True)
+        shutdown.result()
+        if cancelled:
+            raise asyncio.CancelledError
 
     async def _shutdown(self) -> None:
         await self._drain(self.r.grace)
         await self._flush_all()
+        while self.cleanups:
+            await asyncio.gather(*self.cleanups, return_exceptions=True)
 
     async def _drain(self, grace: float) -> None:
-        """Wait up to ``grace`` for in-flight tasks; cancel and release the rest."""
+        """Wait up to ``grace`` for in-flight tasks; cancel the rest and give them back. A sync
+        task's thread cannot be stopped: its task keeps its lease (heartbeats go on) until the
+        thread returns, and then its real outcome is committed."""
         if self.inflight:
             await asyncio.wait(list(self.inflight), timeout=grace)
-        leftover = dict(self.inflight)
+        leftover = list(self.inflight)
         for task in leftover:
             task.cancel()
         if leftover:
             await asyncio.gather(*leftover, return_exceptions=True)
-            released = await self.store.release(self.r.id, [t.id for t in leftover.values()])
+        await self._release()
+
+    async def _release(self) -> None:
+        ids, self.to_release = self.to_release, []
+        if ids:
+            released = await self.store.release(self.r.id, ids)
             self.r.stats.released += released
             log.info("runner %s released %d unfinished tasks", self.r.id, released)
 
@@ -261,7 +336,7 @@ class _Loop:
                         continue
                     timeout = backoff
                     if self.until_idle and not self.inflight and not self._unflushed():
-                        ready = await self.store.next_ready(self.r.cluster)
+                        ready = await self.store.next_ready(self.r.cluster, self.kinds)
                         if ready is None:
                             return
                         timeout = min(backoff, max(0.001, ready - time.time()))
@@ -277,25 +352,41 @@ class _Loop:
                 stop_wait.cancel()
 
     async def _claim(self, limit: int) -> list[ClaimedTask]:
-        """Claim up to ``limit`` tasks; if we are cancelled meanwhile, the claim still finishes
-        and what it took is given back at once (rather than left to lease expiry)."""
+        """Claim up to ``limit`` tasks this runner can execute; if we are cancelled meanwhile,
+        the claim still finishes and what it took is given back at once (rather than left to
+        lease expiry)."""
+        began = time.monotonic()
         claim = asyncio.ensure_future(
-            self.store.claim(self.r.cluster, self.r.id, limit, self.r.lease)
+            self.store.claim(self.r.cluster, self.r.id, limit, self.r.lease, self.kinds)
         )
         try:
-            return await asyncio.shield(claim)
+            claimed = await asyncio.shield(claim)
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
                 taken = await claim
                 await self.store.release(self.r.id, [t.id for t in taken])
             raise
+        if claimed and time.monotonic() - began > self.r.lease / 3:
+            # the claim took as long as a heartbeat period (a locked store, a frozen process):
+            # its leases may have run out and gone to another runner meanwhile; start only the
+            # tasks still ours, their leases renewed
+            held = set(await self.store.renew(self.r.id, [t.id for t in claimed], self.r.lease))
+            if len(held) < len(claimed):
+                log.warning(
+                    "runner %s: %d claimed tasks were no longer leased to it after a slow claim",
+                    self.r.id,
+                    len(claimed) - len(held),
+                )
+            claimed = [t for t in claimed if t.id in held]
+        return claimed
 
     def _unflushed(self) -> bool:
         return bool(self.pending) or self.flushing > 0
 
     def _start(self, claimed: ClaimedTask) -> None:
-        task = self.loop.create_task(self._execute(claimed))
-        self.inflight[task] = claimed
+        flight = _Flight(claimed)
+        task = self.loop.create_task(self._execute(flight))
+        self.inflight[task] = flight
         task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
@@ -303,7 +394,8 @@ class _Loop:
         self.signal.set()  # a slot is free
 
     # -- one task ----------------------------------------------------------------------------------
-    async def _execute(self, claimed: ClaimedTask) -> None:
+    async def _execute(self, flight: _Flight) -> None:
+        claimed = flight.claimed
         context: ExecutionContext | None = None
         try:
             found = self.r.registry.find(claimed.name, claimed.version)
@@ -320,7 +412,7 @@ class _Loop:
                     f"the input of {claimed.name} {claimed.version} does not decode into "
                     f"{cls.__qualname__}: {exc}"
                 ) from exc
-            context = ExecutionContext(
+            context = flight.context = ExecutionContext(
                 claimed,
                 self.r.cache,
                 runner_context=self.user_context,
@@ -328,40 +420,101 @@ class _Loop:
                 blocking=not run_async,
             )
             if not run_async:
-                await self.loop.run_in_executor(self.threads, task.execute, context)
-            else:
+                flight.sync = True
+                await self._run_sync(task, context, flight)
+            elif claimed.timeout is None:
                 result = task.execute(context)
                 if result is not None:
                     await result
+            else:
+                await self._run_async_limited(task, context, claimed.timeout)
+            if flight.abandoned:
+                raise asyncio.CancelledError  # its job stopped meanwhile: give it back
             subtasks, progress = context._collected()
             if subtasks:
                 await self._check_clusters({s.cluster for s in subtasks})
             outcome: TaskOutcome = TaskSuccess(claimed.id, context._display(), subtasks, progress)
             self.r.stats.succeeded += 1
         except asyncio.CancelledError:
-            raise  # stopping: the task goes back to the queue
-        except Exception as exc:
-            self.r.stats.failed += 1
-            delay = min(self.r.max_retry_delay, self.r.retry_delay * 2**claimed.retry_count)
-            display = context._display() if context is not None else claimed.display
-            error = ErrorInfo(
-                type=type(exc).__qualname__,
-                message=str(exc),
-                traceback="".join(traceback.format_exception(exc)),
-            )
-            outcome = TaskFailure(claimed.id, error, delay, display)
-            log.warning(
-                "task %s %s (%s) of job %s failed: %s: %s",
-                claimed.name,
-                claimed.version,
-                claimed.id,
-                claimed.job_id,
-                error.type,
-                error.message,
-            )
+            # stopping, or its job stopped: back to the queue (or CANCELED/SKIPPED with its job)
+            self.to_release.append(claimed.id)
+            if flight.abandoned:
+                await self._release()
+                return
+            raise
+        except BaseException as exc:
+            if flight.abandoned:
+                self.to_release.append(claimed.id)
+                await self._release()
+                return
+            if not isinstance(exc, Exception):
+                # KeyboardInterrupt or SystemExit from task code: record it as this task's
+                # failure, stop the runner gracefully, and re-raise it from run_all
+                self.fatal = self.fatal or exc
+                self.r.stop()
+            outcome = self._failure(claimed, exc, context)
         self.pending.append(outcome)
         self.pending_jobs.add(claimed.job_id)
         self.flush_wanted.set()
+
+    def _failure(
+        self, claimed: ClaimedTask, exc: BaseException, context: ExecutionContext | None
+    ) -> TaskFailure:
+        self.r.stats.failed += 1
+        delay = min(self.r.max_retry_delay, self.r.retry_delay * 2**claimed.retry_count)
+        display = context._display() if context is not None else claimed.display
+        error = error_info(exc)
+        log.warning(
+            "task %s %s (%s) of job %s failed: %s: %s",
+            claimed.name,
+            claimed.version,
+            claimed.id,
+            claimed.job_id,
+            error.type,
+            error.message,
+        )
+        return TaskFailure(claimed.id, error, delay, display)
+
+    async def _run_async_limited(
+        self, task: Task, context: ExecutionContext, seconds: float
+    ) -> None:
+        try:
+            async with asyncio.timeout(seconds) as limit:
+                result = task.execute(context)
+                if result is not None:
+                    await result
+        except TimeoutError:
+            if limit.expired():
+                context._cancel()
+                raise TaskTimeoutError(
+                    f"the task ran longer than its timeout of {seconds:g} s"
+                ) from None
+            raise
+
+    async def _run_sync(self, task: Task, context: ExecutionContext, flight: _Flight) -> None:
+        """Run a sync ``execute`` in a worker thread. A thread cannot be stopped: when the task
+        times out, its job stops or the runner stops, ``context.cancelled`` is set and the task
+        keeps its lease until the thread returns."""
+        thread = self.loop.run_in_executor(self.threads, task.execute, context)
+        seconds = flight.claimed.timeout
+        try:
+            await asyncio.wait_for(asyncio.shield(thread), seconds)
+        except TimeoutError:
+            if thread.done():
+                raise  # the task's own TimeoutError
+            context._cancel()
+            await _wait_thread(thread)
+            raise TaskTimeoutError(
+                f"the task ran longer than its timeout of {seconds:g} s"
+            ) from None
+        except asyncio.CancelledError:
+            if flight.abandoned:
+                context._cancel()
+            await _wait_thread(thread)
+            if flight.abandoned:
+                raise
+            # the runner is stopping: the work is done, commit its real outcome
+            thread.result()
 
     async def _check_clusters(self, clusters: set[str]) -> None:
         for cluster in clusters - self.known_clusters:
@@ -388,21 +541,53 @@ class _Loop:
         jobs, self.pending_jobs = self.pending_jobs, set()
         self.flushing += 1
         try:
-            accepted = await self.store.complete(self.r.id, batch)
-        except Exception:
-            log.exception("runner %s could not complete %d tasks", self.r.id, len(batch))
-            # the leases run out and the tasks are retried elsewhere; report each one alone so
-            # a single bad outcome cannot take the rest with it
-            accepted = 0
-            for outcome in batch:
-                with contextlib.suppress(Exception):
-                    accepted += await self.store.complete(self.r.id, [outcome])
+            accepted = await self._complete(batch)
+            if self.r.cleanup != "never":
+                cleanup = asyncio.create_task(self._cleanup(jobs))
+                self.cleanups.add(cleanup)
+                cleanup.add_done_callback(self.cleanups.discard)
         finally:
             self.flushing -= 1
             self.signal.set()
         self.r.stats.lost += len(batch) - accepted
-        if self.r.delete_job_cache:
-            await self._delete_finished_job_caches(jobs)
+
+    async def _complete(self, batch: list[TaskOutcome]) -> int:
+        try:
+            return await self.store.complete(self.r.id, batch)
+        except Exception:
+            log.exception("runner %s could not complete %d tasks", self.r.id, len(batch))
+        # report each one alone, so a single bad outcome cannot take the rest with it; an
+        # outcome the store refuses becomes a failure of its task carrying the refusal (once:
+        # never a lost lease and another round); after an outage the leases run out instead
+        accepted = 0
+        for outcome in batch:
+            try:
+                accepted += await self.store.complete(self.r.id, [outcome])
+                continue
+            except Exception as exc:
+                if not _refused(exc):
+                    log.exception("runner %s could not complete task %s", self.r.id, outcome)
+                    continue
+                refusal = exc
+            log.error(
+                "runner %s: the store refused the outcome of task %s (%s: %s); recording that "
+                "as its failure",
+                self.r.id,
+                outcome.task_id,
+                type(refusal).__name__,
+                storable_text(str(refusal)),
+            )
+            failure = TaskFailure(
+                outcome.task_id,
+                error_info(refusal),
+                self.r.retry_delay,
+                storable_text(outcome.display),
+            )
+            try:
+                accepted += await self.store.complete(self.r.id, [failure])
+            except Exception:
+                log.exception("runner %s could not record the failure", self.r.id)
+        return accepted
 
     async def _flush_all(self) -> None:
         while self.pending or self.flushing:
@@ -411,19 +596,60 @@ class _Loop:
             else:
                 await self._flush_once()
 
-    async def _delete_finished_job_caches(self, jobs: set[str]) -> None:
+    async def _cleanup(self, jobs: set[str]) -> None:
+        """Clear the caches of ``jobs`` that ended in a state the ``cleanup`` option names."""
+        states = _CLEANUP_STATES[self.r.cleanup]
         for job_id in jobs:
-            job = await self.store.get_job(job_id)
-            if job is not None and job.state == JobState.COMPLETED:
-                with contextlib.suppress(Exception):
+            try:
+                job = await self.store.get_job(job_id)
+                if job is not None and job.state in states:
                     await self.r.cache.group(job_id).clear()
+            except Exception:
+                log.exception("runner %s: clearing the cache of job %s failed", self.r.id, job_id)
 
     # -- leases ------------------------------------------------------------------------------------
     async def _heartbeat(self) -> None:
+        """Renew this runner's leases every ``lease / 3`` seconds while it holds any; and when
+        a job stops (at once when the store signals it, else with the heartbeat), cancel the
+        tasks of it this runner holds."""
+        interval = self.r.lease / 3
+        next_beat = time.monotonic() + interval
         while True:
-            await asyncio.sleep(self.r.lease / 3)
-            if self.inflight or self.pending or self.flushing:
-                try:
+            self.stop_signal.clear()
+            stopped = await self.stop_signal.wait(max(0.0, next_beat - time.monotonic()))
+            busy = bool(self.inflight or self.pending or self.flushing)
+            if not stopped:
+                next_beat = time.monotonic() + interval
+            if not busy:
+                continue
+            try:
+                if not stopped:
                     await self.store.heartbeat(self.r.id, self.r.lease)
-                except Exception:
-                    log.exception("runner %s: heartbeat failed", self.r.id)
+                if self.inflight:
+                    self._abandon(set(await self.store.stop_requested(self.r.id)))
+            except Exception:
+                log.exception("runner %s: heartbeat failed", self.r.id)
+
+    def _abandon(self, task_ids: set[str]) -> None:
+        """Cancel the in-flight tasks ``task_ids`` (their job stopped)."""
+        if not task_ids:
+            return
+        for task, flight in list(self.inflight.items()):
+            if flight.claimed.id in task_ids and not flight.abandoned:
+                flight.abandoned = True
+                log.info(
+                    "runner %s: the job of task %s stopped; cancelling it",
+                    self.r.id,
+                    flight.claimed.id,
+                )
+                if flight.context is not None:
+                    flight.context._cancel()
+                task.cancel()
+
+
+async def _wait_thread(thread: asyncio.Future[Any]) -> None:
+    """Wait for a worker thread's future to finish, whatever cancellations arrive meanwhile: a
+    thread cannot be stopped, and its task keeps its lease until it returns."""
+    while not thread.done():
+        with contextlib.suppress(BaseException):
+            await asyncio.shield(thread)

@@ -2,17 +2,25 @@
 
 Subclassing :class:`Task` turns the subclass into a dataclass and checks it at once: its
 identifier, its ``execute`` signature and the types of its fields (everything that msgspec
-encodes to JSON, plus ``pathlib.Path``). Mistakes are a ``TypeError`` at class definition,
-never a crash later in a runner.
+encodes to JSON, plus ``pathlib.Path`` and protobuf messages). Mistakes are a ``TypeError`` at
+class definition, never a crash later in a runner.
+
+A class without ``execute`` is valid (code that only submits work declares the inputs and the
+identifier); a runner refuses to register it. Protobuf message fields (the optional dependency
+``protobuf``) are stored as Tilebox stores them inside its JSON: the base64 text of the message's
+``SerializeToString()``.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import dataclasses
 import inspect
 import pathlib
 import re
+import sys
 from collections.abc import Awaitable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, dataclass_transform
 
@@ -26,15 +34,41 @@ _VERSION = re.compile(r"^v(\d+)\.(\d+)$")
 _NAME_MAX = 256
 
 
+def _protobuf_message() -> type[Any] | None:
+    """``google.protobuf.message.Message`` if protobuf is imported (a message class exists only
+    once it is), else None: swath never imports protobuf itself."""
+    module = sys.modules.get("google.protobuf.message")
+    message = getattr(module, "Message", None)
+    return message if isinstance(message, type) else None
+
+
+def _is_protobuf_class(tp: object) -> bool:
+    message = _protobuf_message()
+    return message is not None and isinstance(tp, type) and issubclass(tp, message)
+
+
 def _enc_hook(obj: Any) -> Any:
     if isinstance(obj, pathlib.PurePath):
         return str(obj)
+    message = _protobuf_message()
+    if message is not None and isinstance(obj, message):
+        # as Tilebox: the message's wire bytes, base64 text inside the JSON
+        return base64.b64encode(obj.SerializeToString()).decode("ascii")
     raise TypeError(f"cannot serialize a value of type {type(obj).__name__}: {obj!r}")
 
 
 def _dec_hook(tp: type, obj: Any) -> Any:
     if isinstance(tp, type) and issubclass(tp, pathlib.PurePath) and isinstance(obj, str):
         return tp(obj)
+    if _is_protobuf_class(tp):
+        if not isinstance(obj, str):
+            raise ValueError(f"expected the base64 text of a {tp.__name__} message")
+        try:
+            return tp.FromString(base64.b64decode(obj, validate=True))  # type: ignore[attr-defined]
+        except (binascii.Error, ValueError):
+            raise ValueError(f"not the base64 text of a {tp.__name__} message") from None
+        except Exception as exc:  # protobuf's DecodeError
+            raise ValueError(f"not a valid {tp.__name__} message: {exc}") from None
     raise NotImplementedError(f"cannot decode {tp!r}")
 
 
@@ -46,10 +80,13 @@ def _check_type(info: mi.Type, where: str) -> None:
     if isinstance(info, mi.CustomType):
         if isinstance(info.cls, type) and issubclass(info.cls, pathlib.PurePath):
             return
+        if _is_protobuf_class(info.cls):
+            return
         raise TypeError(
             f"{where}: unsupported type {info.cls!r} (task inputs are serialized as JSON: use "
             "str, int, float, bool, bytes, None, list/tuple/dict/set, Optional/Union/Literal, "
-            "dataclasses, Enum, datetime/date/time/timedelta, UUID, Path, Decimal)"
+            "dataclasses, Enum, datetime/date/time/timedelta, UUID, Path, Decimal, protobuf "
+            "messages)"
         )
     for child in _children(info):
         _check_type(child, where)
@@ -110,13 +147,29 @@ class Task:
 
     _swath_decoder: ClassVar[msgspec.json.Decoder[Any]]
     _swath_checked: ClassVar[bool]
+    #: False for a class without ``execute`` (it can be submitted, not registered with a runner)
+    _swath_executable: ClassVar[bool] = False
+    _swath_timeout: ClassVar[float | None] = None
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
+    def __init_subclass__(cls, *, timeout: float | None = None, **kwargs: Any) -> None:
+        """``class T(Task, timeout=60)`` gives every execution of ``T`` a time limit of 60 s
+        (submissions may pass their own ``timeout=``); subclasses inherit it."""
         super().__init_subclass__(**kwargs)
+        if timeout is not None:
+            if (
+                not isinstance(timeout, int | float)
+                or isinstance(timeout, bool)
+                or not 0 < timeout < float("inf")
+            ):
+                raise TypeError(
+                    f"task {cls.__qualname__}: timeout must be a positive number of seconds, "
+                    f"not {timeout!r}"
+                )
+            cls._swath_timeout = float(timeout)
         dataclasses.dataclass(cls)
         where = f"task {cls.__qualname__}"
         check_identifier(cls.identifier(), where)
-        _check_execute(cls, where)
+        cls._swath_executable = _check_execute(cls, where)
         cls._swath_checked = False
         # a forward reference not defined yet is checked again on first submit
         with contextlib.suppress(NameError):
@@ -147,15 +200,16 @@ class Task:
         raise NotImplementedError
 
 
-def _check_execute(cls: type[Task], where: str) -> None:
+def _check_execute(cls: type[Task], where: str) -> bool:
+    """Check ``cls.execute``; False if the class has none of its own or inherited below Task."""
     execute = cls.__dict__.get("execute")
     if execute is None:
         for base in cls.__mro__[1:]:
             if base is Task:
-                raise TypeError(f"{where} must define execute(self, context)")
+                return False  # submit-only: valid, but no runner registers it
             if "execute" in base.__dict__:
-                return  # inherited from a checked task class
-        return
+                return bool(getattr(base, "_swath_executable", True))  # checked with the base
+        return False
     if not inspect.isfunction(execute):
         raise TypeError(f"{where}.execute must be a plain method, not {type(execute).__name__}")
     if inspect.isasyncgenfunction(execute) or inspect.isgeneratorfunction(execute):
@@ -174,6 +228,7 @@ def _check_execute(cls: type[Task], where: str) -> None:
             f"{where}.execute must have the signature execute(self, context), "
             f"not execute{inspect.signature(execute)}"
         )
+    return True
 
 
 def is_async(task_cls: type[Task]) -> bool:
@@ -212,14 +267,27 @@ class TaskRegistry:
     def __init__(self, tasks: Iterable[type[Task]]) -> None:
         self._by_major: dict[tuple[str, int], tuple[int, type[Task]]] = {}
         self._found: dict[tuple[str, str], tuple[type[Task], bool] | None] = {}
+        if isinstance(tasks, type):
+            raise TypeError(f"runner tasks are a list of Task subclasses, not the class {tasks!r}")
+        registered: set[tuple[str, str]] = set()
         for cls in tasks:
             if not (isinstance(cls, type) and issubclass(cls, Task)) or cls is Task:
                 raise TypeError(f"runner tasks must be Task subclasses, not {cls!r}")
             name, version = cls.identifier()
+            if not cls._swath_executable:
+                shown = cls.__qualname__ + ("" if name == cls.__name__ else f" ({name})")
+                raise TypeError(
+                    f"task {shown} has no execute method: it can be submitted, but a runner "
+                    "cannot register it"
+                )
             major, minor = parse_version(version)
+            if (name, version) in registered:
+                raise ValueError(
+                    f"Duplicate task identifier: A task {name!r} with version {version!r} is "
+                    "already registered."
+                )
+            registered.add((name, version))
             known = self._by_major.get((name, major))
-            if known is not None and known[1] is not cls and known[0] == minor:
-                raise ValueError(f"two task classes registered as {name} {version}")
             if known is None or known[0] < minor:
                 self._by_major[(name, major)] = (minor, cls)
 
@@ -240,6 +308,10 @@ class TaskRegistry:
         if known is None or known[0] < minor:
             return None
         return known[1]
+
+    def kinds(self) -> list[tuple[str, int, int]]:
+        """``(name, major, newest minor)`` of every registered task: what a claim may take."""
+        return sorted((n, major, minor) for (n, major), (minor, _) in self._by_major.items())
 
     def identifiers(self) -> list[str]:
         return sorted(f"{n} v{major}.{minor}" for (n, major), (minor, _) in self._by_major.items())

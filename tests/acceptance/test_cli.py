@@ -102,3 +102,25 @@ def test_jobs_cancel_retry_and_errors(tmp_path: Path) -> None:
     code, out = swath(tmp_path, "runner", "no.such.module", "--until-idle")
     assert code == 2
     assert "cannot import" in out
+
+
+def test_jobs_show_says_which_identifier_a_waiting_task_needs(tmp_path: Path) -> None:
+    """A runner that registered only the fan-out task leaves its subtasks QUEUED (runners claim
+    only what they know); `swath jobs show` says each waits for a runner that knows
+    `Slow v0.0`, and stops saying it once a runner that knows them has run them."""
+    job_id = asyncio.run(submit(tmp_path, 2))
+    cache = str(tmp_path / "cache")
+    code, out = swath(
+        tmp_path, "runner", "tests.acceptance.killable_tasks:FanOutSlow", "--cache", cache,
+        "--until-idle",
+    )  # fmt: skip
+    assert code == 0, out
+    code, out = swath(tmp_path, "jobs", "show", job_id)
+    assert code == 0
+    assert out.count("that knows Slow v0.0") == 2
+    code, out = swath(
+        tmp_path, "runner", "tests.acceptance.killable_tasks", "--cache", cache, "--until-idle"
+    )
+    assert code == 0, out
+    code, out = swath(tmp_path, "jobs", "show", job_id)
+    assert "waits for a runner" not in out

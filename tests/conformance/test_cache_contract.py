@@ -6,17 +6,22 @@ where a rule only applies to persistent backends (selected by a flag of the fact
 
 from __future__ import annotations
 
+import array
 import asyncio
 import os
 from pathlib import Path
 
 import crc32c
+import numpy
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as npst
 
-from swath import InvalidKeyError, KeyNotFoundError
+from swath import ChecksumMismatchError, InvalidKeyError, KeyNotFoundError
 from swath.cache import Backend, CacheGroup, Stat
 
-from .backends import BackendFactory
+from .backends import BackendFactory, run_examples
 
 BAD_KEYS = [
     "",
@@ -55,6 +60,180 @@ async def test_put_get_roundtrip_all_bytes_like_types(cache: Backend) -> None:
     assert await cache.get("ba") == b"bytearray"
     assert await cache.get("mv") == b"memoryview"
     assert isinstance(await cache.get("ba"), bytes)
+
+
+async def test_non_contiguous_and_shaped_buffers_are_values(cache: Backend) -> None:
+    """Every buffer is a value: a strided memoryview, a Fortran-ordered or transposed array, an
+    array.array, an empty 2-D array. Its bytes are memoryview(x).tobytes() (logical elements in
+    C order), the same through put, put_stream and open_write."""
+    values: list[object] = [
+        memoryview(b"abcdef")[::2],
+        memoryview(b"abcdef")[::-1],
+        array.array("H", [1, 2, 3]),
+        numpy.arange(12, dtype="<i4").reshape(3, 4).T,
+        numpy.asfortranarray(numpy.arange(6, dtype=">f8").reshape(2, 3)),
+        numpy.zeros((0, 3, 2)),
+        numpy.array(7.5),
+    ]
+    for i, value in enumerate(values):
+        expected = memoryview(value).tobytes()  # type: ignore[arg-type]
+        await cache.put(f"put{i}", value)  # type: ignore[arg-type]
+        assert await cache.get(f"put{i}") == expected
+        assert await cache.put_stream(f"stream{i}", [value, b"|", value]) == 2 * len(expected) + 1
+        assert await cache.get(f"stream{i}") == expected + b"|" + expected
+        async with cache.open_write(f"write{i}") as w:
+            await w.write(value)  # type: ignore[arg-type]
+        assert await cache.get(f"write{i}") == expected
+    assert await cache.get("put0") == b"ace"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        numpy.array([1, "x", None], dtype=object),
+        numpy.zeros(3, dtype=[("n", "<i4"), ("o", "O")]),
+        numpy.array(["2020-01-01"], dtype="datetime64[D]"),
+    ],
+    ids=["object", "struct-with-object", "datetime64"],
+)
+async def test_object_arrays_are_type_errors_everywhere(cache: Backend, value: object) -> None:
+    """An array of Python object references (numpy dtype=object, or a structure holding one) is
+    not a value: put, put_stream and open_write raise TypeError and write nothing (the previous
+    value stays). The same for an array numpy cannot export as a buffer."""
+    await cache.put("k", b"old")
+    with pytest.raises(TypeError):
+        await cache.put("k", value)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        await cache.put_stream("k", [b"new", value])  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        async with cache.open_write("k") as w:
+            await w.write(b"new")
+            await w.write(value)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        await cache.put("fresh", value)  # type: ignore[arg-type]
+    assert await cache.get("k") == b"old"
+    assert [k async for k in cache] == ["k"]
+
+
+async def test_a_buffer_is_not_a_stream(cache: Backend) -> None:
+    """put_stream of one buffer (an array, array.array, not only bytes) is a TypeError pointing
+    to put, not a stream of its elements, and writes nothing."""
+    for value in (numpy.arange(4), array.array("b", [1, 2]), bytearray(b"ab")):
+        with pytest.raises(TypeError, match="put"):
+            await cache.put_stream("k", value)  # type: ignore[arg-type]
+    assert [k async for k in cache] == []
+
+
+# Values for the property tests: every kind of buffer, of several item types, shapes and strides.
+_ARRAY_CODES = "bBhHiIlLqQfd"
+_DTYPES = [
+    numpy.dtype(code)
+    for code in ["u1", "i1", "<i2", ">i2", "<u4", ">i8", "<f4", ">f8", "<c16", "?"]
+] + [numpy.dtype("S3"), numpy.dtype("<U2"), numpy.dtype([("n", "<i2"), ("Obj", "u1")])]
+
+
+@st.composite
+def _arrays(draw: st.DrawFn) -> object:
+    dtype = draw(st.sampled_from(_DTYPES))
+    shape = draw(npst.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=5))
+    a = draw(npst.arrays(dtype, shape))
+    view = draw(st.sampled_from(["c", "fortran", "transpose", "strided", "reversed"]))
+    if view == "fortran":
+        return numpy.asfortranarray(a)
+    if view == "transpose":
+        return a.T
+    if a.ndim and view == "strided":
+        return a[(slice(None, None, draw(st.integers(1, 3))),) * a.ndim]
+    if a.ndim and view == "reversed":
+        return a[::-1]
+    return a
+
+
+@st.composite
+def _memoryview_slices(draw: st.DrawFn) -> object:
+    data = draw(st.binary(max_size=64))
+    step = draw(st.integers(-4, 4).filter(bool))
+    start = draw(st.none() | st.integers(-70, 70))
+    stop = draw(st.none() | st.integers(-70, 70))
+    return memoryview(data)[start:stop:step]
+
+
+valid_values = st.one_of(
+    st.binary(max_size=200),
+    st.binary(max_size=200).map(bytearray),
+    _memoryview_slices(),
+    st.sampled_from(_ARRAY_CODES).flatmap(
+        lambda code: st.lists(st.integers(0, 100), max_size=20).map(lambda v: array.array(code, v))
+    ),
+    _arrays(),
+)
+invalid_values = st.one_of(
+    st.text(max_size=10),
+    st.integers(),
+    st.lists(st.binary(max_size=4), max_size=3),
+    st.none(),
+    npst.arrays(numpy.dtype(object), npst.array_shapes(min_dims=1, max_dims=2, min_side=0)),
+    st.just(numpy.zeros(2, dtype=[("n", "<i4"), ("o", "O")])),
+)
+
+
+def test_every_buffer_roundtrips_as_its_c_order_bytes(cache_factory: BackendFactory) -> None:
+    """Property: any buffer (bytes, bytearray, strided memoryview slices, array.array, numpy
+    arrays of many dtypes, shapes, strides and orders, empty N-dimensional ones included) is a
+    value whose bytes are memoryview(x).tobytes(): its logical elements in C order. put,
+    put_stream and open_write agree on every backend."""
+
+    def check(runner: asyncio.Runner, cache: Backend) -> None:
+        @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(value=valid_values)
+        def roundtrip(value: object) -> None:
+            expected = memoryview(value).tobytes()  # type: ignore[arg-type]
+
+            async def go() -> None:
+                await cache.put("v/put", value)  # type: ignore[arg-type]
+                await cache.put_stream("v/stream", [value, value])  # type: ignore[list-item]
+                async with cache.open_write("v/write") as w:
+                    await w.write(value)  # type: ignore[arg-type]
+                assert await cache.get("v/put") == expected
+                assert await cache.get("v/stream") == expected * 2
+                assert await cache.get("v/write") == expected
+                assert (await cache.stat("v/put")).checksum == expected_checksum(expected)
+
+            runner.run(go())
+
+        roundtrip()
+
+    run_examples(cache_factory, check)
+
+
+def test_every_non_buffer_is_refused_and_writes_nothing(cache_factory: BackendFactory) -> None:
+    """Property: a value that is not a buffer of data (text, numbers, lists, None, numpy arrays
+    of Python objects) is a TypeError from put, put_stream and open_write, and nothing is
+    written: the key keeps its previous value and no other key appears."""
+
+    def check(runner: asyncio.Runner, cache: Backend) -> None:
+        runner.run(cache.put("v/k", b"old"))
+
+        @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(value=invalid_values)
+        def refused(value: object) -> None:
+            async def go() -> None:
+                with pytest.raises(TypeError):
+                    await cache.put("v/k", value)  # type: ignore[arg-type]
+                with pytest.raises(TypeError):
+                    await cache.put_stream("v/k", [b"new", value])  # type: ignore[list-item]
+                with pytest.raises(TypeError):
+                    async with cache.open_write("v/k") as w:
+                        await w.write(value)  # type: ignore[arg-type]
+                assert await cache.get("v/k") == b"old"
+                assert [k async for k in cache.group("v")] == ["k"]
+                assert [k async for k in cache] == []
+
+            runner.run(go())
+
+        refused()
+
+    run_examples(cache_factory, check)
 
 
 async def test_value_is_copied_on_put(cache: Backend) -> None:
@@ -124,6 +303,25 @@ async def test_non_bytes_values_are_type_errors(cache: Backend, value: object) -
     assert [k async for k in cache] == []
 
 
+async def test_contains_of_a_corrupt_value_is_true_and_the_read_raises(
+    cache_factory: BackendFactory,
+) -> None:
+    """contains() answers True or False, never a checksum error: for a value corrupted behind
+    the cache's back it is True (a value is there) and the read is what raises
+    ChecksumMismatchError. (Backends that cannot hold a corrupt value check contains only.)"""
+    async with cache_factory.make() as cache:
+        data = bytes(range(256)) * 64
+        await cache.put("g/c", data)
+        assert await cache.contains("g/c")
+        if cache_factory.corrupt is not None:
+            cache_factory.corrupt("g/c")
+            with pytest.raises(ChecksumMismatchError):
+                await cache.get("g/c")
+        assert await cache.contains("g/c") is True
+        assert await cache.group("g").contains("c") is True
+        assert await cache.contains("g/missing") is False
+
+
 async def test_delete(cache: Backend) -> None:
     """delete removes the value; a second delete is KeyNotFoundError; other keys stay."""
     await cache.put("a", b"1")
@@ -183,17 +381,61 @@ async def test_non_string_key_is_invalid(cache: Backend) -> None:
         await cache.put(b"bytes-key", b"x")  # type: ignore[arg-type]
 
 
-async def test_key_length_limit_counts_group_prefix(cache: Backend) -> None:
-    """The full key, group prefix included, may be 1024 UTF-8 bytes, not 1025."""
-    await cache.put("k" * 1024, b"max")
-    assert await cache.get("k" * 1024) == b"max"
-    group = cache.group("g" * 100)
-    await group.put("v" * 923, b"ok")  # 100 + 1 + 923 = 1024
-    assert await group.get("v" * 923) == b"ok"
-    with pytest.raises(InvalidKeyError):
-        await group.put("v" * 924, b"too long")
-    await cache.put("é" * 512, b"two-byte chars")  # 1024 bytes
-    assert [k async for k in cache] == sorted(["k" * 1024, "é" * 512])
+async def test_key_length_limit_counts_group_prefix(cache_factory: BackendFactory) -> None:
+    """The full key, group prefix included, may be 1024 UTF-8 bytes, not 1025 (less the room
+    an object store's prefix takes, see the next test)."""
+    prefix = cache_factory.prefix
+    room = 1024 - (len(prefix.encode()) + 1 if prefix else 0)
+    async with cache_factory.make() as cache:
+        await cache.put("k" * room, b"max")
+        assert await cache.get("k" * room) == b"max"
+        group = cache.group("g" * 100)
+        await group.put("v" * (room - 101), b"ok")  # 100 + 1 + (room - 101) = room
+        assert await group.get("v" * (room - 101)) == b"ok"
+        with pytest.raises(InvalidKeyError):
+            await group.put("v" * (room - 100), b"too long")
+        await cache.put("é" * (room // 2), b"two-byte chars")  # room bytes, or one less
+        assert [k async for k in cache] == sorted(["k" * room, "é" * (room // 2)])
+
+
+async def test_key_room_left_by_the_backend_prefix(cache_factory: BackendFactory) -> None:
+    """Object names (prefix, '/', full key) are at most 1024 UTF-8 bytes on object stores: with a
+    prefix, a key of exactly the room left (1024 minus the prefix and its '/') round-trips, and
+    one byte more is InvalidKeyError before any I/O, from every operation, through groups too,
+    with a message that says how much room the prefix leaves. Nothing is written. Without a
+    prefix the room is the whole 1024 bytes."""
+    prefix = cache_factory.prefix
+    room = 1024 - (len(prefix.encode()) + 1 if prefix else 0)
+    fits, too_long = "g/" + "é" * ((room - 2) // 2), "g/" + "k" * (room - 1)
+    if (room - 2) % 2:
+        fits += "k"
+    assert len(fits.encode()) == room
+    assert len(too_long.encode()) == room + 1
+    async with cache_factory.make() as cache:
+        await cache.put(fits, b"fits")
+        assert await cache.get(fits) == b"fits"
+        assert await cache.group("g").get(fits[2:]) == b"fits"
+        assert await cache.contains(fits)
+        message = str(room) if prefix else "1024"
+        operations = [
+            lambda: cache.put(too_long, b"x"),
+            lambda: cache.group("g").put(too_long[2:], b"x"),
+            lambda: cache.put_stream(too_long, [b"x"]),
+            lambda: cache.get(too_long),
+            lambda: cache.contains(too_long),
+            lambda: cache.stat(too_long),
+            lambda: cache.delete(too_long),
+            lambda: cache.get_range(too_long, 0, 1),
+        ]
+        for operation in operations:
+            with pytest.raises(InvalidKeyError, match=message):
+                await operation()
+        with pytest.raises(InvalidKeyError, match=message):
+            async with cache.open_write(too_long) as w:
+                await w.write(b"x")
+        with pytest.raises(InvalidKeyError, match=message):
+            [c async for c in cache.stream(too_long)]
+        assert [k async for k in cache.group("g")] == [fits[2:]]
 
 
 async def test_unicode_and_odd_but_valid_keys_roundtrip(cache: Backend) -> None:

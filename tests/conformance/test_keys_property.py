@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from swath import InvalidKeyError
 from swath.cache import Backend
 
-from .backends import BackendFactory
+from .backends import BackendFactory, run_examples
 
 
 def _segment_ok(segment: str) -> bool:
@@ -47,17 +47,6 @@ def _files_under(path: Path) -> list[str]:
     return sorted(str(p) for p in path.rglob("*")) if path.exists() else []
 
 
-def _run_examples(cache_factory: BackendFactory, check: object) -> None:
-    """Run one hypothesis test with one entered backend, on one event loop."""
-    with asyncio.Runner() as runner:
-        backend = cache_factory.make()
-        runner.run(backend.__aenter__())
-        try:
-            check(runner, backend)  # type: ignore[operator]
-        finally:
-            runner.run(backend.__aexit__(None, None, None))
-
-
 def test_valid_keys_roundtrip(cache_factory: BackendFactory) -> None:
     """Any valid key (unicode, odd punctuation, up to four segments) stores and returns its
     value, is listed in its group, and is deleted cleanly."""
@@ -79,7 +68,7 @@ def test_valid_keys_roundtrip(cache_factory: BackendFactory) -> None:
 
         roundtrip()
 
-    _run_examples(cache_factory, check)
+    run_examples(cache_factory, check)
 
 
 def test_invalid_keys_refused_and_nothing_written(
@@ -113,7 +102,7 @@ def test_invalid_keys_refused_and_nothing_written(
 
         refused()
 
-    _run_examples(cache_factory, check)
+    run_examples(cache_factory, check)
     after = _files_under(tmp_path)
     root = cache_factory.root
     if root is not None:

@@ -129,6 +129,7 @@ def factory_gcs(gcs_server: GcsServer, gcs_bucket: str) -> BackendFactory:
             gcs_bucket, prefix=prefix, chunk_size=CHUNK, max_concurrency=CONCURRENCY
         ),
         url=f"gs://{gcs_bucket}/{prefix}",
+        prefix=prefix,
         env={"STORAGE_EMULATOR_HOST": gcs_server.endpoint},
         rss_budget=CHUNK * (CONCURRENCY + 2) + (32 << 20),
         # the emulator re-hashes the whole object on every chunk: 1 GiB takes minutes there

@@ -16,6 +16,7 @@ Fixtures:
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import shutil
@@ -199,13 +200,27 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _factory(name: str, server: S3Server, bucket: str, large_objects: bool) -> BackendFactory:
+    prefix = "jobs"  # the conformance suite runs with a prefix, as users do
+
+    def corrupt(key: str) -> None:  # flip a byte, keep the recorded checksum (a bit rot at rest)
+        key = f"{prefix}/{key}"
+        head = server.client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+        data = bytearray(server.client.get_object(Bucket=bucket, Key=key)["Body"].read())
+        data[len(data) // 2] ^= 0x01
+        metadata = {k.lower(): v for k, v in (head.get("Metadata") or {}).items()}
+        if "swath-crc32c" not in metadata:  # the checksum lived as S3's FULL_OBJECT CRC32C
+            metadata["swath-crc32c"] = base64.b64decode(head["ChecksumCRC32C"]).hex()
+        server.client.put_object(Bucket=bucket, Key=key, Body=bytes(data), Metadata=metadata)
+
     return BackendFactory(
         name,
-        make=lambda: server.make_cache(bucket),
-        url=f"s3://{bucket}",
+        make=lambda: server.make_cache(bucket, prefix=prefix),
+        url=f"s3://{bucket}/{prefix}",
+        prefix=prefix,
         env=server.env,
         rss_budget=PART_SIZE * (MAX_CONCURRENCY + 2) + (32 << 20),
         large_objects=large_objects,
+        corrupt=corrupt,
     )
 
 

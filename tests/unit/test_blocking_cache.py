@@ -3,10 +3,12 @@ runs in another thread."""
 
 from __future__ import annotations
 
+import array
 import asyncio
 import threading
 from collections.abc import Iterator
 
+import numpy
 import pytest
 
 from swath import InMemoryCache, KeyNotFoundError
@@ -57,6 +59,19 @@ def test_streaming_forms(loop: asyncio.AbstractEventLoop, tmp_path: object) -> N
     assert b"".join(chunks) == b"".join(bytes([i]) * 1000 for i in range(10))
     assert cache.get_range("big", 999, 1001) == b"\x00\x01"
     assert cache.stat("big").size == 10_000
+
+
+def test_a_buffer_is_a_value_not_a_stream(loop: asyncio.AbstractEventLoop) -> None:
+    """The blocking mapping follows the async cache's value rule: a numpy array or an
+    array.array is one value for put, and put_stream of one is a TypeError (not a stream of its
+    elements), writing nothing."""
+    cache = BlockingCache(InMemoryCache(), loop)
+    cache["a"] = numpy.arange(6, dtype="<u2").reshape(2, 3).T
+    assert cache["a"] == numpy.arange(6, dtype="<u2").reshape(2, 3).T.tobytes()
+    for value in (numpy.arange(3), array.array("b", [1, 2])):
+        with pytest.raises(TypeError, match="put"):
+            cache.put_stream("s", value)  # type: ignore[arg-type]
+    assert "s" not in cache
 
 
 async def test_calling_on_its_own_loop_is_refused() -> None:

@@ -30,6 +30,12 @@ class Hello(Task):
         await context.job_cache.put("hello", b"world")
 
 
+class Broken(Task):
+    async def execute(self, context: ExecutionContext) -> None:
+        await context.job_cache.put("partial", b"result")
+        raise RuntimeError("broken")
+
+
 def schema_version(path: Path) -> int:
     with sqlite3.connect(path) as conn:
         return int(conn.execute("SELECT version FROM swath_schema").fetchone()[0])
@@ -138,17 +144,44 @@ async def test_runner_refuses_unknown_cluster_and_bad_options() -> None:
             client.runner([Hello], InMemoryCache(), lease=0)
 
 
-async def test_delete_job_cache_option_clears_completed_jobs_caches() -> None:
-    """With delete_job_cache=True the runner clears a job's cache once the job completed; without
-    it the cache stays for `swath cache gc`."""
+async def test_cleanup_option_clears_finished_jobs_caches() -> None:
+    """cleanup="on-success" clears the cache of a job that completed, "always" also of one that
+    failed, "never" (the default) neither (left for `swath cache gc`); a bad value is a
+    ValueError at construction."""
     cache = InMemoryCache()
     async with Client(":memory:") as client:
-        kept = await client.jobs().submit("kept", Hello())
-        await client.runner([Hello], cache).run_all()
-        deleted = await client.jobs().submit("deleted", Hello())
-        await client.runner([Hello], cache, delete_job_cache=True).run_all()
-    assert await cache.group(kept.id).get("hello") == b"world"
-    assert [k async for k in cache.group(deleted.id)] == []
+        runs = {}
+        for cleanup in ("never", "on-success", "always"):
+            good = await client.jobs().submit("good", Hello())
+            bad = await client.jobs().submit("bad", Broken())
+            await client.runner([Hello, Broken], cache, cleanup=cleanup).run_all()  # type: ignore[arg-type]
+            runs[cleanup] = (good.id, bad.id)
+        with pytest.raises(ValueError, match="cleanup"):
+            client.runner([Hello], cache, cleanup="sometimes")  # type: ignore[arg-type]
+
+    async def kept(job_id: str) -> bool:
+        return [k async for k in cache.group(job_id)] != []
+
+    assert [await kept(j) for j in runs["never"]] == [True, True]
+    assert [await kept(j) for j in runs["on-success"]] == [False, True]
+    assert [await kept(j) for j in runs["always"]] == [False, False]
+
+
+async def test_cleanup_finishes_before_run_all_returns() -> None:
+    """The clearing of a finished job's cache is not cut off when run_all returns: with a
+    clear() that takes 200 ms, the job's cache is gone once run_all has returned (5 of 5)."""
+
+    class SlowClear(InMemoryCache):
+        async def _clear(self, prefix: Path) -> None:  # type: ignore[override]
+            await asyncio.sleep(0.2)
+            await super()._clear(prefix)
+
+    for _ in range(5):
+        cache = SlowClear()
+        async with Client(":memory:") as client:
+            job = await client.jobs().submit("good", Hello())
+            await client.runner([Hello], cache, cleanup="on-success").run_all()
+            assert [k async for k in cache.group(job.id)] == []
 
 
 async def test_signal_handlers_only_when_asked() -> None:
@@ -191,11 +224,13 @@ class FlakyStore(SQLiteJobStore):
         super().__init__(":memory:")
         self.failures = failures
 
-    async def claim(self, cluster: str, runner_id: str, limit: int, lease: float) -> list[Any]:
+    async def claim(
+        self, cluster: str, runner_id: str, limit: int, lease: float, tasks: Any = None
+    ) -> list[Any]:
         if self.failures:
             self.failures -= 1
             raise OSError("store briefly unreachable")
-        return await super().claim(cluster, runner_id, limit, lease)
+        return await super().claim(cluster, runner_id, limit, lease, tasks)
 
 
 async def test_runner_rides_out_transient_store_errors() -> None:

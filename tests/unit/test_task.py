@@ -164,12 +164,16 @@ def test_wrong_execute_signature_is_a_type_error(source: str) -> None:
         exec(f"class Bad(Task):\n    {source}\n", {"Task": Task})
 
 
-def test_missing_execute_is_a_type_error() -> None:
-    """A Task subclass without execute is a TypeError."""
-    with pytest.raises(TypeError, match="must define execute"):
+def test_missing_execute_is_valid_but_not_registrable() -> None:
+    """A Task subclass without execute is a valid (submit-only) class; registering it with a
+    runner is a TypeError."""
 
-        class NoExecute(Task):
-            x: int
+    class NoExecute(Task):
+        x: int
+
+    assert decode_input(NoExecute, encode_input(NoExecute(3))) == NoExecute(3)
+    with pytest.raises(TypeError, match="no execute method"):
+        TaskRegistry([NoExecute])
 
 
 def test_execute_may_take_optional_extras_and_is_inherited() -> None:
@@ -240,7 +244,7 @@ def test_registry_version_rule() -> None:
     assert registry.find("t", "v3.0") is None
     assert registry.find("other", "v1.0") is None
     assert registry.find("t", "garbage") is None
-    with pytest.raises(ValueError, match="two task classes"):
+    with pytest.raises(ValueError, match="Duplicate task identifier"):
         TaskRegistry([v12, _versioned("t", "v1.2")])
     with pytest.raises(TypeError, match="Task subclasses"):
         TaskRegistry([int])  # type: ignore[list-item]

@@ -53,6 +53,8 @@ def cache_from_url(url: str) -> Backend:
     if scheme == "memory":
         return InMemoryCache()
     if scheme == "file":
+        if parts.netloc in (".", ".."):  # file://./cache: a path relative to the working dir
+            return LocalFileSystemCache(parts.netloc + unquote(parts.path))
         if parts.netloc not in ("", "localhost"):
             raise ValueError(f"file URLs name a local path, not a host: {url!r}")
         return LocalFileSystemCache(unquote(parts.path))

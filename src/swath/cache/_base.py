@@ -16,20 +16,28 @@ from __future__ import annotations
 import abc
 import contextlib
 import os
+import re
 import secrets
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol, Self, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, Self, TypeAlias, runtime_checkable
 
 import anyio
 
 from swath.cache.keys import Path, join, split_key
-from swath.errors import InvalidKeyError, KeyNotFoundError
+from swath.errors import ChecksumMismatchError, InvalidKeyError, KeyNotFoundError
 
 DEFAULT_CHUNK_SIZE = 8 << 20
 
-BytesLike = bytes | bytearray | memoryview
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
+    # Any object with the buffer protocol (PEP 688): bytes, bytearray, memoryview, array.array,
+    # numpy arrays... (see ``as_view`` for the one rule that turns them into bytes).
+    BytesLike: TypeAlias = Buffer
+else:
+    BytesLike = bytes | bytearray | memoryview  # for readers at run time; the rule is as_view
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,21 +49,57 @@ class Stat:
 
 
 def as_view(value: object) -> memoryview:
-    """A flat byte view of a bytes-like value, or ``TypeError``."""
+    """The bytes of a cache value as a flat, C-contiguous ``memoryview`` of unsigned bytes; the
+    one rule for values, used by ``put``, ``put_stream`` and ``open_write`` on every backend.
+
+    Any object with the buffer protocol is a value, whatever its shape, strides or item format:
+    its bytes are the bytes of its logical elements in C (row-major) order, each element's bytes
+    as they are in memory, i.e. exactly ``memoryview(value).tobytes()``. A contiguous buffer is
+    viewed without copying; a non-contiguous one (``memoryview(b"abcdef")[::2]``, a transposed
+    or sliced array) is copied once. Empty buffers of any shape are the empty value.
+
+    ``TypeError`` for ``str`` (encode it first), for objects without the buffer protocol, and
+    for buffers of Python object references (numpy ``dtype=object``, format ``O``): their bytes
+    are pointers, not data.
+    """
     if isinstance(value, str):
         raise TypeError("cache values must be bytes-like, not str (encode it first)")
     try:
         view = memoryview(value)  # type: ignore[arg-type]
-    except TypeError:
+    except (TypeError, ValueError) as exc:
         raise TypeError(
             f"cache values must be bytes-like (bytes, bytearray, memoryview, a buffer), "
-            f"not {type(value).__name__}"
+            f"not {type(value).__name__} ({exc})"
         ) from None
-    if view.ndim != 1 or view.itemsize != 1:
-        if not view.c_contiguous:
-            raise TypeError("cache values must be C-contiguous buffers")
-        view = view.cast("B")
-    return view
+    if view.format == "B" and view.ndim == 1 and view.c_contiguous:
+        return view
+    if _holds_objects(view.format):
+        raise TypeError(
+            f"cache values must hold data, not Python object references ({type(value).__name__} "
+            f"with item format {view.format!r}, e.g. a numpy array of dtype=object)"
+        )
+    if view.nbytes == 0:
+        return memoryview(b"")
+    if view.c_contiguous:
+        return view.cast("B")
+    return memoryview(view.tobytes())
+
+
+def _holds_objects(fmt: str) -> bool:
+    """Whether a struct-syntax buffer format contains object references (``O``), field names
+    (``:name:`` in ``T{...}`` structures) left out."""
+    return "O" in re.sub(r":[^:]*:", "", fmt)
+
+
+def is_buffer(value: object) -> bool:
+    """Whether ``value`` has the buffer protocol (is one value, not a stream of chunks)."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return True
+    try:
+        memoryview(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 async def rechunk(chunks: AsyncIterator[bytes], size: int) -> AsyncIterator[bytes]:
@@ -78,7 +122,7 @@ async def _iterate(source: AsyncIterable[object] | Iterable[object]) -> AsyncIte
     if isinstance(source, AsyncIterable):
         async for item in source:
             yield item
-    elif isinstance(source, str | bytes | bytearray | memoryview):
+    elif isinstance(source, str) or is_buffer(source):
         raise TypeError(
             "put_stream takes an iterable of bytes-like chunks; use put() for one value"
         )
@@ -209,15 +253,16 @@ class CacheAPI:
         """Store ``value`` under ``key``, replacing any previous value atomically."""
         path = self._path(key)
         view = as_view(value)
-        await self._backend._put_bytes(path, value if isinstance(value, bytes) else view)
+        await self._backend._put_bytes(path, value if type(value) is bytes else view)
 
     async def get(self, key: str) -> bytes:
         """The whole value (verified against its checksum); ``KeyNotFoundError`` if missing."""
         return await self._backend._read_all(self._path(key))
 
     async def contains(self, key: str) -> bool:
-        """True if ``key`` holds a value (a name that is only a group is not contained)."""
-        return await self._backend._stat(self._path(key)) is not None
+        """True if ``key`` holds a value (a name that is only a group is not contained). Never
+        reads the value: a corrupt value is contained (reading it raises the checksum error)."""
+        return await self._backend._exists(self._path(key))
 
     async def delete(self, key: str) -> None:
         """Remove the value of ``key``; ``KeyNotFoundError`` if there is none."""
@@ -241,7 +286,7 @@ class CacheAPI:
     ) -> int:
         """Store the concatenation of ``chunks`` (any iterable or async iterable of bytes-like),
         holding one chunk at a time. Returns the number of bytes written."""
-        if isinstance(chunks, str | bytes | bytearray | memoryview):
+        if isinstance(chunks, str) or is_buffer(chunks):
             raise TypeError("put_stream takes an iterable of bytes-like chunks; use put()")
         async with self.open_write(key) as writer:
             async for chunk in _iterate(chunks):
@@ -409,6 +454,14 @@ class Backend(CacheAPI, abc.ABC):
     async def _clear(self, prefix: Path) -> None: ...
 
     # -- primitives with generic implementations ------------------------------------------------
+    async def _exists(self, path: Path) -> bool:
+        """Whether ``path`` holds a value, corrupt or not: True or False, never a checksum
+        error (backends override this with a cheaper check that reads no data)."""
+        try:
+            return await self._stat(path) is not None
+        except ChecksumMismatchError:
+            return True
+
     async def _put_bytes(self, path: Path, data: bytes | memoryview) -> None:
         writer = await self._open_writer(path)
         try:

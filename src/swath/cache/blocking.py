@@ -1,11 +1,12 @@
 """A blocking, Tilebox-style mapping over any cache group, for sync (threaded) tasks.
 
 Sync ``execute`` methods run in worker threads; there ``context.job_cache`` is a
-:class:`BlockingCache`: ``cache["k"] = b"..."``, ``cache["k"]``, ``"k" in cache``,
-``for k in cache``, ``del cache["k"]``, ``cache.group("g")``, plus blocking forms of the
-streaming calls. Each operation runs the async cache's coroutine on the runner's event loop
-(``asyncio.run_coroutine_threadsafe``) and waits for it, so the cache keeps one set of
-connections, owned by that loop. The cache layer knows nothing of tasks: this wraps any group.
+:class:`BlockingCache`, the whole of Tilebox's ``JobCache``: ``cache["k"] = b"..."``,
+``cache["k"]``, ``"k" in cache``, ``for k in cache``, ``cache.items()``, ``del cache["k"]``,
+``cache.group("g")``, plus blocking forms of the streaming calls. Each operation runs the async
+cache's coroutine on the runner's event loop (``asyncio.run_coroutine_threadsafe``) and waits
+for it, so the cache keeps one set of connections, owned by that loop. The cache layer knows
+nothing of tasks: this wraps any group.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator
 from typing import Any, TypeVar
 
-from swath.cache._base import DEFAULT_CHUNK_SIZE, BytesLike, Cache, Stat
+from swath.cache._base import DEFAULT_CHUNK_SIZE, BytesLike, Cache, Stat, is_buffer
 
 T = TypeVar("T")
 
@@ -62,19 +63,33 @@ class BlockingCache:
         """The direct keys of this group (listed when iteration starts)."""
         return iter(self.keys())
 
+    def items(self) -> Iterator[tuple[str, bytes]]:
+        """``(key, value)`` for each direct key of this group, each value read as it is reached
+        (as Tilebox's ``JobCache.items``); a key deleted meanwhile is left out."""
+        for key in self.keys():
+            try:
+                yield key, self[key]
+            except KeyError:
+                continue
+
     def keys(self) -> list[str]:
+        """The direct keys of this group."""
+
         async def collect() -> list[str]:
             return [key async for key in self._cache]
 
         return self._run(collect())
 
     def groups(self) -> list[str]:
+        """The direct subgroup names of this group."""
+
         async def collect() -> list[str]:
             return [name async for name in self._cache.groups()]
 
         return self._run(collect())
 
     def group(self, name: str) -> BlockingCache:
+        """The group ``name`` (``"a/b"`` is ``group("a").group("b")``); no I/O."""
         return BlockingCache(self._cache.group(name), self._loop)
 
     # -- the rest of the cache, blocking ----------------------------------------------------------
@@ -107,7 +122,7 @@ class BlockingCache:
 
     def put_stream(self, key: str, chunks: Iterable[BytesLike]) -> int:
         """Store the concatenation of ``chunks`` (pulled one at a time in this thread)."""
-        if isinstance(chunks, str | bytes | bytearray | memoryview):
+        if isinstance(chunks, str) or is_buffer(chunks):
             raise TypeError("put_stream takes an iterable of bytes-like chunks; use put()")
         iterator = iter(chunks)
         done = object()

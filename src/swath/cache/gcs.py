@@ -50,7 +50,7 @@ from gcloud.aio.storage.storage import SCOPES, init_api_root
 from swath.cache import _checksum, _transfer
 from swath.cache._base import Stat, missing
 from swath.cache._retry import GaveUp
-from swath.cache.keys import Path, join
+from swath.cache.keys import Path, join, object_name
 from swath.errors import CacheError, ChecksumMismatchError, KeyNotFoundError
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ _transfer.register_body_payload()
 ALIGN = 256 << 10  # resumable chunks must be multiples of 256 KiB
 MAX_CHUNK = 5 << 30
 MAX_COMPOSE = 32  # sources per compose call
+MAX_OBJECT_NAME_BYTES = 1024  # GCS's limit for an object name
 TMP_SEGMENT = "\\swath-tmp"  # a backslash: no key segment can contain one
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 CONTENT_TYPE = "application/octet-stream"
@@ -224,7 +225,7 @@ class GoogleStorageCache(_transfer.PartedBackend):
 
     # -- names ----------------------------------------------------------------------------------
     def _name(self, path: Path) -> str:
-        return self._root + join(path)
+        return object_name(self._root, path, "GCS", MAX_OBJECT_NAME_BYTES)
 
     def _object_url(self, name: str) -> str:
         bucket = quote(self.bucket, safe="")

@@ -56,3 +56,20 @@ def split_key(key: object, prefix: Path = ()) -> Path:
 def join(path: Path) -> str:
     """The ``/``-joined form of a path."""
     return "/".join(path)
+
+
+def object_name(root: str, path: Path, service: str, limit: int = MAX_KEY_BYTES) -> str:
+    """The name ``root + "/".join(path)`` of a value in an object store whose names are at most
+    ``limit`` UTF-8 bytes (S3 and GCS: 1024), where ``root`` is the backend's prefix with its
+    trailing ``/`` (or ``""``). Raises ``InvalidKeyError`` before any I/O if the name is longer,
+    saying how much room the prefix leaves for keys."""
+    name = root + join(path)
+    size = len(name.encode("utf-8"))
+    if size > limit:
+        room = limit - len(root.encode("utf-8"))
+        raise InvalidKeyError(
+            f"invalid key {join(path)!r}: with the prefix {root.rstrip('/')!r} its {service} "
+            f"object name is {size} UTF-8 bytes, more than {service}'s {limit} (keys may be "
+            f"{room} bytes under this prefix, group names and '/' included)"
+        )
+    return name

@@ -11,8 +11,9 @@ On-disk layout (see docs/architecture.md):
   last are directories with a ``%l`` suffix (filesystem names are limited to 255 bytes, keys are
   not);
 * a write goes to a hidden temporary ``.<name>%t<pid>-<token>`` in the value's directory, is
-  fsynced and renamed over the value. Names containing ``%t`` are never listed; stale ones (their
-  process is gone, or untouched for an hour) are removed when a listing meets them.
+  fsynced and renamed over the value. Names containing ``%t`` are never listed. The writer holds
+  an exclusive ``flock`` on its temporary for its whole life; a listing removes a temporary only
+  if that lock is free (its writer is gone) and it is old (see ``_temp_is_stale``).
 
 Every path is walked from the root one directory at a time with ``O_NOFOLLOW`` (``openat``-style,
 through ``dir_fd``), so a symlink planted inside the root is refused, never followed. Blocking
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import secrets
 import shutil
@@ -54,6 +56,7 @@ SMALL_WRITE = 256 << 10
 MIN_READ = 1 << 20  # streams read at least this much per thread hop
 STALE_AFTER = 3600.0  # seconds without a write after which any temporary is debris
 DEAD_WRITER_GRACE = 60.0  # a temporary of a dead local process is debris after this long
+WALK_ATTEMPTS = 1000  # walks down to a new value's directory, each undone by concurrent deletes
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -241,9 +244,16 @@ class _LocalWriter(BackendWriter):
         names = _components(path, leaf_is_group=False)
         self._final = names[-1]
         self._dirs: _Dirs | None = None
-        for _attempt in range(20):  # a concurrent delete may prune a directory we just made
-            dirs = _Dirs(root, names[:-1], create=True)
+        # A concurrent delete (or clear) removes empty directories: one this walk has just made
+        # or opened may vanish before the next step (mkdir or open in it gives ENOENT). Once the
+        # temporary exists, its directory is not empty and nothing prunes it, so the walk is
+        # simply started again from the root until the temporary is created.
+        for _attempt in range(WALK_ATTEMPTS):
             self._tmp = f".{self._final[:48]}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(6)}"
+            try:
+                dirs = _Dirs(root, names[:-1], create=True)
+            except FileNotFoundError:
+                continue
             try:
                 self._fd = os.open(
                     self._tmp,
@@ -254,10 +264,19 @@ class _LocalWriter(BackendWriter):
             except FileNotFoundError:
                 dirs.close()
                 continue
+            except BaseException:
+                dirs.close()
+                raise
+            # Held until the temporary is renamed or removed: it tells sweepers the writer is
+            # alive, however long it stays idle (the kernel drops it when the process dies).
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
             self._dirs = dirs
             break
         else:
-            raise CacheError(f"could not create a temporary file for {join(path)!r}")
+            raise CacheError(
+                f"could not create a temporary file for {join(path)!r}: its directories kept "
+                f"vanishing ({WALK_ATTEMPTS} attempts)"
+            )
         self._crc = 0
         self._size = 0
         self._pending = bytearray()
@@ -292,21 +311,22 @@ class _LocalWriter(BackendWriter):
             self._pending = bytearray()
         os.pwrite(self._fd, TRAILER.pack(MAGIC, self._size, self._crc), self._size)
         os.fsync(self._fd)
-        os.close(self._fd)
-        self._fd = -1
+        # rename while the lock is still held: a sweeper must not take the temporary between
         os.rename(self._tmp, self._final, src_dir_fd=self._dirs.fd, dst_dir_fd=self._dirs.fd)
         self._done = True
+        os.close(self._fd)
+        self._fd = -1
         self._dirs.close()
 
     def _abort_sync(self) -> None:
         if self._done or self._dirs is None:
             return
         self._done = True
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._tmp, dir_fd=self._dirs.fd)
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._tmp, dir_fd=self._dirs.fd)
         self._dirs.prune()
         self._dirs.close()
 
@@ -325,20 +345,48 @@ class _LocalWriter(BackendWriter):
 
 
 def _temp_is_stale(name: str, dir_fd: int, now: float) -> bool:
+    """Whether the temporary ``name`` is debris. A writer holds an exclusive ``flock`` on its
+    temporary file from creation to rename or removal, so a file temporary is debris only if
+    that lock is free (its writer is gone) and it is old: untouched for an hour, or a minute for
+    one whose process (on this machine) no longer exists. A live writer keeps its temporary
+    however long it stays idle. Directories (trash of an interrupted ``clear``) are debris
+    after an hour."""
     try:
-        age = now - os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mtime
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
+        return False
+    age = now - st.st_mtime
+    if age <= DEAD_WRITER_GRACE:
+        return False
+    if stat_mod.S_ISREG(st.st_mode) and _writer_alive(name, dir_fd):
         return False
     if age > STALE_AFTER:
         return True
     pid_text = name.rsplit(TEMP_MARK, 1)[-1].split("-", 1)[0]
-    if age > DEAD_WRITER_GRACE and pid_text.isdigit():
+    if pid_text.isdigit():
         try:
             os.kill(int(pid_text), 0)
         except ProcessLookupError:
             return True
         except PermissionError:
             return False
+    return False
+
+
+def _writer_alive(name: str, dir_fd: int) -> bool:
+    """Whether a writer holds the lock of the temporary file ``name`` (True if unsure)."""
+    try:
+        fd = os.open(name, _READ_FLAGS | os.O_NONBLOCK, dir_fd=dir_fd)
+    except OSError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # also releases the lock taken just now
     return False
 
 
@@ -499,6 +547,18 @@ class LocalFileSystemCache(Backend):
             return Stat(size=size, checksum=_checksum.render(crc))
 
         return await _run(stat)
+
+    async def _exists(self, path: Path) -> bool:
+        def exists() -> bool:
+            names = _components(path, leaf_is_group=False)
+            try:
+                with _Dirs(self.root, names[:-1], create=False) as dirs:
+                    st = os.stat(names[-1], dir_fd=dirs.fd, follow_symlinks=False)
+            except (FileNotFoundError, NotADirectoryError):
+                return False
+            return stat_mod.S_ISREG(st.st_mode)
+
+        return await _run(exists)
 
     async def _get_file(self, path: Path, dst: str) -> int:
         def copy() -> int:

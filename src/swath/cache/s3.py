@@ -51,7 +51,7 @@ from swath.cache import _checksum, _transfer
 from swath.cache._base import Stat, missing
 from swath.cache._checksum import crc32c_combine
 from swath.cache._retry import GaveUp
-from swath.cache.keys import MAX_KEY_BYTES, Path, join, split_key
+from swath.cache.keys import Path, join, object_name, split_key
 from swath.errors import CacheError, ChecksumMismatchError, InvalidKeyError
 
 log = logging.getLogger(__name__)
@@ -371,15 +371,7 @@ class AmazonS3Cache(_transfer.PartedBackend):
 
     # -- names and requests ---------------------------------------------------------------------
     def _name(self, path: Path) -> str:
-        name = self._root + join(path)
-        size = len(name.encode("utf-8"))
-        if size > MAX_OBJECT_KEY_BYTES:
-            raise InvalidKeyError(
-                f"invalid key {join(path)!r}: with the prefix {self.prefix!r} its S3 object name "
-                f"is {size} UTF-8 bytes, more than S3's {MAX_OBJECT_KEY_BYTES} (keys may be "
-                f"{MAX_KEY_BYTES - len(self._root.encode())} bytes under this prefix)"
-            )
-        return name
+        return object_name(self._root, path, "S3", MAX_OBJECT_KEY_BYTES)
 
     def _group_prefix(self, prefix: Path) -> str:
         return self._root + join(prefix) + "/" if prefix else self._root
@@ -661,6 +653,11 @@ class AmazonS3Cache(_transfer.PartedBackend):
             async for chunk in self._stream(path, self.part_size):
                 crc = await _checksum.update_async(crc, chunk)
         return Stat(size=size, checksum=_checksum.render(crc))
+
+    async def _exists(self, path: Path) -> bool:
+        name = self._name(path)
+        self._require_client()
+        return await self._head(name) is not None  # never reads the object to find a checksum
 
     # -- delete and listing ---------------------------------------------------------------------
     async def _delete(self, path: Path) -> None:

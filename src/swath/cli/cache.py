@@ -1,4 +1,4 @@
-"""``swath cache ls|du|cat|rm|gc``: look into a cache by its URL."""
+"""``swath cache ls|du|cat|rm|gc|import-tilebox``: look into a cache by its URL."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from rich.table import Table
 
 from swath.cache import Backend, cache_from_url
 from swath.cache._base import CacheAPI
+from swath.cache.tilebox import ImportReport, import_tilebox_cache
 from swath.cli._common import client, console, run, size
 from swath.client import FINISHED_JOB_STATES
 from swath.store.base import JobState
@@ -148,3 +149,37 @@ def gc(ctx: click.Context, url: str, failed: bool, dry_run: bool) -> None:
     for line in removed:
         click.echo(f"{verb} {line}")
     click.echo(f"{verb} {len(removed)} job caches; kept {kept} groups")
+
+
+@cache.command("import-tilebox")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+@click.argument("url")
+@click.option("--overwrite", is_flag=True, help="Replace keys that hold other bytes.")
+@click.option(
+    "--delete-source", is_flag=True, help="Remove each file once its copy is verified (a move)."
+)
+def import_tilebox(directory: str, url: str, overwrite: bool, delete_source: bool) -> None:
+    """Copy a Tilebox Workflows local cache DIRECTORY into the swath cache at URL.
+
+    Each file becomes the key of the same path (DIRECTORY/<job id>/<key> -> <job id>/<key>),
+    streamed and verified by size and CRC32C. Keys already holding the same bytes are left
+    alone, so an interrupted import can be run again. Exits 1 if a file was skipped (symbolic
+    links, paths that are not valid keys) or conflicts with a different value."""
+
+    async def go() -> ImportReport:
+        async with _open(url) as backend:
+            return await import_tilebox_cache(
+                directory, backend, overwrite=overwrite, delete_source=delete_source
+            )
+
+    report = run(go())
+    click.echo(
+        f"copied {len(report.copied)} values ({size(report.copied_bytes)}); "
+        f"{len(report.unchanged)} already there"
+    )
+    for rel, reason in report.skipped:
+        click.echo(f"skipped {rel!r}: {reason}", err=True)
+    for rel in report.conflicts:
+        click.echo(f"conflict {rel!r}: the cache holds other bytes (use --overwrite)", err=True)
+    if not report.ok:
+        sys.exit(1)

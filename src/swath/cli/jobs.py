@@ -75,6 +75,7 @@ def ls(ctx: click.Context, states: tuple[str, ...], name: str | None, limit: int
 def task_tree(job: Job, tasks: list[TaskInfo], tracebacks: bool) -> Tree:
     tree = Tree(f"[bold]{escape(job.name)}[/] {job.id} {_state(job.state)}")
     nodes: dict[str | None, Tree] = {None: tree}
+    finished = {t.id for t in tasks if t.state in (TaskState.COMPLETED, TaskState.FAILED_OPTIONAL)}
     for t in tasks:  # creation order: parents come first
         if t.display:
             label = f"{escape(t.display)} [dim]{escape(t.name)} {t.version}[/]"
@@ -83,6 +84,12 @@ def task_tree(job: Job, tasks: list[TaskInfo], tracebacks: bool) -> Tree:
         extra = f" retries {t.retry_count}/{t.max_retries}" if t.retry_count else ""
         text = f"{label} {_state(t.state)} [dim]{duration(t.started_at, t.finished_at)}{extra}[/]"
         node = nodes.get(t.parent_id, tree).add(text)
+        if t.state == TaskState.QUEUED and all(d in finished for d in t.depends_on):
+            # ready: runners claim only identifiers they registered, so this is what it needs
+            node.add(
+                f"[yellow]waits for a runner of cluster {escape(t.cluster)} that knows "
+                f"{escape(t.name)} {escape(t.version)}[/]"
+            )
         if t.error is not None and t.state in (TaskState.FAILED, TaskState.FAILED_OPTIONAL):
             node.add(f"[red]{escape(t.error.type)}: {escape(t.error.message)}[/]")
             if tracebacks:

@@ -70,6 +70,13 @@ from swath.errors import SwathError
 MAX_LOST = 10
 #: The cluster that always exists.
 DEFAULT_CLUSTER = "default"
+#: The wake-up signal set when jobs stop (canceled or failed): not a cluster name (slugs are
+#: ``[a-z0-9_-]``), so it never collides with one.
+STOPPED_SIGNAL = "!stopped"
+
+#: A task identifier a runner can execute: ``(name, major, newest minor)``. A runner claims a
+#: task ``name vX.Y`` only through an entry ``(name, X, Z)`` with ``Z >= Y``.
+TaskKind = tuple[str, int, int]
 
 
 class JobState(enum.StrEnum):
@@ -89,11 +96,6 @@ class TaskState(enum.StrEnum):
     FAILED_OPTIONAL = "FAILED_OPTIONAL"
     SKIPPED = "SKIPPED"
     CANCELED = "CANCELED"
-
-
-ACTIVE_JOB_STATES = frozenset({JobState.QUEUED, JobState.RUNNING})
-#: Task states that count as "done" for the parent's subtree and for dependents.
-DONE_TASK_STATES = frozenset({TaskState.COMPLETED, TaskState.FAILED_OPTIONAL})
 
 
 def new_id() -> str:
@@ -117,6 +119,32 @@ class ProgressInfo(msgspec.Struct, frozen=True):
     done: int
 
 
+class ExecutionStats(msgspec.Struct, frozen=True):
+    """What a job's tasks did (Tilebox's ``job.execution_stats``): ``tasks_by_state`` (count per
+    task state, states without tasks left out), ``first_task_started_at`` and
+    ``last_task_stopped_at`` (Unix seconds, None before any), ``compute_time`` (seconds spent
+    in ``execute``, summed over tasks; a retried task counts its last attempt)."""
+
+    total_tasks: int = 0
+    tasks_by_state: dict[TaskState, int] = {}
+    first_task_started_at: float | None = None
+    last_task_stopped_at: float | None = None
+    compute_time: float = 0.0
+
+    @property
+    def elapsed_time(self) -> float:
+        """Seconds from the first task start to the last task stop (0 before both)."""
+        if self.first_task_started_at is None or self.last_task_stopped_at is None:
+            return 0.0
+        return max(0.0, self.last_task_stopped_at - self.first_task_started_at)
+
+    @property
+    def parallelism(self) -> float:
+        """Compute time over elapsed time: how many tasks ran at once, on average."""
+        elapsed = self.elapsed_time
+        return self.compute_time / elapsed if elapsed > 0 else 0.0
+
+
 class JobInfo(msgspec.Struct, frozen=True):
     id: str
     name: str
@@ -127,6 +155,7 @@ class JobInfo(msgspec.Struct, frozen=True):
     finished_at: float | None
     root_task_id: str
     progress: list[ProgressInfo] = []
+    execution_stats: ExecutionStats = ExecutionStats()
 
 
 class ErrorInfo(msgspec.Struct, frozen=True):
@@ -151,6 +180,7 @@ class NewTask(msgspec.Struct, frozen=True):
     max_retries: int = 0
     optional: bool = False
     depends_on: list[str] = []
+    timeout: float | None = None  # seconds one execution may take (None: no limit)
 
 
 class ClaimedTask(msgspec.Struct, frozen=True):
@@ -166,6 +196,7 @@ class ClaimedTask(msgspec.Struct, frozen=True):
     retry_count: int
     max_retries: int
     optional: bool
+    timeout: float | None = None
 
 
 class TaskSuccess(msgspec.Struct, frozen=True):
@@ -222,6 +253,12 @@ class UnknownClusterError(StoreError, LookupError):
 
 class UnknownJobError(StoreError, LookupError):
     """No job has this id."""
+
+
+class RefusedError(StoreError, ValueError):
+    """The store cannot save a value it was given (a number out of its range, text it cannot
+    encode, a duplicate id): not retried, since the same value would be refused again. A runner
+    records it as the failure of the task whose outcome was refused."""
 
 
 # -- wake-ups -----------------------------------------------------------------------------------
@@ -313,6 +350,9 @@ class JobStore(Protocol):
     async def delete_cluster(self, slug: str) -> bool:
         """Delete a cluster; False if there was none; ``ValueError`` for ``default``."""
 
+    async def rename_cluster(self, slug: str, name: str) -> ClusterInfo | None:
+        """Set a cluster's display name; None if there is no such cluster."""
+
     # jobs
     async def submit_job(self, job_id: str, name: str, cluster: str, root: NewTask) -> JobInfo:
         """Insert a QUEUED job whose root task is ``root`` (in ``cluster``);
@@ -345,29 +385,48 @@ class JobStore(Protocol):
 
     # runners
     async def claim(
-        self, cluster: str, runner_id: str, limit: int, lease: float
+        self,
+        cluster: str,
+        runner_id: str,
+        limit: int,
+        lease: float,
+        tasks: Sequence[TaskKind] | None = None,
     ) -> list[ClaimedTask]:
         """Handle expired leases, then lease up to ``limit`` ready tasks of ``cluster`` (oldest
-        ``run_after`` first)."""
+        ``run_after`` first) whose identifier ``tasks`` covers (None: any task)."""
 
     async def heartbeat(self, runner_id: str, lease: float) -> int:
         """Extend the live leases of ``runner_id``; returns how many."""
 
+    async def renew(self, runner_id: str, task_ids: Sequence[str], lease: float) -> list[str]:
+        """Extend the leases of ``task_ids`` that ``runner_id`` still holds, alive; returns
+        those. A runner whose claim took longer than expected (a locked store, a frozen process)
+        starts only these: the others may have expired and gone to another runner."""
+
+    async def stop_requested(self, runner_id: str) -> list[str]:
+        """The ids of tasks ``runner_id`` holds whose job stopped (canceled or failed): the
+        runner cancels them and releases them (they end CANCELED or SKIPPED)."""
+
     async def complete(self, runner_id: str, outcomes: Sequence[TaskOutcome]) -> int:
         """Apply outcomes in one transaction (see the module docstring); returns how many were
-        accepted (the rest had lost their lease)."""
+        accepted (the rest had lost their lease). A value the store cannot save raises
+        :class:`RefusedError` (or another ``ValueError``/``TypeError``) and changes nothing."""
 
     async def release(self, runner_id: str, task_ids: Sequence[str]) -> int:
         """Give leased tasks back to the queue without charging anything; returns how many."""
 
-    async def next_ready(self, cluster: str) -> float | None:
+    async def next_ready(
+        self, cluster: str, tasks: Sequence[TaskKind] | None = None
+    ) -> float | None:
         """Whether ``cluster`` may still have work, and from when: the earliest of the
-        ``run_after`` of its QUEUED tasks without pending dependencies and the lease expiry of its
-        RUNNING tasks (a running task may still submit subtasks, and is claimable again if its
-        lease runs out). None when the cluster has neither: ``run_all`` is done."""
+        ``run_after`` of its QUEUED tasks without pending dependencies (that ``tasks`` covers,
+        as in ``claim``) and the lease expiry of its RUNNING tasks (a running task may still
+        submit subtasks, and is claimable again if its lease runs out). None when the cluster has
+        neither: ``run_all`` is done."""
 
     def work_signal(self, cluster: str) -> WorkSignal:
-        """A new wake-up signal for one runner of ``cluster``."""
+        """A new wake-up signal for one runner of ``cluster``; ``work_signal(STOPPED_SIGNAL)``
+        is set whenever a job stops (in this process, and on PostgreSQL in any)."""
 
 
 def store_from_url(url: str | None = None) -> JobStore:

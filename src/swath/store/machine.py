@@ -13,6 +13,7 @@ fixed number of statements plus one per distinct parent and per depended-on task
 from __future__ import annotations
 
 import abc
+import functools
 import json
 import re
 import time
@@ -25,9 +26,11 @@ from typing import Any, Protocol
 from swath.store.base import (
     DEFAULT_CLUSTER,
     MAX_LOST,
+    STOPPED_SIGNAL,
     ClaimedTask,
     ClusterInfo,
     ErrorInfo,
+    ExecutionStats,
     JobInfo,
     JobState,
     NewTask,
@@ -36,6 +39,7 @@ from swath.store.base import (
     StoreError,
     TaskFailure,
     TaskInfo,
+    TaskKind,
     TaskOutcome,
     TaskState,
     UnknownClusterError,
@@ -47,6 +51,23 @@ Row = Sequence[Any]
 Params = Mapping[str, Any]
 
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_VERSION = re.compile(r"v([0-9]{1,9})\.([0-9]{1,9})")
+
+
+@functools.lru_cache(maxsize=1024)
+def version_numbers(version: str) -> tuple[int, int]:
+    """``"v1.2"`` -> ``(1, 2)``: the columns a claim compares; ValueError for anything else."""
+    m = _VERSION.fullmatch(version)
+    if m is None:
+        raise ValueError(f"invalid task version {version!r}: expected 'vMAJOR.MINOR'")
+    return int(m.group(1)), int(m.group(2))
+
+
+def known_json(tasks: Sequence[TaskKind] | None) -> str | None:
+    """The ``:known`` parameter of ``claim`` and ``next_ready``."""
+    if tasks is None:
+        return None
+    return json.dumps([{"n": n, "ma": major, "mi": minor} for n, major, minor in tasks])
 
 
 def load_queries(dialect: str) -> dict[str, str]:
@@ -173,6 +194,12 @@ class SQLJobStore(abc.ABC):
                 raise ValueError(f"cluster {slug!r} already exists")
         return ClusterInfo(slug, name or slug, now)
 
+    async def rename_cluster(self, slug: str, name: str) -> ClusterInfo | None:
+        async with self._transaction() as tx:
+            await tx.execute("cluster_rename", {"slug": slug, "name": name})
+            rows = await tx.fetchall("cluster_get", {"slug": slug})
+        return ClusterInfo(*rows[0]) if rows else None
+
     async def get_cluster(self, slug: str) -> ClusterInfo | None:
         async with self._transaction() as tx:
             rows = await tx.fetchall("cluster_get", {"slug": slug})
@@ -222,7 +249,8 @@ class SQLJobStore(abc.ABC):
             if not rows:
                 return None
             progress = await tx.fetchall("job_progress", {"id": job_id})
-        return _job(rows[0], progress)
+            stats = await tx.fetchall("job_execution_stats", {"id": job_id})
+        return _job(rows[0], progress, stats)
 
     async def query_jobs(
         self,
@@ -242,7 +270,14 @@ class SQLJobStore(abc.ABC):
         }
         async with self._transaction() as tx:
             rows = await tx.fetchall("job_query", params)
-            return [_job(row, await tx.fetchall("job_progress", {"id": row[0]})) for row in rows]
+            return [
+                _job(
+                    row,
+                    await tx.fetchall("job_progress", {"id": row[0]}),
+                    await tx.fetchall("job_execution_stats", {"id": row[0]}),
+                )
+                for row in rows
+            ]
 
     async def cancel_job(self, job_id: str) -> int:
         async with self._transaction() as tx:
@@ -250,13 +285,18 @@ class SQLJobStore(abc.ABC):
                 raise UnknownJobError(f"no job with id {job_id!r}")
             if not await tx.execute("job_cancel", {"id": job_id, "now": time.time()}):
                 return 0
-            return await tx.execute("job_cancel_queued", {"id": job_id})
+            canceled = await tx.execute("job_cancel_queued", {"id": job_id})
+        self._notify({STOPPED_SIGNAL})  # runners holding its tasks cancel them
+        return canceled
 
     async def retry_job(self, job_id: str) -> int:
         now = time.time()
         async with self._transaction() as tx:
-            if not await tx.fetchall("job_state", {"id": job_id}):
+            state = await tx.fetchall("job_state", {"id": job_id})
+            if not state:
                 raise UnknownJobError(f"no job with id {job_id!r}")
+            if state[0][0] not in (JobState.FAILED.value, JobState.CANCELED.value):
+                return 0  # nothing to retry in a job that is active or completed
             failed = await tx.execute("job_retry_failed", {"id": job_id, "now": now})
             await tx.execute("job_requeue_stopped", {"id": job_id, "now": now})
             await tx.execute("job_requeue", {"id": job_id})
@@ -285,12 +325,19 @@ class SQLJobStore(abc.ABC):
 
     # -- runners ---------------------------------------------------------------------------------
     async def claim(
-        self, cluster: str, runner_id: str, limit: int, lease: float
+        self,
+        cluster: str,
+        runner_id: str,
+        limit: int,
+        lease: float,
+        tasks: Sequence[TaskKind] | None = None,
     ) -> list[ClaimedTask]:
         if limit <= 0:
             return []
-        now = time.time()
         async with self._transaction() as tx:
+            # the time is taken once the transaction holds its locks (SQLite's writer lock can
+            # take seconds to get): a lease never starts before the claim can take effect
+            now = time.time()
             await self._expire_leases(tx, now)
             rows = await tx.fetchall(
                 "claim",
@@ -300,6 +347,7 @@ class SQLJobStore(abc.ABC):
                     "expires": now + lease,
                     "now": now,
                     "limit": limit,
+                    "known": known_json(tasks),
                 },
             )
             claimed = []
@@ -314,18 +362,28 @@ class SQLJobStore(abc.ABC):
                     ClaimedTask(
                         id=r[0], job_id=r[1], job_name=job_name, parent_id=r[2], cluster=r[3],
                         name=r[4], version=r[5], input=bytes(r[6]), display=r[7],
-                        retry_count=r[8], max_retries=r[9], optional=bool(r[10]),
+                        retry_count=r[8], max_retries=r[9], optional=bool(r[10]), timeout=r[11],
                     )
                 )  # fmt: skip
         claimed.sort(key=lambda t: t.id)
         return claimed
 
     async def heartbeat(self, runner_id: str, lease: float) -> int:
-        now = time.time()
         async with self._transaction() as tx:
+            now = time.time()
             return await tx.execute(
                 "heartbeat", {"runner": runner_id, "expires": now + lease, "now": now}
             )
+
+    async def renew(self, runner_id: str, task_ids: Sequence[str], lease: float) -> list[str]:
+        async with self._transaction() as tx:
+            now = time.time()
+            held = []
+            for task_id in task_ids:
+                params = {"id": task_id, "runner": runner_id, "expires": now + lease, "now": now}
+                if await tx.execute("task_renew", params):
+                    held.append(task_id)
+            return held
 
     async def release(self, runner_id: str, task_ids: Sequence[str]) -> int:
         if not task_ids:
@@ -337,17 +395,23 @@ class SQLJobStore(abc.ABC):
         self._notify(None)
         return count
 
-    async def next_ready(self, cluster: str) -> float | None:
+    async def stop_requested(self, runner_id: str) -> list[str]:
         async with self._transaction() as tx:
-            rows = await tx.fetchall("next_ready", {"cluster": cluster})
+            return [r[0] for r in await tx.fetchall("stop_requested", {"runner": runner_id})]
+
+    async def next_ready(
+        self, cluster: str, tasks: Sequence[TaskKind] | None = None
+    ) -> float | None:
+        async with self._transaction() as tx:
+            rows = await tx.fetchall("next_ready", {"cluster": cluster, "known": known_json(tasks)})
         return None if not rows or rows[0][0] is None else float(rows[0][0])
 
     async def complete(self, runner_id: str, outcomes: Sequence[TaskOutcome]) -> int:
         if not outcomes:
             return 0
-        now = time.time()
         wake: set[str] | None = set()
         async with self._transaction() as tx:
+            now = time.time()
             held = {r[0]: _Held(*r) for r in await tx.fetchall("held_tasks", {"runner": runner_id})}
             accepted = [o for o in outcomes if o.task_id in held]
             if not accepted:
@@ -412,6 +476,8 @@ class SQLJobStore(abc.ABC):
                 await tx.execute("job_skip_queued", {"id": job_id})
         if wake is None or wake:
             self._notify(wake)
+        if failed_jobs:
+            self._notify({STOPPED_SIGNAL})  # runners holding their tasks cancel them
         return len(accepted)
 
     # -- the rules -------------------------------------------------------------------------------
@@ -424,6 +490,7 @@ class SQLJobStore(abc.ABC):
         if unknown:
             raise ValueError(f"depends_on names tasks outside this batch: {sorted(unknown)}")
         await self._check_clusters(tx, {t.cluster for t in tasks})
+        versions = {v: version_numbers(v) for v in {t.version for t in tasks}}
         await tx.executemany(
             "task_insert",
             [
@@ -434,6 +501,9 @@ class SQLJobStore(abc.ABC):
                     "cluster": t.cluster,
                     "name": t.name,
                     "version": t.version,
+                    "version_major": versions[t.version][0],
+                    "version_minor": versions[t.version][1],
+                    "timeout": t.timeout,
                     "input": t.input,
                     "display": t.display,
                     "max_retries": t.max_retries,
@@ -479,11 +549,30 @@ class SQLJobStore(abc.ABC):
             elif active and task.optional:
                 await tx.execute("task_fail", {**err, "state": TaskState.FAILED_OPTIONAL.value})
                 done.append(_Done(task.id, task.job_id, task.parent_id, task.has_dependents))
+            elif active and await tx.fetchall("optional_ancestor", {"id": task.id}):
+                # inside an optional subtask's subtree the failure stops at that branch (as in
+                # Tilebox): recorded FAILED_OPTIONAL, what depended on it SKIPPED, the job goes on
+                await tx.execute("task_fail", {**err, "state": TaskState.FAILED_OPTIONAL.value})
+                done.append(_Done(task.id, task.job_id, task.parent_id, False))
+                for skipped in await self._skip_dependents(tx, task.id, now):
+                    done.append(_Done(skipped, task.job_id, task.parent_id, False))
             else:
                 await tx.execute("task_fail", {**err, "state": TaskState.FAILED.value})
                 if active:
                     failed_jobs.add(task.job_id)
         return done, failed_jobs
+
+    async def _skip_dependents(self, tx: Tx, task_id: str, now: float) -> list[str]:
+        """SKIP every queued task that depends on ``task_id``, directly or through other
+        dependents (all are its siblings: ``depends_on`` names tasks of one batch)."""
+        skipped: list[str] = []
+        todo = [task_id]
+        while todo:
+            for (dependent,) in await tx.fetchall("dependents_of", {"id": todo.pop()}):
+                if await tx.execute("task_skip", {"id": dependent, "now": now}):
+                    skipped.append(dependent)
+                    todo.append(dependent)
+        return skipped
 
     async def _cascade(self, tx: Tx, done: list[_Done], now: float) -> bool:
         """Tasks in ``done`` finished their subtree: release their dependents, count them off
@@ -585,7 +674,29 @@ class _Done:
         self.has_dependents = has_dependents
 
 
-def _job(row: Row, progress: Iterable[Row]) -> JobInfo:
+def _stats(rows: Iterable[Row]) -> ExecutionStats:
+    by_state: dict[TaskState, int] = {}
+    starts: list[float] = []
+    stops: list[float] = []
+    compute = 0.0
+    for state, count, first, last, seconds in rows:
+        by_state[TaskState(state)] = int(count)
+        if first is not None:
+            starts.append(float(first))
+        if last is not None:
+            stops.append(float(last))
+        if seconds is not None:
+            compute += max(0.0, float(seconds))
+    return ExecutionStats(
+        total_tasks=sum(by_state.values()),
+        tasks_by_state=dict(sorted(by_state.items())),
+        first_task_started_at=min(starts, default=None),
+        last_task_stopped_at=max(stops, default=None),
+        compute_time=compute,
+    )
+
+
+def _job(row: Row, progress: Iterable[Row], stats: Iterable[Row] = ()) -> JobInfo:
     return JobInfo(
         id=row[0],
         name=row[1],
@@ -596,6 +707,7 @@ def _job(row: Row, progress: Iterable[Row]) -> JobInfo:
         finished_at=row[6],
         root_task_id=row[7],
         progress=[ProgressInfo(*p) for p in progress],
+        execution_stats=_stats(stats),
     )
 
 

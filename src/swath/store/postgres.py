@@ -40,8 +40,10 @@ from swath.store.base import (
     JobInfo,
     JobState,
     NewTask,
+    RefusedError,
     StoreError,
     TaskInfo,
+    TaskKind,
     TaskOutcome,
     WorkSignal,
 )
@@ -237,8 +239,18 @@ _BROKEN: tuple[type[BaseException], ...] = (
 )
 
 
+#: values the database or the driver cannot take: not retried (the same value would fail again)
+_REFUSALS: tuple[type[BaseException], ...] = (
+    asyncpg.DataError,  # SQLSTATE class 22: out of range, bad encoding (NUL in text), ...
+    asyncpg.IntegrityConstraintViolationError,  # class 23: a duplicate id
+    asyncpg.exceptions._base.DataError,  # the driver's own: "invalid input for query argument"
+    UnicodeError,
+    OverflowError,
+)
+
+
 def _transient(exc: BaseException) -> bool:
-    if isinstance(exc, asyncpg.exceptions.ClientConfigurationError):
+    if isinstance(exc, (asyncpg.exceptions.ClientConfigurationError, *_REFUSALS)):
         return False
     return isinstance(exc, _TRANSIENT)
 
@@ -376,6 +388,8 @@ class PostgresJobStore(SQLJobStore):
                     tx = _PgTx(conn)
                     yield tx
                     await tx.finish()
+            except _REFUSALS:
+                raise  # the statement was refused; the connection is fine
             except _BROKEN:
                 # the connection may be mid-protocol or dead: never hand it out again
                 with contextlib.suppress(asyncpg.InterfaceError):
@@ -397,6 +411,11 @@ class PostgresJobStore(SQLJobStore):
         while True:
             try:
                 result = await op()
+            except _REFUSALS as exc:
+                raise RefusedError(
+                    f"job store {what} ({self.url}) refused a value: {type(exc).__name__}: "
+                    f"{self._scrub(str(exc))}"
+                ) from None
             except _TRANSIENT as exc:
                 if not _transient(exc) or time.monotonic() + delay > deadline:
                     raise self._error(f"job store {what} failed", exc) from None
@@ -440,6 +459,11 @@ class PostgresJobStore(SQLJobStore):
 
     async def list_clusters(self) -> list[ClusterInfo]:
         return await self._retrying("list_clusters", lambda: SQLJobStore.list_clusters(self))
+
+    async def rename_cluster(self, slug: str, name: str) -> ClusterInfo | None:
+        return await self._retrying(
+            "rename_cluster", lambda: SQLJobStore.rename_cluster(self, slug, name)
+        )
 
     async def delete_cluster(self, slug: str) -> bool:
         return await self._retrying(
@@ -490,7 +514,12 @@ class PostgresJobStore(SQLJobStore):
         return await self._retrying("list_tasks", lambda: SQLJobStore.list_tasks(self, job_id))
 
     async def claim(
-        self, cluster: str, runner_id: str, limit: int, lease: float
+        self,
+        cluster: str,
+        runner_id: str,
+        limit: int,
+        lease: float,
+        tasks: Sequence[TaskKind] | None = None,
     ) -> list[ClaimedTask]:
         since = time.time()
         unknown_outcome = False
@@ -502,7 +531,7 @@ class PostgresJobStore(SQLJobStore):
                 async with self._transaction() as tx:
                     await tx.execute("claim_orphans_release", {"runner": runner_id, "since": since})
             unknown_outcome = True
-            claimed = await SQLJobStore.claim(self, cluster, runner_id, limit, lease)
+            claimed = await SQLJobStore.claim(self, cluster, runner_id, limit, lease, tasks)
             unknown_outcome = False
             return claimed
 
@@ -524,8 +553,22 @@ class PostgresJobStore(SQLJobStore):
             "release", lambda: SQLJobStore.release(self, runner_id, task_ids)
         )
 
-    async def next_ready(self, cluster: str) -> float | None:
-        return await self._retrying("next_ready", lambda: SQLJobStore.next_ready(self, cluster))
+    async def renew(self, runner_id: str, task_ids: Sequence[str], lease: float) -> list[str]:
+        return await self._retrying(
+            "renew", lambda: SQLJobStore.renew(self, runner_id, task_ids, lease)
+        )
+
+    async def stop_requested(self, runner_id: str) -> list[str]:
+        return await self._retrying(
+            "stop_requested", lambda: SQLJobStore.stop_requested(self, runner_id)
+        )
+
+    async def next_ready(
+        self, cluster: str, tasks: Sequence[TaskKind] | None = None
+    ) -> float | None:
+        return await self._retrying(
+            "next_ready", lambda: SQLJobStore.next_ready(self, cluster, tasks)
+        )
 
     # -- wake-ups --------------------------------------------------------------------------------
     def work_signal(self, cluster: str) -> WorkSignal:

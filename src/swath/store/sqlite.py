@@ -17,6 +17,7 @@ from pathlib import Path
 
 import aiosqlite
 
+from swath.store.base import RefusedError
 from swath.store.machine import Params, Row, SQLJobStore, Tx, load_migrations, load_queries
 
 _QUERIES = load_queries("sqlite")
@@ -103,6 +104,11 @@ class SQLiteJobStore(SQLJobStore):
             try:
                 await conn.execute("BEGIN IMMEDIATE")
                 yield _SQLiteTx(conn)
+            except _REFUSALS as exc:
+                await asyncio.shield(_rollback(conn))
+                raise RefusedError(
+                    f"job store {self.url} refused a value: {type(exc).__name__}: {exc}"
+                ) from exc
             except BaseException:
                 await asyncio.shield(_rollback(conn))
                 raise
@@ -113,6 +119,16 @@ class SQLiteJobStore(SQLJobStore):
         assert self._conn is not None
         for statement in _split_statements(sql):
             await self._conn.execute(statement)
+
+
+#: values SQLite or its driver cannot take (an int beyond 64 bits, a lone surrogate, a duplicate
+#: id): raised as RefusedError
+_REFUSALS: tuple[type[BaseException], ...] = (
+    OverflowError,
+    UnicodeError,
+    sqlite3.IntegrityError,
+    sqlite3.DataError,
+)
 
 
 async def _rollback(conn: aiosqlite.Connection) -> None:

@@ -26,6 +26,9 @@ SELECT slug, name, created_at FROM clusters ORDER BY created_at, slug;
 -- name: cluster_delete
 DELETE FROM clusters WHERE slug = :slug;
 
+-- name: cluster_rename
+UPDATE clusters SET name = :name WHERE slug = :slug;
+
 -- name: job_insert
 INSERT INTO jobs (id, name, cluster, state, root_task_id, created_at)
 VALUES (:id, :name, :cluster, 'QUEUED', :root_task_id, :now);
@@ -46,6 +49,20 @@ LIMIT :limit;
 
 -- name: job_progress
 SELECT label, total, done FROM progress WHERE job_id = :id ORDER BY label;
+
+-- name: job_execution_stats
+-- Per task state: how many, first start, last stop and compute time. A task that submitted
+-- subtasks stopped computing when they were inserted (with its completion), not when its
+-- subtree completed.
+SELECT t.state, COUNT(*), MIN(t.started_at), MAX(COALESCE(c.first_child, t.finished_at)),
+       SUM(COALESCE(c.first_child, t.finished_at) - t.started_at)
+FROM tasks t
+LEFT JOIN (
+    SELECT parent_id, MIN(created_at) AS first_child FROM tasks
+    WHERE job_id = :id AND parent_id IS NOT NULL GROUP BY parent_id
+) c ON c.parent_id = t.id
+WHERE t.job_id = :id
+GROUP BY t.state;
 
 -- name: job_state
 SELECT state FROM jobs WHERE id = :id;
@@ -71,10 +88,12 @@ UPDATE jobs SET state = 'QUEUED', finished_at = NULL
 WHERE id = :id AND state IN ('FAILED', 'CANCELED');
 
 -- name: task_insert
-INSERT INTO tasks (id, job_id, parent_id, cluster, name, version, input, display, state,
-                   max_retries, optional, pending_deps, has_dependents, run_after, created_at)
-VALUES (:id, :job_id, :parent_id, :cluster, :name, :version, :input, :display, 'QUEUED',
-        :max_retries, :optional, :pending_deps, :has_dependents, :now, :now);
+INSERT INTO tasks (id, job_id, parent_id, cluster, name, version, version_major, version_minor,
+                   input, display, state, max_retries, optional, pending_deps, has_dependents,
+                   timeout, run_after, created_at)
+VALUES (:id, :job_id, :parent_id, :cluster, :name, :version, :version_major, :version_minor,
+        :input, :display, 'QUEUED', :max_retries, :optional, :pending_deps, :has_dependents,
+        :timeout, :now, :now);
 
 -- name: dep_insert
 INSERT INTO task_deps (task_id, depends_on) VALUES (:task_id, :depends_on);
@@ -85,22 +104,32 @@ FROM tasks WHERE state = 'RUNNING' AND lease_expires < :now;
 
 -- name: task_requeue_lost
 UPDATE tasks
-SET state = CASE WHEN (SELECT state FROM jobs WHERE jobs.id = tasks.job_id) IN ('QUEUED', 'RUNNING')
-                 THEN 'QUEUED' ELSE 'SKIPPED' END,
+SET state = CASE (SELECT state FROM jobs WHERE jobs.id = tasks.job_id)
+                 WHEN 'QUEUED' THEN 'QUEUED' WHEN 'RUNNING' THEN 'QUEUED'
+                 WHEN 'CANCELED' THEN 'CANCELED' ELSE 'SKIPPED' END,
     lease_owner = NULL, lease_expires = NULL, lost_count = lost_count + :lost
 WHERE id = :id AND state = 'RUNNING';
 
 -- name: claim
+-- :known is NULL (any task) or a JSON array of {"n": name, "ma": major, "mi": newest minor}:
+-- the identifiers the claiming runner registered; other tasks stay queued for other runners.
+-- The list is parsed once per claim (a materialized table), not once per candidate row.
+WITH known (n, ma, mi) AS MATERIALIZED (
+    SELECT value ->> 'n', value ->> 'ma', value ->> 'mi' FROM json_each(:known)
+)
 UPDATE tasks
 SET state = 'RUNNING', lease_owner = :runner, lease_expires = :expires, started_at = :now
 WHERE id IN (
     SELECT id FROM tasks
     WHERE cluster = :cluster AND state = 'QUEUED' AND pending_deps = 0 AND run_after <= :now
+      AND (:known IS NULL OR EXISTS (
+          SELECT 1 FROM known
+          WHERE n = tasks.name AND ma = tasks.version_major AND mi >= tasks.version_minor))
     ORDER BY run_after, id
     LIMIT :limit
 )
 RETURNING id, job_id, parent_id, cluster, name, version, input, display, retry_count,
-          max_retries, optional;
+          max_retries, optional, timeout;
 
 -- name: job_name
 SELECT name FROM jobs WHERE id = :id;
@@ -108,6 +137,11 @@ SELECT name FROM jobs WHERE id = :id;
 -- name: heartbeat
 UPDATE tasks SET lease_expires = :expires
 WHERE lease_owner = :runner AND state = 'RUNNING' AND lease_expires >= :now;
+
+-- name: task_renew
+-- Extend one lease if it is still this runner's and alive (see JobStore.renew).
+UPDATE tasks SET lease_expires = :expires
+WHERE id = :id AND lease_owner = :runner AND state = 'RUNNING' AND lease_expires >= :now;
 
 -- name: held_tasks
 SELECT id, job_id, parent_id, cluster, retry_count, max_retries, optional, has_dependents
@@ -168,8 +202,9 @@ WHERE job_id = :id AND state IN ('SKIPPED', 'CANCELED');
 
 -- name: task_release
 UPDATE tasks
-SET state = CASE WHEN (SELECT state FROM jobs WHERE jobs.id = tasks.job_id) IN ('QUEUED', 'RUNNING')
-                 THEN 'QUEUED' ELSE 'SKIPPED' END,
+SET state = CASE (SELECT state FROM jobs WHERE jobs.id = tasks.job_id)
+                 WHEN 'QUEUED' THEN 'QUEUED' WHEN 'RUNNING' THEN 'QUEUED'
+                 WHEN 'CANCELED' THEN 'CANCELED' ELSE 'SKIPPED' END,
     lease_owner = NULL, lease_expires = NULL, started_at = NULL
 WHERE id = :id AND lease_owner = :runner AND state = 'RUNNING';
 
@@ -177,6 +212,10 @@ WHERE id = :id AND lease_owner = :runner AND state = 'RUNNING';
 SELECT MIN(t) FROM (
     SELECT MIN(run_after) AS t FROM tasks
     WHERE cluster = :cluster AND state = 'QUEUED' AND pending_deps = 0
+      AND (:known IS NULL OR EXISTS (
+          SELECT 1 FROM json_each(:known) AS k
+          WHERE k.value ->> 'n' = tasks.name AND k.value ->> 'ma' = tasks.version_major
+            AND k.value ->> 'mi' >= tasks.version_minor))
     UNION ALL
     SELECT MIN(lease_expires) AS t FROM tasks
     WHERE cluster = :cluster AND state = 'RUNNING'
@@ -192,5 +231,22 @@ FROM tasks WHERE job_id = :id ORDER BY created_at, id;
 SELECT d.task_id, d.depends_on FROM task_deps d JOIN tasks t ON t.id = d.task_id
 WHERE t.job_id = :id;
 
--- name: task_count_by_state
-SELECT state, COUNT(*) FROM tasks WHERE job_id = :id GROUP BY state;
+-- name: stop_requested
+-- The tasks a runner holds whose job stopped (canceled or failed): the runner cancels them.
+SELECT t.id FROM tasks t JOIN jobs j ON j.id = t.job_id
+WHERE t.lease_owner = :runner AND t.state = 'RUNNING' AND j.state NOT IN ('QUEUED', 'RUNNING');
+
+-- name: optional_ancestor
+-- The nearest optional ancestor of a task (not the task itself), if any.
+WITH RECURSIVE up (id, parent_id, optional, depth) AS (
+    SELECT id, parent_id, optional, 0 FROM tasks WHERE id = :id
+    UNION ALL
+    SELECT t.id, t.parent_id, t.optional, up.depth + 1 FROM tasks t JOIN up ON t.id = up.parent_id
+)
+SELECT id FROM up WHERE depth > 0 AND optional = 1 ORDER BY depth LIMIT 1;
+
+-- name: dependents_of
+SELECT task_id FROM task_deps WHERE depends_on = :id;
+
+-- name: task_skip
+UPDATE tasks SET state = 'SKIPPED', finished_at = :now WHERE id = :id AND state = 'QUEUED';

@@ -1,0 +1,99 @@
+"""``python -m tests.faults --trials 500 --store sqlite|postgres [--seed S] [--trial T]``
+
+Runs seeded fault-injection trials (:mod:`tests.faults.harness`) and prints one line per trial,
+the details and a replay command for each failing one, and a summary: trials, faults injected by
+kind, re-executions by cause, violations. ``--trial T`` replays exactly one trial of the seed.
+For PostgreSQL it starts its own throwaway cluster (``tests/services/postgres.py``), with one
+fresh database per trial. Exit status 1 if any trial broke an invariant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from tests.faults.harness import Settings, TrialResult, draw, run_trial
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.faults", description=__doc__)
+    parser.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--trials", type=int, default=20, help="how many trials (from --first)")
+    parser.add_argument("--first", type=int, default=0, help="the first trial number")
+    parser.add_argument("--trial", type=int, help="run only this trial (a replay)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--keep", action="store_true", help="keep the work directories")
+    parser.add_argument("--work", type=Path, help="where to put them (default: a temp dir)")
+    args = parser.parse_args(argv)
+    trials = [args.trial] if args.trial is not None else range(args.first, args.first + args.trials)
+    work = args.work or Path(tempfile.mkdtemp(prefix="swath-faults-"))
+    results: list[TrialResult] = []
+    began = time.monotonic()
+    with _store(args.store) as (make_url, restart):
+        for t in trials:
+            spec = draw(args.store, args.seed, t)
+            where = work / f"{args.store}-{args.seed}-{t}"
+            where.mkdir(parents=True)
+            result = run_trial(spec, where, make_url(where), Settings(), restart)
+            results.append(result)
+            print(result.report(), flush=True)
+            if result.ok and not args.keep:
+                shutil.rmtree(where, ignore_errors=True)
+    print(summary(results, time.monotonic() - began))
+    if args.keep or any(not r.ok for r in results):
+        print(f"work directories: {work}")
+    elif args.work is None:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0 if all(r.ok for r in results) else 1
+
+
+def summary(results: list[TrialResult], seconds: float) -> str:
+    injected: Counter[str] = Counter()
+    reruns: Counter[str] = Counter()
+    states: Counter[str] = Counter()
+    for r in results:
+        injected.update(r.injected)
+        reruns.update(r.reruns)
+        states[r.job_state] += 1
+    failed = [r for r in results if not r.ok]
+    lines = [
+        f"{len(results)} trials in {seconds:.0f} s, {len(failed)} with violations "
+        f"({sum(len(r.violations) for r in results)} violations); "
+        f"jobs: {dict(sorted(states.items()))}; "
+        f"executions: {sum(r.executions for r in results)}",
+        "faults injected: "
+        + (", ".join(f"{k} {v}" for k, v in sorted(injected.items())) or "none"),
+        "explained re-executions: "
+        + (", ".join(f"{k} {v}" for k, v in sorted(reruns.items())) or "none")
+        + f"; zombie overlaps after SIGCONT: {sum(r.zombies for r in results)}",
+    ]
+    lines += [f"failing: {r.spec.replay()}" for r in failed]
+    return "\n".join(lines)
+
+
+UrlMaker = Callable[[Path], str]
+Restart = Callable[[float], None]
+
+
+@contextlib.contextmanager
+def _store(kind: str) -> Iterator[tuple[UrlMaker, Restart | None]]:
+    """How to make a fresh store for a trial (given its work directory), and how to restart its
+    server (None for SQLite)."""
+    if kind == "sqlite":
+        yield (lambda where: f"sqlite:///{(where / 'jobs.db').resolve()}"), None
+        return
+    from tests.services.postgres import running_cluster
+
+    with running_cluster() as cluster:
+        yield (lambda _: cluster.dsn(cluster.create_database())), cluster.restart
+
+
+if __name__ == "__main__":
+    sys.exit(main())

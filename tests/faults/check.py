@@ -1,0 +1,352 @@
+"""The invariants checked after each trial. Each violation is one line saying what broke.
+
+1. The job ends in the state the rules give (:func:`tests.faults.plan.expect`), and so does every
+   task: nothing QUEUED or RUNNING; every failure recorded is the planned one (never a
+   ``RunnerLostError`` or a store error in place of the task's own).
+2. Every task that must run ran, with exactly the planned attempts; a task skipped by the rules
+   never ran.
+3. A task (one attempt of it) ran more than once only if an earlier run's runner was killed
+   (SIGKILL) or stopped (SIGSTOP) after that run started, or that run was cancelled by a graceful
+   stop and given back; a result the store accepted is never run again, and never accepted twice.
+4. No two executions of one task overlapped in time, except with a run frozen by SIGSTOP past its
+   lease (a *zombie*: counted, reported, not a violation; see docs/reliability.md).
+5. Every value in the job cache is whole (its bytes are the ones its node writes); every
+   COMPLETED task's value is there; a task started only after every value it depends on was
+   written; the progress counter counted each success once.
+6. Every runner process exited 0, except those killed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from swath.store.base import JobInfo, TaskInfo
+from tests.faults.plan import Expectation, Plan, Run, value
+from tests.faults.records import Execution, Records
+
+
+@dataclass
+class Events:
+    """What the harness did to the runner processes, and when (``time.time()``)."""
+
+    spawned: dict[int, float] = field(default_factory=dict)
+    killed: dict[int, float] = field(default_factory=dict)
+    stopped: dict[int, list[tuple[float, float | None]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    terminated: dict[int, float] = field(default_factory=dict)
+    exited: dict[int, tuple[float, int]] = field(default_factory=dict)
+    outputs: dict[int, Path] = field(default_factory=dict)
+    store_faults: dict[int, str] = field(default_factory=dict)
+    restarts: list[tuple[float, float]] = field(default_factory=list)
+    end: float = 0.0
+
+    def to_json(self) -> str:
+        """For the person debugging a kept trial directory."""
+        data = {k: v for k, v in vars(self).items() if k != "outputs"}
+        return json.dumps(data, indent=1, default=str)
+
+    def death(self, pid: int) -> float:
+        """When the process stopped running anything: killed, exited, or the end of the trial."""
+        if pid in self.killed:
+            return self.killed[pid]
+        if pid in self.exited:
+            return self.exited[pid][0]
+        return self.end
+
+
+@dataclass
+class Outcome:
+    violations: list[str] = field(default_factory=list)
+    zombies: int = 0  # overlaps with a run frozen by SIGSTOP
+    reruns: Counter[str] = field(default_factory=Counter)  # explained re-executions, by cause
+    executions: int = 0
+
+    def bad(self, message: str) -> None:
+        self.violations.append(message)
+
+
+def check(
+    plan: Plan,
+    exp: Expectation,
+    job: JobInfo,
+    tasks: list[TaskInfo],
+    recs: Records,
+    values: dict[str, bytes | Exception],
+    events: Events,
+    lease: float,
+) -> Outcome:
+    out = Outcome(executions=len(recs.executions))
+    for line in recs.bad_lines:
+        out.bad(f"unreadable record: {line}")
+    _check_processes(events, out)
+
+    # -- the job and its tasks
+    by_id = {t.id: t for t in tasks}
+    if job.state.value != exp.job_state:
+        failed = [t for t in tasks if t.error is not None and t.state.value == "FAILED"]
+        why = "; ".join(f"{t.display or t.id}: {t.error.type}: {t.error.message}"
+                        for t in failed[:3] if t.error)  # fmt: skip
+        out.bad(
+            f"job ended {job.state.value}, expected {exp.job_state}"
+            + (f" ({why})" if why else "")
+            + "; task states not checked one by one (they follow from the job's)"
+        )
+    node_of = {job.root_task_id: 0}
+    for e in recs.executions:
+        for child, task_id in e.children.items():
+            node_of[task_id] = child
+    task_of: dict[int, TaskInfo] = {}
+    for t in tasks:
+        if t.state.value in ("QUEUED", "RUNNING"):
+            out.bad(f"task {t.id} ({t.display}) left {t.state.value}")
+        n = node_of.get(t.id)
+        if n is None:
+            out.bad(f"task {t.id} ({t.name}) is in the store but no execution submitted it")
+            continue
+        if n in task_of:
+            out.bad(f"node {n} has two tasks: {task_of[n].id} and {t.id}")
+        task_of[n] = t
+        if t.error is not None and t.error.type != "PlannedFailure":
+            out.bad(
+                f"node {n} ({t.state.value}) failed with {t.error.type}: {t.error.message} "
+                "(not its planned failure)"
+            )
+
+    runs: dict[str, list[Execution]] = defaultdict(list)
+    for e in recs.executions:
+        runs[e.task_id].append(e)
+        if e.task_id not in by_id:
+            out.bad(f"{e.describe()}: the store has no such task")
+        if e.how == "error":
+            out.bad(f"{e.describe()}: the task's code failed unexpectedly: {e.error}")
+        if e.missing:
+            out.bad(
+                f"{e.describe()}: started before the values of {e.missing} were in the cache, "
+                "though it depends on them"
+            )
+
+    for idx, want in exp.nodes.items() if job.state.value == exp.job_state else ():
+        node = plan.nodes[idx]
+        task = task_of.get(idx)
+        if task is None:
+            if want.exists == Run.MUST:
+                out.bad(f"node {idx} was never submitted ({want.why or 'must complete'})")
+            continue
+        if want.exists == Run.NEVER:
+            out.bad(f"node {idx} exists as task {task.id} ({task.state.value}); it cannot")
+            continue
+        state = task.state.value
+        if state not in want.states:
+            out.bad(
+                f"node {idx} ended {state}, expected {' or '.join(sorted(want.states))}"
+                + (f" ({want.why})" if want.why else "")
+            )
+        done = runs.get(task.id, [])
+        if want.run == Run.MUST and not done:
+            out.bad(f"node {idx} ({state}) never ran")
+        if want.run == Run.NEVER and done:
+            out.bad(f"node {idx} ran {len(done)} times, though the rules skip it ({want.why})")
+        if want.strict and done:
+            attempts = sorted({e.attempt for e in done})
+            if attempts != list(range(node.attempts)):
+                out.bad(
+                    f"node {idx} ran attempts {attempts}, planned {list(range(node.attempts))} "
+                    f"(fails {node.fail_attempts}, max_retries {node.max_retries})"
+                )
+            if task.retry_count != node.attempts - 1:
+                out.bad(
+                    f"node {idx} has retry_count {task.retry_count}, planned {node.attempts - 1}"
+                )
+        if state == "COMPLETED" and not any(e.how == "ok" for e in done):
+            out.bad(f"node {idx} is COMPLETED but no execution of it succeeded")
+
+    # -- executions
+    _check_reruns(runs, recs, events, lease, out)
+    _check_overlaps(runs, recs, events, lease, out)
+    for (task_id, attempt), accepted in recs.accepted.items():
+        if len(accepted) > 1:
+            out.bad(f"task {task_id} attempt {attempt}: outcome accepted {len(accepted)} times")
+
+    # -- the cache
+    for key, data in values.items():
+        if isinstance(data, Exception):
+            out.bad(f"cache value v/{key} cannot be read: {type(data).__name__}: {data}")
+            continue
+        if not key.isdigit() or int(key) >= len(plan.nodes):
+            out.bad(f"cache key v/{key} belongs to no node")
+            continue
+        node = plan.nodes[int(key)]
+        if data != value(node.idx, node.size):
+            out.bad(
+                f"cache value v/{key} is torn or foreign ({len(data)} bytes, {node.size} planned)"
+            )
+    for idx, task in task_of.items():
+        if task.state.value == "COMPLETED" and str(idx) not in values:
+            out.bad(f"node {idx} is COMPLETED but its value v/{idx} is not in the cache")
+
+    # -- progress: each accepted success counted once
+    if exp.job_state == "COMPLETED" and job.state.value == "COMPLETED":
+        done_count = {p.label: p.done for p in job.progress}.get("nodes", 0)
+        succeeded = [t for t in tasks if t.state.value in ("COMPLETED", "COMPUTED")]
+        maybe = [t for n, t in task_of.items() if t.state.value in ("FAILED_OPTIONAL", "SKIPPED")
+                 and not plan.nodes[n].fails_finally]  # fmt: skip
+        if not len(succeeded) <= done_count <= len(succeeded) + len(maybe):
+            out.bad(
+                f"progress 'nodes' counted {done_count} successes; {len(succeeded)} tasks "
+                f"succeeded (+ up to {len(maybe)} stopped by a branch failure)"
+            )
+    return out
+
+
+def _check_processes(events: Events, out: Outcome) -> None:
+    for pid, (_, code) in sorted(events.exited.items()):
+        if pid in events.killed:
+            continue
+        if code != 0:
+            tail = _tail(events.outputs.get(pid))
+            out.bad(f"runner {pid} exited with code {code}; its output ends:\n{tail}")
+
+
+def _tail(path: Path | None, n: int = 1500) -> str:
+    if path is None:
+        return "(no output)"
+    try:
+        return "    " + path.read_text(errors="replace")[-n:].replace("\n", "\n    ")
+    except OSError:
+        return "(no output)"
+
+
+def _why_rerun(
+    e: Execution, later: Execution, recs: Records, events: Events, lease: float
+) -> str | None:
+    """Why ``later`` may run the attempt ``e`` ran (``e``'s runner lost its lease), or None."""
+    accepted = {pid for pid, _, _ in recs.accepted.get((e.task_id, e.attempt), [])}
+    if e.pid in accepted and e.how in ("ok", "raise"):
+        return None  # its result was committed: nothing may run this attempt again
+    kill = events.killed.get(e.pid)
+    if kill is not None and e.start <= kill <= later.start:
+        return "runner SIGKILLed"
+    held_from = _claimed_at(e, recs)[0]
+    if any(held_from <= t <= later.start for t, _ in events.stopped.get(e.pid, [])):
+        return "runner SIGSTOPped past its lease"
+    if e.how == "cancel":
+        return "cancelled by a graceful stop and given back"
+    return _lapsed(e, later, recs, lease)
+
+
+def _claimed_at(e: Execution, recs: Records) -> tuple[float, float]:
+    """The claim call (start, end) that leased ``e``'s task to its process (``e.start`` twice if
+    none is recorded)."""
+    claims = [c for c in recs.claims.get((e.pid, e.task_id), []) if c[0] <= e.start]
+    return max(claims) if claims else (e.start, e.start)
+
+
+def _lapsed(e: Execution, later: Execution, recs: Records, lease: float) -> str | None:
+    """Whether ``e``'s lease may have lapsed before ``later`` started although its runner kept
+    trying to renew it: a claim or heartbeat call that took so long (the store was down, or
+    waited behind a lock) or failed so that no renewal reached the store in time.
+
+    A claim call from t0 to t1 leases the task until at least t0 + lease, from t1 on; a heartbeat
+    call likewise. The lease may lapse at a moment no renewal covers; it counts as lost only if a
+    renewal had been attempted in time (started before the lease ran out) and was late or failed.
+    If the runner simply stopped renewing a lease it held, that is not a loss but a bug."""
+    t0, t1 = _claimed_at(e, recs)
+    until = t0 + lease
+    if t1 > until:
+        return None  # the claim handed out a lease that had run out already: a store bug
+    failed = False
+    for h0, h1, renewed in sorted(recs.heartbeats.get(e.pid, [])):
+        if h0 < t0:
+            continue
+        if h0 > until or until >= later.start:
+            break
+        if not renewed:
+            failed = True
+        elif h1 > until:
+            return "lease lapsed: a heartbeat stalled (store unreachable or locked)"
+        else:
+            until = max(until, h0 + lease)
+    if until < later.start and failed:
+        return "lease lapsed: heartbeats failed"
+    return None
+
+
+def _check_reruns(
+    runs: dict[str, list[Execution]], recs: Records, events: Events, lease: float, out: Outcome
+) -> None:
+    for executions in runs.values():
+        by_attempt: dict[int, list[Execution]] = defaultdict(list)
+        for e in sorted(executions, key=lambda e: e.start):
+            by_attempt[e.attempt].append(e)
+        for attempt, same in by_attempt.items():
+            for i, later in enumerate(same[1:], 1):
+                reasons = [_why_rerun(e, later, recs, events, lease) for e in same[:i]]
+                found = [r for r in reasons if r]
+                if found:
+                    out.reruns[found[0]] += 1
+                    continue
+                history = "; ".join(e.describe() for e in same[: i + 1])
+                out.bad(
+                    f"node {later.node} attempt {attempt} ran {i + 1} times, but no earlier "
+                    f"run's runner lost its lease (killed, stopped, or its renewals stalled): "
+                    f"{history}" + _hint(same[0], later, recs, events, lease)
+                )
+
+
+def _hint(first: Execution, later: Execution, recs: Records, events: Events, lease: float) -> str:
+    """What else happened between two runs of a task that may explain the second."""
+    hints = []
+    for e in (first, later):
+        t0, t1 = _claimed_at(e, recs)
+        if t1 - t0 > lease:
+            frozen = any(t0 <= t <= t1 for t, _ in events.stopped.get(e.pid, []))
+            why = (
+                "its process was frozen (SIGSTOP) during the call"
+                if frozen
+                else "the store took the lease's start from before it got the write lock"
+            )
+            hints.append(
+                f"the claim that leased it to pid {e.pid} took {t1 - t0:.2f} s ({t0:.3f} to "
+                f"{t1:.3f}), longer than the {lease} s lease, so the lease had run out before "
+                f"the task started ({why}); the runner started it all the same"
+            )
+    for pid, spans in events.stopped.items():
+        for t_stop, t_cont in spans:
+            if pid != first.pid and t_stop <= later.start and (t_cont or events.end) >= first.start:
+                hints.append(
+                    f"another runner (pid {pid}) was SIGSTOPped from {t_stop:.3f} to "
+                    f"{t_cont or events.end:.3f}: a process frozen inside a store transaction "
+                    "holds SQLite's write lock and every other process waits behind it"
+                )
+    for t0, t1 in events.restarts:
+        if t0 <= later.start and t1 >= first.start:
+            hints.append(f"PostgreSQL restarted from {t0:.3f} to {t1:.3f}")
+    if first.pid in events.terminated:
+        hints.append(
+            f"the first run's runner was sent SIGTERM at {events.terminated[first.pid]:.3f}"
+        )
+    return f" [{'; '.join(hints)}]" if hints else ""
+
+
+def _check_overlaps(
+    runs: dict[str, list[Execution]], recs: Records, events: Events, lease: float, out: Outcome
+) -> None:
+    for executions in runs.values():
+        for a, b in itertools.combinations(sorted(executions, key=lambda e: e.start), 2):
+            a_end = a.end if a.end is not None else events.death(a.pid)
+            if b.start >= a_end:
+                continue
+            # a overlaps b: fine only if a's process was frozen (SIGSTOP) before b started
+            frozen = [s for s, _ in events.stopped.get(a.pid, []) if a.start <= s <= b.start]
+            if frozen:
+                out.zombies += 1
+                continue
+            out.bad(
+                f"node {a.node} ran twice at the same time: {a.describe()} and {b.describe()}"
+                + _hint(a, b, recs, events, lease)
+            )
