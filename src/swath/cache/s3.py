@@ -105,7 +105,10 @@ class _ShortRead(Exception):
 
 def _web_page(exc: BaseException) -> bool:
     """An answer in HTML: a web server, not S3 (botocore turns a 200 it cannot parse into a
-    500; S3's own errors are XML)."""
+    500; S3's own errors are XML). It is retried like any 5xx (a proxy's 502 page is HTML too),
+    and named for what it is if it persists."""
+    if isinstance(exc, GaveUp):
+        exc = exc.last  # type: ignore[assignment]
     if not isinstance(exc, ClientError):
         return False
     headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
@@ -114,8 +117,6 @@ def _web_page(exc: BaseException) -> bool:
 
 def _transient(exc: BaseException) -> bool:
     """What the retry policy retries: throttling, 5xx, broken or stalled connections."""
-    if _web_page(exc):
-        return False
     if isinstance(exc, ClientError):
         status = _status(exc)
         return status >= 500 or status == 429 or _error_code(exc) in _THROTTLED
@@ -427,8 +428,8 @@ class AmazonS3Cache(_transfer.PartedBackend):
         if _web_page(exc):
             return CacheError(
                 f"S3 {operation} of {self._where(name)}: the endpoint "
-                f"{self._client.meta.endpoint_url} answered with a web page (HTTP "
-                f"{_status(exc)}); is it an S3 server?"
+                f"{self._client.meta.endpoint_url} answered with a web page ({exc}); is it an "
+                "S3 server?"
             )
         return CacheError(f"S3 {operation} failed for bucket {self.bucket!r}, key {name!r}: {exc}")
 
