@@ -102,6 +102,10 @@ class FaultProxy:
         if action == "silent":
             await asyncio.Event().wait()  # took the request; never reads on, never answers
         length = int(request.headers.get("content-length", "0") or 0)
+        if request.headers.get("expect", "").lower() == "100-continue":
+            await self._thawed.wait()
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # as a server does; not relayed
+            await writer.drain()
         body = bytearray()
         while len(body) < length:
             await self._thawed.wait()
@@ -151,7 +155,11 @@ class FaultProxy:
         up_reader, up_writer = await asyncio.open_connection(host, int(port))
         try:
             lines = head.split(b"\r\n")
-            kept = [line for line in lines[1:] if not line.lower().startswith(b"connection:")]
+            kept = [
+                line
+                for line in lines[1:]
+                if not line.lower().startswith((b"connection:", b"expect:"))
+            ]
             up_writer.write(b"\r\n".join([lines[0], b"Connection: close", *kept]) + body)
             await up_writer.drain()
             answer = await up_reader.read()
