@@ -670,11 +670,14 @@ class _GcsUpload(_transfer.PartTarget):
             result = await self._put_chunk(self._last, final=crc)
             await cache._check_final("put", self._name, result, crc, size)
             return
+        done = False
         try:
             result = await self._compose_tree([str(p.token) for p in parts])
             await cache._check_final("put", self._name, result, crc, size)
-        finally:
-            with anyio.CancelScope(shield=True):
+            done = True
+        finally:  # the parts go in any case; after a failure, within the abort budget
+            budget = cache.deadlines.operation_timeout if done else cache.deadlines.abort_timeout
+            with anyio.CancelScope(shield=True), anyio.move_on_after(budget):
                 await self._cleanup()
 
     async def _compose_tree(self, sources: list[str]) -> dict[str, Any]:
