@@ -22,7 +22,7 @@ import crc32c
 import pytest
 from aiohttp import web
 
-from swath import ChecksumMismatchError, KeyNotFoundError
+from swath import ChecksumMismatchError, InvalidKeyError, KeyNotFoundError
 from swath.cache import cache_from_url
 from swath.cache.gcs import TMP_SEGMENT, GoogleStorageCache, crc_to_b64
 from swath.errors import CacheError
@@ -465,6 +465,18 @@ def test_bad_arguments_are_clear_errors() -> None:
         GoogleStorageCache("")
     with pytest.raises(ValueError, match="key"):
         GoogleStorageCache("b", prefix="a/../b")
+
+
+def test_prefix_too_long_for_temporary_parts_is_refused() -> None:
+    """A prefix so long that the hidden temporary parts of a composite upload below it would
+    have object names over GCS's 1,024 bytes is refused when the cache is made (the emulator
+    accepts such names, real GCS answers 400 in the middle of an upload); the longest prefix
+    that leaves room for them is accepted."""
+    longest = 1024 - len("/\\swath-tmp/") - len("0123456789abcdef/c1-000000")
+    cache = GoogleStorageCache("b", prefix="p" * longest)
+    assert len((cache._tmp_root + "0123456789abcdef/c1-000000").encode()) == 1024
+    with pytest.raises(InvalidKeyError, match=f"may be {longest} UTF-8 bytes"):
+        GoogleStorageCache("b", prefix="p" * (longest + 1))
 
 
 # -- memory --------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from swath._validate import InvalidTextError
 from swath.blocking import BlockingClient
 from swath.cache import (
     Cache,
@@ -14,13 +15,24 @@ from swath.cache import (
     Stat,
     cache_from_url,
 )
+from swath.cache.blocking import BlockingCache
 from swath.client import Client, Cluster, ClusterClient, Job, JobClient
-from swath.context import CurrentTask, ExecutionContext, FutureTask, ProgressIndicator
+from swath.context import (
+    CurrentTask,
+    ExecutionContext,
+    FutureTask,
+    ProgressIndicator,
+    SyncExecutionContext,
+    TaskLogger,
+)
 from swath.errors import (
     CacheError,
     ChecksumMismatchError,
     InvalidKeyError,
     KeyNotFoundError,
+    NotFoundError,
+    ReadOnlyError,
+    RunnerLostError,
     SwathError,
 )
 from swath.runner import Runner, TaskInputError, UnknownTaskError
@@ -30,6 +42,7 @@ from swath.store.base import (
     JobState,
     ProgressInfo,
     StoreError,
+    StoreOpenError,
     TaskInfo,
     TaskState,
     UnknownClusterError,
@@ -41,6 +54,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AmazonS3Cache",
+    "BlockingCache",
     "BlockingClient",
     "Cache",
     "CacheError",
@@ -51,6 +65,7 @@ __all__ = [
     "Cluster",
     "ClusterClient",
     "CurrentTask",
+    "DatabaseError",
     "ErrorInfo",
     "ExecutionContext",
     "ExecutionStats",
@@ -58,20 +73,27 @@ __all__ = [
     "GoogleStorageCache",
     "InMemoryCache",
     "InvalidKeyError",
+    "InvalidTextError",
     "Job",
     "JobClient",
     "JobState",
     "KeyNotFoundError",
     "LocalFileSystemCache",
+    "NotFoundError",
     "ProgressIndicator",
     "ProgressInfo",
+    "ReadOnlyError",
     "Runner",
+    "RunnerLostError",
     "Stat",
     "StoreError",
+    "StoreOpenError",
     "SwathError",
+    "SyncExecutionContext",
     "Task",
     "TaskInfo",
     "TaskInputError",
+    "TaskLogger",
     "TaskState",
     "UnknownClusterError",
     "UnknownJobError",
@@ -93,4 +115,8 @@ def __getattr__(name: str) -> Any:
         import swath.cache
 
         return getattr(swath.cache, name)
+    if name == "DatabaseError":  # the PostgreSQL store's errors (needs asyncpg, extra postgres)
+        import swath.store.postgres
+
+        return swath.store.postgres.DatabaseError
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -50,6 +50,23 @@ def storable_text(value: str) -> str:
     return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def _escaped(ch: str) -> str:
+    code = ord(ch)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def printable(text: object, *, multiline: bool = False) -> str:
+    """``text`` safe to show on a terminal or in a diagram: what is not printable (control
+    characters such as ESC, BEL, CR, C1 codes and DEL; format characters such as bidirectional
+    overrides; line separators; lone surrogates; unassigned code points) as ``\\x1b``-style
+    escapes. ``multiline`` keeps newlines and tabs (tracebacks)."""
+    return "".join(
+        ch if ch.isprintable() or (multiline and ch in "\n\t") else _escaped(ch) for ch in str(text)
+    )
+
+
 def check_count(value: object, what: str, *, maximum: int = INT64_MAX) -> int:
     """``value`` if it is an int in ``[0, maximum]`` (bool refused); ``TypeError`` for other
     types, ``ValueError`` out of range."""

@@ -214,11 +214,12 @@ class BlockingJobClient:
     def submit(
         self,
         name: str,
-        task: Task,
-        cluster: Cluster | str | None = DEFAULT_CLUSTER,
+        task: Task | Sequence[Task],
+        cluster: Cluster | str | Sequence[Cluster | str] | None = DEFAULT_CLUSTER,
         max_retries: int = 0,
+        timeout: float | None = None,
     ) -> Job:
-        return self._call(self._jobs.submit, name, task, cluster, max_retries)
+        return self._call(self._jobs.submit, name, task, cluster, max_retries, timeout)
 
     def find(self, job: Job | str) -> Job:
         return self._call(self._jobs.find, job)

@@ -1,4 +1,4 @@
-"""The client: jobs, clusters and runners over one job store (API.md section 4).
+"""The client: jobs, clusters and runners over one job store (docs/guide.md).
 
 Every method that talks to the store is a coroutine: use it with ``await`` in async code, or use
 :class:`swath.BlockingClient` (the same methods, blocking) in scripts and notebooks. Calling one
@@ -325,27 +325,45 @@ class JobClient:
     async def submit(
         self,
         name: str,
-        task: Task,
-        cluster: Cluster | str | None = DEFAULT_CLUSTER,
+        task: Task | Sequence[Task],
+        cluster: Cluster | str | Sequence[Cluster | str] | None = DEFAULT_CLUSTER,
         max_retries: int = 0,
         timeout: float | None = None,  # noqa: ASYNC109 (a time limit for the task, not this call)
     ) -> Job:
-        """Submit a job whose root task is ``task``; ``UnknownClusterError`` if ``cluster`` does
-        not exist (None is the cluster ``default``), ``TypeError`` if the task's input cannot be
-        serialized. ``timeout`` (seconds; default: the task class's) fails an execution of the
-        root task that runs longer."""
-        cluster = DEFAULT_CLUSTER if cluster is None else _slug(cluster)
+        """Submit a job whose root task is ``task``, or whose root tasks are ``task`` (a list,
+        as in Tilebox: the job completes when all of them have). ``cluster`` is one cluster for
+        every root task (None is ``default``) or a list with one per root task. ``timeout``
+        (seconds; default: each task class's) fails an execution of a root task that runs
+        longer. ``UnknownClusterError`` if a cluster does not exist, ``TypeError`` if an input
+        cannot be serialized."""
         if not isinstance(name, str) or not name:
             raise ValueError(f"a job name is a non-empty str, not {name!r}")
+        check_text(name, "a job name")  # NUL or a lone surrogate: InvalidTextError
         check_max_retries(max_retries)
-        data = encode_input(task)
-        task_name, version = type(task).identifier()
-        limit = task_timeout(task, timeout)
+        tasks = list(task) if isinstance(task, Sequence) else [task]
+        if not tasks:
+            raise ValueError("submit needs at least one root task")
+        if cluster is None or isinstance(cluster, str | ClusterInfo):
+            clusters = [DEFAULT_CLUSTER if cluster is None else _slug(cluster)] * len(tasks)
+        else:
+            clusters = [_slug(c) for c in cluster]
+            if len(clusters) != len(tasks):
+                raise ValueError(
+                    f"{len(clusters)} clusters for {len(tasks)} root tasks: give one cluster, "
+                    "or one per root task"
+                )
+        roots = []
+        for root, slug in zip(tasks, clusters, strict=True):
+            data = encode_input(root)  # TypeError for non-tasks and unserializable inputs
+            task_name, version = type(root).identifier()
+            limit = task_timeout(root, timeout)
+            roots.append(
+                NewTask(
+                    new_id(), task_name, version, data, slug, max_retries=max_retries, timeout=limit
+                )
+            )
         store = await self._client._ensure_open()
-        root = NewTask(
-            new_id(), task_name, version, data, cluster, max_retries=max_retries, timeout=limit
-        )
-        return await store.submit_job(new_id(), name, cluster, root)
+        return await store.submit_job(new_id(), name, clusters[0], roots)
 
     @needs_event_loop
     async def find(self, job: Job | str) -> Job:

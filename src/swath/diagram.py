@@ -13,6 +13,7 @@ import subprocess
 from collections.abc import Sequence
 from typing import Literal
 
+from swath._validate import printable
 from swath.store.base import TaskInfo, TaskState
 
 DiagramFormat = Literal["mermaid", "dot", "svg"]
@@ -48,12 +49,26 @@ def _label(task: TaskInfo) -> str:
     return task.display or task.name
 
 
+#: characters a Mermaid label may hold as they are (inside "..."); any other is an entity
+_MERMAID_SAFE = frozenset(" .,:_-/()+*=!?@%$'~^|")
+
+
+def mermaid_text(text: str) -> str:
+    """``text`` for a quoted Mermaid label: letters, digits and harmless punctuation as they
+    are, every other character as an entity code (``#34;``), so that a task's name or display
+    cannot close the label, start a line, add nodes or edges, or bring in HTML."""
+    return "".join(
+        ch if (ch.isalnum() and ch.isprintable()) or ch in _MERMAID_SAFE else f"#{ord(ch)};"
+        for ch in text
+    )
+
+
 def mermaid(tasks: Sequence[TaskInfo]) -> str:
     """Mermaid flowchart text for a list of tasks."""
     index = {t.id: f"t{i}" for i, t in enumerate(tasks)}
     lines = ["graph TD"]
     for t in tasks:
-        label = _label(t).replace('"', "'")
+        label = mermaid_text(_label(t))
         lines.append(f'    {index[t.id]}["{label}<br/>{t.state.value}"]:::{_STATE_CLASS[t.state]}')
     for t in tasks:
         if t.parent_id in index:
@@ -70,6 +85,9 @@ def mermaid(tasks: Sequence[TaskInfo]) -> str:
 
 
 def _dot_string(text: str) -> str:
+    """A DOT string: quotes, backslashes and newlines escaped, other characters that are not
+    printable shown as ``\\x1b``-style text (DOT output goes to terminals too)."""
+    text = printable(text, multiline=True)
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 

@@ -24,3 +24,18 @@ class ChecksumMismatchError(SwathError, IOError):
 
 class CacheError(SwathError, IOError):
     """A cache backend failed (after its retries); the message names operation and key."""
+
+
+class RunnerLostError(SwathError):
+    """The error a task ends with when its runner was lost (its lease expired) too many times.
+
+    Recorded by the job store under this name (``TaskInfo.error.type == "RunnerLostError"``);
+    never raised inside a task."""
+
+
+class ReadOnlyError(SwathError, PermissionError):
+    """A write to a job store or cache opened read-only (``read_only=True``)."""
+
+
+class NotFoundError(SwathError, FileNotFoundError):
+    """A job store or cache opened read-only does not exist (read-only opens create nothing)."""

@@ -60,6 +60,15 @@ FLUSH_BATCH = 256
 FLUSH_LINGER = 0.002
 #: A runner gives up (raises) after this many consecutive failed claims.
 MAX_STORE_FAILURES = 10
+#: A runner that could not renew its leases for this fraction of the lease cancels its async
+#: tasks before the leases can run out and another runner start them: a task never runs in two
+#: places at once, even when the store is unreachable for one runner only. (A sync task's thread
+#: cannot be stopped; its outcome counts only if the store still finds its lease.)
+FENCE_AFTER = 2 / 3
+#: A finished task's outcome is committed in this many attempts at most (after transient store
+#: errors), the first retry after COMMIT_RETRY_DELAY seconds, each next one four times later.
+COMMIT_ATTEMPTS = 4
+COMMIT_RETRY_DELAY = 0.05
 
 Cleanup = Literal["never", "on-success", "always"]
 #: the job states after which ``cleanup`` clears a job's cache
@@ -104,10 +113,14 @@ class _Flight:
     """A task this runner holds, while it runs."""
 
     claimed: ClaimedTask
+    #: when the claim that leased it began (``time.monotonic()``)
+    leased_at: float
     context: ExecutionContext | None = None
     sync: bool = False
     #: its job stopped (canceled or failed): cancelled, and released rather than completed
     abandoned: bool = False
+    #: its lease could not be renewed in time: cancelled, as another runner may take it
+    fenced: bool = False
 
 
 @dataclass
@@ -242,6 +255,8 @@ class _Loop:
         self.signal = runner.store.work_signal(runner.cluster)
         self.stop_signal = runner.store.work_signal(STOPPED_SIGNAL)
         self.inflight: dict[asyncio.Task[None], _Flight] = {}
+        #: ids of the tasks this runner executes or has outcomes of not yet committed
+        self.running: set[str] = set()
         self.pending: list[TaskOutcome] = []
         self.pending_jobs: set[str] = set()
         self.to_release: list[str] = []
@@ -250,6 +265,9 @@ class _Loop:
         self.cleanups: set[asyncio.Task[None]] = set()
         self.known_clusters: set[str] = {runner.cluster}
         self.fatal: BaseException | None = None
+        self.claim_began = time.monotonic()
+        #: when the last heartbeat that renewed this runner's leases began
+        self.renewed_at = float("-inf")
         assert runner._stopping is not None
         self.stopping = runner._stopping
 
@@ -300,6 +318,7 @@ class _Loop:
 
     async def _release(self) -> None:
         ids, self.to_release = self.to_release, []
+        self.running.difference_update(ids)
         if ids:
             released = await self.store.release(self.r.id, ids)
             self.r.stats.released += released
@@ -355,7 +374,7 @@ class _Loop:
         """Claim up to ``limit`` tasks this runner can execute; if we are cancelled meanwhile,
         the claim still finishes and what it took is given back at once (rather than left to
         lease expiry)."""
-        began = time.monotonic()
+        began = self.claim_began = time.monotonic()
         claim = asyncio.ensure_future(
             self.store.claim(self.r.cluster, self.r.id, limit, self.r.lease, self.kinds)
         )
@@ -384,7 +403,14 @@ class _Loop:
         return bool(self.pending) or self.flushing > 0
 
     def _start(self, claimed: ClaimedTask) -> None:
-        flight = _Flight(claimed)
+        if claimed.id in self.running:
+            # our own lease had expired (a stalled store, a frozen process) and we claimed the
+            # task again: the execution in flight, or its outcome waiting to be committed,
+            # carries on under the new lease; never a second execution beside it
+            log.info("runner %s re-claimed task %s it still holds", self.r.id, claimed.id)
+            return
+        self.running.add(claimed.id)
+        flight = _Flight(claimed, self.claim_began)
         task = self.loop.create_task(self._execute(flight))
         self.inflight[task] = flight
         task.add_done_callback(self._finished)
@@ -428,14 +454,18 @@ class _Loop:
                     await result
             else:
                 await self._run_async_limited(task, context, claimed.timeout)
-            if flight.abandoned:
-                raise asyncio.CancelledError  # its job stopped meanwhile: give it back
+            if flight.abandoned or flight.fenced:
+                raise asyncio.CancelledError  # its job stopped, or its lease may be gone
             subtasks, progress = context._collected()
             if subtasks:
                 await self._check_clusters({s.cluster for s in subtasks})
             outcome: TaskOutcome = TaskSuccess(claimed.id, context._display(), subtasks, progress)
             self.r.stats.succeeded += 1
         except asyncio.CancelledError:
+            if flight.fenced:
+                # its lease may be gone (the store could not be reached): no outcome, no
+                # release; the store hands it out again once the lease has run out
+                return
             # stopping, or its job stopped: back to the queue (or CANCELED/SKIPPED with its job)
             self.to_release.append(claimed.id)
             if flight.abandoned:
@@ -443,6 +473,8 @@ class _Loop:
                 return
             raise
         except BaseException as exc:
+            if flight.fenced:
+                return
             if flight.abandoned:
                 self.to_release.append(claimed.id)
                 await self._release()
@@ -541,7 +573,10 @@ class _Loop:
         jobs, self.pending_jobs = self.pending_jobs, set()
         self.flushing += 1
         try:
-            accepted = await self._complete(batch)
+            try:
+                accepted = await self._complete(batch)
+            finally:
+                self.running.difference_update(o.task_id for o in batch)
             if self.r.cleanup != "never":
                 cleanup = asyncio.create_task(self._cleanup(jobs))
                 self.cleanups.add(cleanup)
@@ -556,38 +591,52 @@ class _Loop:
             return await self.store.complete(self.r.id, batch)
         except Exception:
             log.exception("runner %s could not complete %d tasks", self.r.id, len(batch))
-        # report each one alone, so a single bad outcome cannot take the rest with it; an
-        # outcome the store refuses becomes a failure of its task carrying the refusal (once:
-        # never a lost lease and another round); after an outage the leases run out instead
+        # report each one alone, so a single bad outcome cannot take the rest with it
         accepted = 0
         for outcome in batch:
-            try:
-                accepted += await self.store.complete(self.r.id, [outcome])
-                continue
-            except Exception as exc:
-                if not _refused(exc):
-                    log.exception("runner %s could not complete task %s", self.r.id, outcome)
-                    continue
-                refusal = exc
-            log.error(
-                "runner %s: the store refused the outcome of task %s (%s: %s); recording that "
-                "as its failure",
-                self.r.id,
-                outcome.task_id,
-                type(refusal).__name__,
-                storable_text(str(refusal)),
-            )
-            failure = TaskFailure(
-                outcome.task_id,
-                error_info(refusal),
-                self.r.retry_delay,
-                storable_text(outcome.display),
-            )
-            try:
-                accepted += await self.store.complete(self.r.id, [failure])
-            except Exception:
-                log.exception("runner %s could not record the failure", self.r.id)
+            accepted += await self._complete_one(outcome)
         return accepted
+
+    async def _complete_one(self, outcome: TaskOutcome) -> int:
+        """Commit one outcome, trying again after transient errors (the lease is ours and
+        heartbeats keep it: a commit that gets through later saves a second execution). An
+        outcome the store refuses becomes a failure of its task carrying the refusal (once:
+        never a lost lease and another round). After COMMIT_ATTEMPTS the lease runs out and
+        the task runs again elsewhere."""
+        delay = COMMIT_RETRY_DELAY
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            try:
+                return await self.store.complete(self.r.id, [outcome])
+            except Exception as exc:
+                if _refused(exc):
+                    return await self._record_refusal(outcome, exc)
+                if attempt == COMMIT_ATTEMPTS:
+                    log.exception("runner %s could not complete task %s", self.r.id, outcome)
+                    return 0
+            await asyncio.sleep(delay)
+            delay *= 4
+        return 0  # not reached
+
+    async def _record_refusal(self, outcome: TaskOutcome, refusal: Exception) -> int:
+        log.error(
+            "runner %s: the store refused the outcome of task %s (%s: %s); recording that as "
+            "its failure",
+            self.r.id,
+            outcome.task_id,
+            type(refusal).__name__,
+            storable_text(str(refusal)),
+        )
+        failure = TaskFailure(
+            outcome.task_id,
+            error_info(refusal),
+            self.r.retry_delay,
+            storable_text(outcome.display),
+        )
+        try:
+            return await self.store.complete(self.r.id, [failure])
+        except Exception:
+            log.exception("runner %s could not record the failure", self.r.id)
+            return 0
 
     async def _flush_all(self) -> None:
         while self.pending or self.flushing:
@@ -624,11 +673,36 @@ class _Loop:
                 continue
             try:
                 if not stopped:
+                    began = time.monotonic()
                     await self.store.heartbeat(self.r.id, self.r.lease)
+                    self.renewed_at = began
                 if self.inflight:
                     self._abandon(set(await self.store.stop_requested(self.r.id)))
             except Exception:
                 log.exception("runner %s: heartbeat failed", self.r.id)
+                self._fence()
+
+    def _fence(self) -> None:
+        """Cancel the in-flight tasks whose leases were not renewed for FENCE_AFTER of the
+        lease: another runner may soon take them."""
+        now = time.monotonic()
+        for task, flight in list(self.inflight.items()):
+            renewed = max(flight.leased_at, self.renewed_at)
+            if flight.sync or flight.fenced or flight.abandoned:
+                continue
+            if now - renewed < self.r.lease * FENCE_AFTER:
+                continue
+            flight.fenced = True
+            self.running.discard(flight.claimed.id)  # a new claim of it may start it afresh
+            log.warning(
+                "runner %s: the lease of task %s was not renewed for %.1f s; cancelling it",
+                self.r.id,
+                flight.claimed.id,
+                now - renewed,
+            )
+            if flight.context is not None:
+                flight.context._cancel()
+            task.cancel()
 
     def _abandon(self, task_ids: set[str]) -> None:
         """Cancel the in-flight tasks ``task_ids`` (their job stopped)."""

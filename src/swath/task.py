@@ -27,10 +27,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, dataclass_transform
 import msgspec
 import msgspec.inspect as mi
 
+from swath._validate import InvalidTextError, check_text
+
 if TYPE_CHECKING:
     from swath.context import ExecutionContext
 
-_VERSION = re.compile(r"^v(\d+)\.(\d+)$")
+#: ``vMAJOR.MINOR`` in ASCII digits, matched whole (``fullmatch``: no trailing newline)
+_VERSION = re.compile(r"v([0-9]+)\.([0-9]+)")
 _NAME_MAX = 256
 
 
@@ -111,7 +114,7 @@ def _children(info: mi.Type) -> Iterable[mi.Type]:
 
 def parse_version(version: str) -> tuple[int, int]:
     """``"v1.2"`` -> ``(1, 2)``; ValueError otherwise."""
-    m = _VERSION.match(version) if isinstance(version, str) else None
+    m = _VERSION.fullmatch(version) if isinstance(version, str) else None
     if m is None:
         raise ValueError(f"invalid version {version!r}: expected 'vMAJOR.MINOR', e.g. 'v1.0'")
     return int(m.group(1)), int(m.group(2))
@@ -127,6 +130,7 @@ def check_identifier(identifier: object, where: str) -> tuple[str, str]:
             f"{where}.identifier() must return (name, 'vMAJOR.MINOR'), not {identifier!r}"
         )
     name, version = identifier
+    check_text(name, f"{where}: the task name")  # no NUL, no lone surrogate
     if not name or len(name) > _NAME_MAX or name != name.strip() or "\n" in name:
         raise TypeError(
             f"{where}: invalid task name {name!r} (1-{_NAME_MAX} characters, no newline)"
@@ -248,6 +252,11 @@ def encode_input(task: Task) -> bytes:
         ) from None
     try:
         return _ENCODER.encode(task)
+    except UnicodeEncodeError as exc:  # a lone surrogate in a str field: not storable text
+        raise InvalidTextError(
+            f"cannot serialize the input of {type(task).__qualname__}: a str field is not valid "
+            f"Unicode text (a lone surrogate: {exc.object[exc.start : exc.end]!r})"
+        ) from None
     except (TypeError, msgspec.EncodeError) as exc:
         raise TypeError(f"cannot serialize the input of {type(task).__qualname__}: {exc}") from None
 

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 import subprocess
@@ -25,6 +26,7 @@ from swath import (
     TaskState,
     UnknownClusterError,
 )
+from tests.store.stores import StoreFactory
 
 
 class Leaf(Task):
@@ -214,6 +216,9 @@ async def test_diagram_formats_and_notebook_display() -> None:
         shown = await client.jobs().display(job)
         assert "<svg" in (shown._repr_svg_() or "")
         assert "<svg" in shown._repr_html_()
+        html = (await client.jobs().find(job))._repr_html_()
+        assert "<td>COMPLETED</td>" in html
+        assert "3 COMPLETED" in html
 
 
 async def test_diagram_display_without_graphviz(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -249,3 +254,66 @@ def test_dir_lists_lazy_names_and_import_stays_light() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# -- 6. several root tasks ----------------------------------------------------------------------
+class SlowLeaf(Task):
+    n: int
+
+    async def execute(self, context: ExecutionContext) -> None:
+        await asyncio.sleep(0.01 * (self.n % 3))
+
+
+async def test_submit_several_root_tasks(store_factory: StoreFactory) -> None:
+    """``jobs().submit(name, [t1, t2, t3], cluster=[...])``: one job, a root task per element on
+    its own cluster (their parent a group task that is never executed); the job completes only
+    when the last root has, on every store."""
+    async with Client(store=store_factory.make()) as client:
+        await client.clusters().create("gpu")
+        job = await client.jobs().submit(
+            "roots", [Leaf(1), Leaf(2), Leaf(3)], cluster=["default", "default", "gpu"]
+        )
+        tasks = {t.id: t for t in await client.jobs().tasks(job)}
+        group = tasks[job.root_task_id]
+        assert (group.name, group.state, group.parent_id) == ("swath.roots", "COMPUTED", None)
+        roots = sorted((t for t in tasks.values() if t is not group), key=lambda t: t.cluster)
+        assert [(t.name, t.parent_id, t.cluster) for t in roots] == [
+            ("Leaf", group.id, "default"),
+            ("Leaf", group.id, "default"),
+            ("Leaf", group.id, "gpu"),
+        ]
+        cache = InMemoryCache()
+        await client.runner(tasks=[Leaf], cache=cache).run_all()
+        assert (await client.jobs().find(job)).state == "RUNNING"
+        await client.runner("gpu", tasks=[Leaf], cache=cache).run_all()
+        assert (await client.jobs().find(job)).state == "COMPLETED"
+        with pytest.raises(ValueError, match="one per root task"):
+            await client.jobs().submit("bad", [Leaf(1), Leaf(2)], cluster=["default"])
+        with pytest.raises(ValueError, match="at least one"):
+            await client.jobs().submit("bad", [])
+
+
+async def test_several_roots_completed_concurrently(store_factory: StoreFactory) -> None:
+    """Many roots finishing at once in runners of their own (separate store objects, as
+    separate processes would be) complete their jobs, without a deadlock or a lost
+    completion."""
+    async with Client(store=store_factory.make()) as client:
+        jobs = [
+            await client.jobs().submit(f"roots-{i}", [SlowLeaf(n) for n in range(6)])
+            for i in range(5)
+        ]
+        # a :memory: database is one store object: its runners share it
+        others = [
+            Client(store=store_factory.make() if store_factory.shared else client.store)
+            for _ in range(3)
+        ]
+        try:
+            runners = [
+                c.runner([SlowLeaf], InMemoryCache(), max_concurrency=4) for c in [client, *others]
+            ]
+            await asyncio.gather(*(r.run_all() for r in runners))
+        finally:
+            for other in others:
+                await other.close()  # a shared store object counts its users
+        states = [(await client.jobs().find(job)).state for job in jobs]
+        assert states == ["COMPLETED"] * 5

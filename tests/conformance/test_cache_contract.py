@@ -1,4 +1,4 @@
-"""The cache contract (API.md section 3), run against every backend in ``BACKENDS``.
+"""The cache contract (docs/cache.md), run against every backend in ``BACKENDS``.
 
 Each test's docstring says what it proves. Nothing here knows which backend it runs on, except
 where a rule only applies to persistent backends (selected by a flag of the factory, not skipped).
@@ -11,6 +11,8 @@ import asyncio
 import os
 from pathlib import Path
 
+import anyio
+import anyio.to_thread
 import crc32c
 import numpy
 import pytest
@@ -234,6 +236,22 @@ def test_every_non_buffer_is_refused_and_writes_nothing(cache_factory: BackendFa
         refused()
 
     run_examples(cache_factory, check)
+
+
+class _Tagged(bytes):
+    """A bytes subclass that carries more than its bytes."""
+
+    tag = "not part of the value"
+
+
+async def test_get_returns_plain_bytes_for_any_value(cache: Backend) -> None:
+    """A value is its bytes: whatever buffer type went in (a bytes subclass included), get,
+    get_range and stream give back plain bytes objects."""
+    await cache.put("k", _Tagged(b"tagged"))
+    for got in (await cache.get("k"), await cache.get_range("k", 0)):
+        assert type(got) is bytes
+        assert got == b"tagged"
+    assert [type(c) for c in [c async for c in cache.stream("k")]] == [bytes]
 
 
 async def test_value_is_copied_on_put(cache: Backend) -> None:
@@ -687,6 +705,31 @@ async def test_put_file_missing_source(cache: Backend, tmp_path: Path) -> None:
         await cache.put_file("f", tmp_path / "does-not-exist")
     assert not await cache.contains("f")
     assert [k async for k in cache] == []
+
+
+def _feed_fifo(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        for i in range(0, len(data), 50_000):
+            f.write(data[i : i + 50_000])
+
+
+async def test_put_file_of_a_pipe_or_procfs_file_stores_its_contents(
+    cache: Backend, tmp_path: Path
+) -> None:
+    """put_file reads its source to the end: a named pipe (whose size is 0 to stat) stores what
+    was written into it, and a /proc file (size 0 to stat, yet it has contents) stores its
+    contents, the same on every backend (the local backend stored an empty value: it copied as
+    many bytes as fstat reported)."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    data = os.urandom(300_000)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(anyio.to_thread.run_sync, _feed_fifo, fifo, data)
+        assert await cache.put_file("pipe", fifo) == len(data)
+    assert await cache.get("pipe") == data
+    cmdline = await anyio.Path("/proc/self/cmdline").read_bytes()  # this process: any reader
+    assert await cache.put_file("proc", "/proc/self/cmdline") == len(cmdline) > 0
+    assert await cache.get("proc") == cmdline
 
 
 # -- concurrency and lifecycle -------------------------------------------------------------------

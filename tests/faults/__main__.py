@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from tests.faults.harness import Settings, TrialResult, draw, run_trial
@@ -36,12 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="swath-faults-"))
     results: list[TrialResult] = []
     began = time.monotonic()
-    with _store(args.store) as (make_url, restart):
+    with _store(args.store) as (fresh, restart):
         for t in trials:
             spec = draw(args.store, args.seed, t)
             where = work / f"{args.store}-{args.seed}-{t}"
             where.mkdir(parents=True)
-            result = run_trial(spec, where, make_url(where), Settings(), restart)
+            with fresh(where) as url:
+                result = run_trial(spec, where, url, Settings(), restart)
             results.append(result)
             print(result.report(), flush=True)
             if result.ok and not args.keep:
@@ -78,21 +80,35 @@ def summary(results: list[TrialResult], seconds: float) -> str:
     return "\n".join(lines)
 
 
-UrlMaker = Callable[[Path], str]
+Fresh = Callable[[Path], AbstractContextManager[str]]
 Restart = Callable[[float], None]
 
 
 @contextlib.contextmanager
-def _store(kind: str) -> Iterator[tuple[UrlMaker, Restart | None]]:
-    """How to make a fresh store for a trial (given its work directory), and how to restart its
-    server (None for SQLite)."""
+def _store(kind: str) -> Iterator[tuple[Fresh, Restart | None]]:
+    """How to make a fresh, empty store for a trial (given its work directory; a context whose
+    value is the store's URL), and how to restart its server (None for SQLite)."""
     if kind == "sqlite":
-        yield (lambda where: f"sqlite:///{(where / 'jobs.db').resolve()}"), None
+
+        @contextlib.contextmanager
+        def sqlite_file(where: Path) -> Iterator[str]:
+            yield f"sqlite:///{(where / 'jobs.db').resolve()}"
+
+        yield sqlite_file, None
         return
     from tests.services.postgres import running_cluster
 
     with running_cluster() as cluster:
-        yield (lambda _: cluster.dsn(cluster.create_database())), cluster.restart
+
+        @contextlib.contextmanager
+        def database(where: Path) -> Iterator[str]:
+            name = cluster.create_database()
+            try:
+                yield cluster.dsn(name)
+            finally:
+                cluster.drop_database(name)
+
+        yield database, cluster.restart
 
 
 if __name__ == "__main__":

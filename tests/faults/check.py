@@ -192,13 +192,11 @@ def check(
     # -- progress: each accepted success counted once
     if exp.job_state == "COMPLETED" and job.state.value == "COMPLETED":
         done_count = {p.label: p.done for p in job.progress}.get("nodes", 0)
-        succeeded = [t for t in tasks if t.state.value in ("COMPLETED", "COMPUTED")]
-        maybe = [t for n, t in task_of.items() if t.state.value in ("FAILED_OPTIONAL", "SKIPPED")
-                 and not plan.nodes[n].fails_finally]  # fmt: skip
-        if not len(succeeded) <= done_count <= len(succeeded) + len(maybe):
+        succeeded = sum(1 for t in tasks if t.state.value == "COMPLETED")
+        if done_count != succeeded:
             out.bad(
-                f"progress 'nodes' counted {done_count} successes; {len(succeeded)} tasks "
-                f"succeeded (+ up to {len(maybe)} stopped by a branch failure)"
+                f"progress 'nodes' counted {done_count} successes, but {succeeded} tasks "
+                "completed (each success counts once, when it is committed)"
             )
     return out
 
@@ -225,8 +223,7 @@ def _why_rerun(
     e: Execution, later: Execution, recs: Records, events: Events, lease: float
 ) -> str | None:
     """Why ``later`` may run the attempt ``e`` ran (``e``'s runner lost its lease), or None."""
-    accepted = {pid for pid, _, _ in recs.accepted.get((e.task_id, e.attempt), [])}
-    if e.pid in accepted and e.how in ("ok", "raise"):
+    if _committed(e, recs):
         return None  # its result was committed: nothing may run this attempt again
     kill = events.killed.get(e.pid)
     if kill is not None and e.start <= kill <= later.start:
@@ -237,6 +234,19 @@ def _why_rerun(
     if e.how == "cancel":
         return "cancelled by a graceful stop and given back"
     return _lapsed(e, later, recs, lease)
+
+
+def _committed(e: Execution, recs: Records) -> bool:
+    """Whether the store accepted ``e``'s outcome: its process recorded an accepted outcome of
+    that attempt after ``e`` ended, and ran that attempt only once (with two runs in one process,
+    which one the accepted outcome came from is unknown, and neither counts as committed)."""
+    if e.how not in ("ok", "raise") or e.end is None:
+        return False
+    same = [x for x in recs.by_attempt.get((e.task_id, e.attempt), []) if x.pid == e.pid]
+    if len(same) > 1:
+        return False
+    accepted = recs.accepted.get((e.task_id, e.attempt), [])
+    return any(pid == e.pid and t >= e.end for pid, _, t in accepted)
 
 
 def _claimed_at(e: Execution, recs: Records) -> tuple[float, float]:
@@ -253,23 +263,27 @@ def _lapsed(e: Execution, later: Execution, recs: Records, lease: float) -> str 
 
     A claim call from t0 to t1 leases the task until at least t0 + lease, from t1 on; a heartbeat
     call likewise. The lease may lapse at a moment no renewal covers; it counts as lost only if a
-    renewal had been attempted in time (started before the lease ran out) and was late or failed.
-    If the runner simply stopped renewing a lease it held, that is not a loss but a bug."""
+    renewal had been attempted in time (started before the lease ran out) and was late or failed,
+    or the heartbeat loop was held up in its other store call (``stop_requested``) past the
+    deadline. If the runner simply stopped renewing a lease it held, that is not a loss but a
+    bug."""
     t0, t1 = _claimed_at(e, recs)
     until = t0 + lease
     if t1 > until:
         return None  # the claim handed out a lease that had run out already: a store bug
     failed = False
-    for h0, h1, renewed in sorted(recs.heartbeats.get(e.pid, [])):
-        if h0 < t0:
+    for h0, h1, how in sorted(recs.heartbeats.get(e.pid, [])):
+        if h1 < t0:
             continue
         if h0 > until or until >= later.start:
             break
-        if not renewed:
-            failed = True
-        elif h1 > until:
+        if h1 > until and how != "fail":
+            # a renewal, or the heartbeat loop's other store call, was still waiting at the
+            # deadline (it may have begun before the claim: the loop is one call at a time)
             return "lease lapsed: a heartbeat stalled (store unreachable or locked)"
-        else:
+        if how == "fail":
+            failed = True
+        elif how == "ok" and h0 >= t0:
             until = max(until, h0 + lease)
     if until < later.start and failed:
         return "lease lapsed: heartbeats failed"
@@ -315,13 +329,34 @@ def _hint(first: Execution, later: Execution, recs: Records, events: Events, lea
                 f"{t1:.3f}), longer than the {lease} s lease, so the lease had run out before "
                 f"the task started ({why}); the runner started it all the same"
             )
+    failed = [
+        f"{op} call {n} ({when})"
+        for pid, t, op, n, when in recs.faults
+        if pid == first.pid and op == "complete" and first.start <= t <= later.start
+    ]
+    if failed:
+        hints.append(
+            f"the first run's runner had store errors injected into {', '.join(failed)}: "
+            "a runner that drops an outcome on a transient store error, instead of keeping it "
+            "and trying again while it holds the lease, sends the task round again"
+        )
+    t0, _ = _claimed_at(later, recs)
+    for t_stop, t_cont in events.stopped.get(later.pid, []):
+        if t0 <= t_stop <= later.start:
+            hints.append(
+                f"the later run's runner (pid {later.pid}) was SIGSTOPped from {t_stop:.3f} to "
+                f"{t_cont or events.end:.3f}, between its claim ({t0:.3f}) and the start: it "
+                "started a task whose lease had run out meanwhile (a runner should check how old "
+                "its claim is right before it starts a task)"
+            )
     for pid, spans in events.stopped.items():
         for t_stop, t_cont in spans:
             if pid != first.pid and t_stop <= later.start and (t_cont or events.end) >= first.start:
                 hints.append(
                     f"another runner (pid {pid}) was SIGSTOPped from {t_stop:.3f} to "
                     f"{t_cont or events.end:.3f}: a process frozen inside a store transaction "
-                    "holds SQLite's write lock and every other process waits behind it"
+                    "keeps its locks (SQLite's write lock, PostgreSQL's row locks) and the "
+                    "others wait behind it"
                 )
     for t0, t1 in events.restarts:
         if t0 <= later.start and t1 >= first.start:

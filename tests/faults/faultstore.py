@@ -85,6 +85,9 @@ class FaultyStore:
         when = self._when("complete")
         if when == "before":
             raise self._fault("complete", when)
+        # the attempt each outcome belongs to, taken now: a claim running meanwhile may lease a
+        # task again (its retry) before this call returns
+        attempts = {o.task_id: self._attempts.get(o.task_id, -1) for o in outcomes}
         result = await self._inner.complete(runner_id, outcomes, *args, **kwargs)
         if isinstance(result, int):
             accepted = result
@@ -95,7 +98,7 @@ class FaultyStore:
             accepted = len(took)
         if took:
             items = [
-                f"{o.task_id}:{self._attempts.get(o.task_id, -1)}:"
+                f"{o.task_id}:{attempts[o.task_id]}:"
                 f"{'ok' if type(o).__name__ == 'TaskSuccess' else 'fail'}"
                 for o in took
             ]
@@ -105,6 +108,15 @@ class FaultyStore:
         if when == "after":
             raise self._fault("complete", when)
         return result
+
+    async def stop_requested(self, runner_id: str, *args: Any, **kwargs: Any) -> Any:
+        """Not a fault target; recorded because the runner's heartbeat loop awaits it between
+        heartbeats (a call stalled here delays the next renewal)."""
+        started = records.now()
+        try:
+            return await self._inner.stop_requested(runner_id, *args, **kwargs)
+        finally:
+            records.write("H", started, records.now(), "poll")
 
     async def heartbeat(self, runner_id: str, *args: Any, **kwargs: Any) -> Any:
         when = self._when("heartbeat")

@@ -11,11 +11,10 @@ from its index to the job cache. Everything here is a pure function of the seed.
 * a node exists once its parent succeeded; it succeeds (COMPLETED) if its failures fit its
   retries;
 * an optional node that fails finally is FAILED_OPTIONAL and counts as done for its dependents;
-* a non-optional node that fails finally inside the subtree of an optional node A stops there:
-  the job runs on, A ends COMPLETED or FAILED_OPTIONAL, the failed node FAILED or
-  FAILED_OPTIONAL, every task that (transitively) depends on the failed node or on one of its
-  ancestors below A is SKIPPED without running; the rest of A's subtree may have run or not
-  (timing), so it is checked loosely;
+* a non-optional node that fails finally inside the subtree of an optional node stops there
+  (docs/guide.md, "Optional subtrees"): it is recorded FAILED_OPTIONAL, the tasks that depend on
+  it, directly or through each other, are SKIPPED without running, its parent and the rest of the
+  branch complete as usual, and the job goes on;
 * a non-optional node that fails finally outside every optional subtree fails the job: the job
   is FAILED, that node FAILED, and nothing else is predictable but that it is not left QUEUED or
   RUNNING.
@@ -235,89 +234,50 @@ class Expectation:
     certain: set[int] = field(default_factory=set)
 
 
-DONE = frozenset({"COMPLETED", "FAILED_OPTIONAL"})
-LOOSE = frozenset({"COMPLETED", "FAILED_OPTIONAL", "FAILED", "SKIPPED"})
-
-
 def expect(plan: Plan) -> Expectation:
     """Apply the rules (module docstring) to ``plan``."""
     nodes = plan.nodes
-    fatal = [n.idx for n in nodes if n.fails_finally and not n.optional]
-    branch_of = {f: plan.nearest_optional_ancestor(f) for f in fatal}
-
-    # which fatal failures can happen at all: the node must exist (every ancestor succeeds)
-    def may_exist(idx: int) -> bool:
-        return all(not nodes[a].fails_finally for a in plan.ancestors(idx))
-
-    # doomed: subtree never completes (failed, or an ancestor of a failed node below its branch)
-    doomed: set[int] = set()
-    loose_branches: set[int] = set()
-    for f in fatal:
-        a = branch_of[f]
-        if a is None or not may_exist(f):
-            continue
-        loose_branches.add(a)
-        doomed.add(f)
-        for anc in plan.ancestors(f):
-            if anc == a:
-                break
-            doomed.add(anc)
-
     result = Expectation(job_state="COMPLETED")
-    job_fatal = [f for f in fatal if branch_of[f] is None and may_exist(f)]
-    on_path = doomed | {f for f in fatal if branch_of[f] is not None}
+    # skipped: a node that fails for good inside an optional subtree, and every task that depends
+    # on it, directly or through each other (filled in as the walk meets them: dependencies are
+    # earlier siblings, so always visited first)
+    skipped: set[int] = set()
+    job_fatal: list[int] = []
 
-    def visit(idx: int, sure: bool, loose: bool) -> None:
-        """``sure``: this node's task must exist (its parent surely ran and succeeded);
-        ``loose``: it lies inside an optional branch where a failure stopped, so unless it is on
-        the path to that failure, it may have been skipped before it ran."""
+    def visit(idx: int) -> None:
         node = nodes[idx]
-        exists = Run.MUST if sure else Run.MAYBE
-        runs = Run.MUST if sure and (not loose or idx in on_path) else Run.MAYBE
-        if _depends_on_doomed(plan, idx, doomed):
-            doomed.add(idx)
+        if any(d in skipped for d in node.deps):
+            skipped.add(idx)
             result.nodes[idx] = Expected(
-                frozenset({"SKIPPED"}), Run.NEVER, exists, False, "depends on a failed subtree"
+                frozenset({"SKIPPED"}), Run.NEVER, Run.MUST, False, "depends on a failed task"
             )
-            for c in plan.subtree(idx)[1:]:
-                result.nodes[c] = Expected(frozenset(), Run.NEVER, Run.NEVER, False, "no parent")
+            _absent(plan, result, idx)
             return
         if node.fails_finally:
             if node.optional:
-                states, why = frozenset({"FAILED_OPTIONAL"}), "optional, fails finally"
+                why = "optional, fails for good"
+            elif plan.nearest_optional_ancestor(idx) is not None:
+                why = "fails for good inside an optional subtree"
+                skipped.add(idx)
             else:
-                states, why = frozenset({"FAILED", "FAILED_OPTIONAL"}), "fails inside a branch"
-            strict = runs == Run.MUST
-            result.nodes[idx] = Expected(states, runs, exists, strict, why)
-            for c in plan.subtree(idx)[1:]:
-                result.nodes[c] = Expected(frozenset(), Run.NEVER, Run.NEVER, False, "no parent")
+                why = "fails for good: fails the job"
+                job_fatal.append(idx)
+            state = "FAILED" if idx in job_fatal else "FAILED_OPTIONAL"
+            result.nodes[idx] = Expected(frozenset({state}), Run.MUST, Run.MUST, True, why)
+            _absent(plan, result, idx)
             return
-        child_sure = runs == Run.MUST
-        if idx in doomed:  # an ancestor of a failed node, below its optional branch
-            states = frozenset({"COMPUTED", "COMPLETED", "FAILED_OPTIONAL", "SKIPPED", "FAILED"})
-            result.nodes[idx] = Expected(states, runs, exists, False, "its subtree fails")
-        elif idx in loose_branches:
-            states = frozenset({"COMPLETED", "FAILED_OPTIONAL"})
-            result.nodes[idx] = Expected(states, runs, exists, False, "its branch fails")
-            loose = True
-        elif not loose:
-            result.nodes[idx] = Expected(frozenset({"COMPLETED"}), runs, exists, True)
-            if runs == Run.MUST:
-                result.certain.add(idx)
-        else:
-            result.nodes[idx] = Expected(LOOSE, runs, exists, False, "in a failed branch")
+        result.nodes[idx] = Expected(frozenset({"COMPLETED"}), Run.MUST, Run.MUST, True)
+        result.certain.add(idx)
         for c in node.children:
-            visit(c, child_sure, loose)
+            visit(c)
 
-    visit(0, True, False)
+    visit(0)
     if job_fatal:
-        (f,) = job_fatal
+        (f,) = job_fatal  # a plan has one at most
         result.job_state = "FAILED"
         result.job_fatal = f
         for idx, exp in result.nodes.items():
-            if idx == f:
-                result.nodes[idx] = Expected(frozenset({"FAILED"}), Run.MUST, Run.MUST, True)
-            elif exp.exists != Run.NEVER:
+            if idx != f and exp.exists != Run.NEVER:
                 states = {"COMPLETED", "COMPUTED", "FAILED_OPTIONAL", "SKIPPED"}
                 if nodes[idx].fail_attempts:
                     states.add("FAILED")  # failed after the job had failed: no retry
@@ -326,6 +286,12 @@ def expect(plan: Plan) -> Expectation:
                 )
         result.certain = set()
     return result
+
+
+def _absent(plan: Plan, result: Expectation, idx: int) -> None:
+    """``idx`` never succeeds: none of its descendants is ever submitted."""
+    for c in plan.subtree(idx)[1:]:
+        result.nodes[c] = Expected(frozenset(), Run.NEVER, Run.NEVER, False, "never submitted")
 
 
 def _depends_on_doomed(plan: Plan, idx: int, doomed: set[int]) -> bool:

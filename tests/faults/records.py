@@ -11,7 +11,8 @@ processes of one machine). The lines:
 ``C exec child_node child_task_id``    it submitted a subtask (committed only if accepted)
 ``D exec node missing``                a value it depends on was missing when it started
 ``Q t0 t1 task_id ...``                 a claim call, from t0 to t1, leased these tasks
-``H t0 t1 ok|fail``                    a heartbeat call, from t0 to t1, renewed the leases or not
+``H t0 t1 ok|fail|poll``               a heartbeat call, from t0 to t1, renewed the leases or not
+                                       (``poll``: the heartbeat loop's ``stop_requested`` call)
 ``K t runner id:attempt:ok|fail ...``  the store accepted every outcome of one ``complete``
 ``P t runner accepted/sent``           it accepted only some (which ones is not known)
 ``F t op n when``                      the fault injector failed call ``n`` of ``op``
@@ -84,14 +85,18 @@ class Records:
     accepted: dict[tuple[str, int], list[tuple[int, str, float]]] = field(
         default_factory=lambda: defaultdict(list)
     )
+    #: (task_id, attempt) -> its executions, in start order
+    by_attempt: dict[tuple[str, int], list[Execution]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
     partial: int = 0
     faults: list[tuple[int, float, str, int, str]] = field(default_factory=list)
     #: (pid, task_id) -> the claim calls (t0, t1) that leased that task to that process
     claims: dict[tuple[int, str], list[tuple[float, float]]] = field(
         default_factory=lambda: defaultdict(list)
     )
-    #: pid -> its heartbeat calls (t0, t1, renewed)
-    heartbeats: dict[int, list[tuple[float, float, bool]]] = field(
+    #: pid -> the store calls of its heartbeat loop (t0, t1, "ok" | "fail" | "poll")
+    heartbeats: dict[int, list[tuple[float, float, str]]] = field(
         default_factory=lambda: defaultdict(list)
     )
     bad_lines: list[str] = field(default_factory=list)
@@ -130,7 +135,7 @@ def read(directory: Path) -> Records:
                     for task_id in f[3:]:
                         out.claims[(pid, task_id)].append(span)
                 elif kind == "H":
-                    out.heartbeats[pid].append((float(f[1]), float(f[2]), f[3] == "ok"))
+                    out.heartbeats[pid].append((float(f[1]), float(f[2]), f[3]))
                 elif kind == "P":
                     out.partial += 1
                 elif kind == "F":
@@ -140,6 +145,8 @@ def read(directory: Path) -> Records:
             except (IndexError, KeyError, ValueError):
                 # a line cut short can only be the last one of a killed process
                 out.bad_lines.append(f"{path.name}: {line}")
+    for e in sorted(out.executions, key=lambda e: e.start):
+        out.by_attempt[(e.task_id, e.attempt)].append(e)
     return out
 
 

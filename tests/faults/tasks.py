@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import traceback
 
 from swath import ExecutionContext, FutureTask, Task
 from tests.faults import plan as plans
@@ -59,7 +60,7 @@ class SyncNode(Task):
     def execute(self, context: ExecutionContext) -> None:
         run = _Run(self.plan, self.node, context)
         try:
-            cache = context.job_cache.group("v")
+            cache = context.blocking_job_cache.group("v")
             missing = [n for n in run.must_see if str(n) not in cache]
             run.check(missing)
             time.sleep(run.spec.work + run.spec.hang)
@@ -112,7 +113,9 @@ class _Run:
 
     def end(self, how: str, exc: BaseException | None = None) -> None:
         if how == "error" and exc is not None:
-            what = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+            frames = traceback.extract_tb(exc.__traceback__)
+            where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+            what = " ".join(f"{type(exc).__name__}: {exc}{where}".split())[:400]
             records.write("E", self.exec_id, records.now(), how, what)
         else:
             records.write("E", self.exec_id, records.now(), how)

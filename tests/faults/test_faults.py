@@ -30,7 +30,8 @@ def test_sqlite_trial(trial: int, tmp_path: Path) -> None:
     twice at once, every cache value is whole, nothing is left RUNNING."""
     spec = draw("sqlite", SEED, trial)
     result = run_trial(spec, tmp_path, f"sqlite:///{(tmp_path / 'jobs.db').resolve()}")
-    assert result.ok, result.report()
+    if not result.ok:
+        pytest.fail(result.report(), pytrace=False)
 
 
 @pytest.mark.parametrize("trial", range(TRIALS), ids=lambda t: f"seed{SEED}-trial{t}")
@@ -45,4 +46,5 @@ def test_postgres_trial(trial: int, tmp_path: Path, postgres_cluster: PostgresCl
         )
     finally:
         postgres_cluster.drop_database(name)
-    assert result.ok, result.report()
+    if not result.ok:
+        pytest.fail(result.report(), pytrace=False)

@@ -8,15 +8,20 @@ import os
 import subprocess
 import sys
 import traceback
+from urllib.parse import quote
 
 import asyncpg
 import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from swath import Client
+from swath.cli import main
 from swath.store.base import StoreError
 from swath.store.postgres import PostgresJobStore, redact_dsn
 from tests.integration._postgres_worker import Put
-from tests.services.postgres import PASSWORD, PostgresCluster
+from tests.services.postgres import PASSWORD, PASSWORD_ROLE, PostgresCluster
 from tests.services.process import free_port
 
 SWATH = [sys.executable, "-c", "from swath.cli import main; main()"]
@@ -99,6 +104,12 @@ def test_password_never_in_cli_output(postgres_password_dsn: str) -> None:
     """``swath jobs ls`` against a password-protected database (URL in $SWATH_DATABASE_URL, and
     as ``--database``) prints jobs but not the password; with a wrong password it fails without
     printing it either."""
+
+    async def create_schema() -> None:  # reading commands create nothing: a runner would
+        async with Client(postgres_password_dsn):
+            pass
+
+    asyncio.run(create_schema())
     env = {**os.environ, "SWATH_DATABASE_URL": postgres_password_dsn}
     ok = subprocess.run(
         [*SWATH, "jobs", "ls"],
@@ -123,3 +134,92 @@ def test_password_never_in_cli_output(postgres_password_dsn: str) -> None:
     assert bad.returncode != 0
     assert "Wr0ng-cli-pw" not in bad.stdout + bad.stderr
     assert "***" in bad.stdout + bad.stderr  # it does say which database it failed on
+
+
+# -- any password, through the parser, the server, the CLI ----------------------------------------
+def _pieces(secret: str, n: int = 4) -> list[str]:
+    return [secret] if len(secret) <= n else [secret[i : i + n] for i in range(len(secret) - n + 1)]
+
+
+def _leaked(secret: str, texts: list[str], context: str) -> list[str]:
+    """4-character pieces of ``secret`` found in ``texts`` (pieces that are also part of the
+    rest of the URL, such as the host, do not count: they are not the secret's)."""
+    return [p for p in _pieces(secret) for t in texts if p in t and p not in context]
+
+
+_UNREACHABLE_TRIED: list[str] = []
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    password=st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=8, max_size=20)
+)
+def test_any_password_connects_and_never_shows(
+    postgres_cluster: PostgresCluster,
+    postgres_password_dsn: str,
+    caplog: pytest.LogCaptureFixture,
+    password: str,
+) -> None:
+    """The password-role gets a random printable password (any of # / ? @ : % & =). Written
+    percent-encoded into the URL, it connects: ``swath jobs ls`` (click's runner, in process)
+    succeeds, and with a wrong password and with the server unreachable fails with exit code 3;
+    no piece of the password (4 characters) is in the output, any log record, url or repr.
+    Written raw, the URL either connects the same way or is refused in one line that quotes
+    none of it (libpq's rules: a raw '@' or '/' cannot be told from the URL's own)."""
+    database = postgres_password_dsn.rsplit("/", 1)[1]
+    host = f"127.0.0.1:{postgres_cluster.port}"
+    context = f"postgresql://{PASSWORD_ROLE}@{host}/{database}"
+    caplog.set_level(logging.DEBUG)
+
+    async def set_password(value: str) -> None:
+        admin = await asyncpg.connect(postgres_cluster.dsn())
+        try:
+            literal = await admin.fetchval("SELECT quote_literal($1)", value)
+            await admin.execute(f"ALTER ROLE {PASSWORD_ROLE} PASSWORD {literal}")
+        finally:
+            await admin.close()
+
+    async def create_schema() -> None:  # reading commands create nothing: a runner would
+        async with Client(postgres_password_dsn):
+            pass
+
+    asyncio.run(create_schema())
+    asyncio.run(set_password(password))
+    try:
+        outputs: list[str] = []
+        encoded = f"postgresql://{PASSWORD_ROLE}:{quote(password, safe='')}@{host}/{database}"
+        ok = CliRunner().invoke(main, ["--database", encoded, "jobs", "ls"])
+        assert ok.exit_code == 0, ok.output
+        outputs.append(ok.output)
+        store = PostgresJobStore(encoded)
+        outputs += [store.url, repr(store), repr(Client(encoded))]
+
+        wrong = encoded.replace(quote(password, safe=""), quote(password[::-1] + "x", safe=""))
+        refused = CliRunner().invoke(main, ["--database", wrong, "jobs", "ls"])
+        assert refused.exit_code == 3, refused.output
+        assert len(refused.output.strip().splitlines()) == 1
+        outputs.append(refused.output)
+
+        if len(_UNREACHABLE_TRIED) < 2:  # each costs swath's 10 s of retries on open
+            _UNREACHABLE_TRIED.append(password)
+            down = encoded.replace(host, f"127.0.0.1:{free_port()}")
+            unreachable = CliRunner().invoke(main, ["--database", down, "jobs", "ls"])
+            assert unreachable.exit_code == 3, unreachable.output
+            # the store's "retrying" warnings are not printed: one line
+            assert len(unreachable.output.strip().splitlines()) == 1, unreachable.output
+            outputs.append(unreachable.output)
+
+        raw = f"postgresql://{PASSWORD_ROLE}:{password}@{host}/{database}"
+        as_written = CliRunner().invoke(main, ["--database", raw, "jobs", "ls"])
+        assert as_written.exit_code in (0, 1, 3), as_written.output
+        assert len(as_written.output.strip().splitlines()) <= 1 or as_written.exit_code == 0
+        outputs.append(as_written.output)
+    finally:
+        asyncio.run(set_password(PASSWORD))
+    logged = [f"{r.getMessage()} {r.exc_text or ''} {r.args!r}" for r in caplog.records]
+    assert _leaked(password, outputs + logged, context) == []
+    assert _leaked(password[::-1] + "x", outputs + logged, context) == []

@@ -1,4 +1,4 @@
-"""The workflow semantics (API.md sections 1, 2, 4, 5) end to end: Client, runner, tasks and the
+"""The workflow semantics (docs/guide.md) end to end: Client, runner, tasks and the
 job cache, run against every store in ``STORES``.
 
 Tasks record what they did in the job cache (an ``InMemoryCache`` shared by the test), so each

@@ -497,3 +497,25 @@ async def test_list_tasks_is_the_tree(store: JobStore) -> None:
     assert {t.name for t in tasks if t.parent_id == root.id} == {"A", "B"}
     assert all(t.job_id == job_id and t.version == "v0.0" for t in tasks)
     assert await store.list_tasks(new_id()) == []
+
+
+async def test_two_outcomes_of_one_task_in_a_batch_count_once(store: JobStore) -> None:
+    """A runner that re-claimed its own expired lease may report two executions of one task in
+    one batch: the task completes once, so its parent is counted off once and its dependent
+    released once. (Before: counted twice; the parent completed while the dependent stayed
+    QUEUED forever with pending_deps -1. Found by the fault-injection suite on PostgreSQL.)"""
+    x = task("X")
+    y = task("Y", depends_on=[x.id])
+    job_id = await run_root_with(store, [x, y])
+    [claimed_x] = await claim(store)
+    assert claimed_x.id == x.id
+    assert await store.complete("r1", [TaskSuccess(x.id), TaskSuccess(x.id)]) == 1
+    assert await states(store, job_id) == {
+        "Root": TaskState.COMPUTED,
+        "X": TaskState.COMPLETED,
+        "Y": TaskState.QUEUED,
+    }
+    [claimed_y] = await claim(store)
+    assert claimed_y.id == y.id
+    await store.complete("r1", [TaskSuccess(y.id)])
+    assert await job_state(store, job_id) == JobState.COMPLETED

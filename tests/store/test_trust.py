@@ -569,3 +569,116 @@ def test_timeouts_are_checked_where_they_are_given() -> None:
 
     assert TooSlow._swath_timeout == 0.3
     assert isinstance(Runner, type)
+
+
+class NoHeartbeatStore:
+    """Wraps a store whose heartbeats fail (an unreachable store, for renewals only)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def heartbeat(self, runner_id: str, lease: float) -> int:
+        raise OSError("heartbeat: store unreachable")
+
+
+async def test_a_runner_never_runs_a_task_it_reclaimed_beside_itself(client: Client) -> None:
+    """A runner whose heartbeats fail loses the lease of a task it runs (1.2 s, lease 0.3 s);
+    its own next claim takes the task again. It must not start a second execution beside the
+    one in flight: the task runs once and completes once."""
+    t = Tracker()
+    job = await client.jobs().submit("slow", SlowSync(1.2))
+    runner = Runner(
+        NoHeartbeatStore(client.store),  # type: ignore[arg-type]
+        [SlowSync],
+        InMemoryCache(),
+        context=t,
+        lease=0.3,
+        poll_interval=(0.01, 0.05),
+    )
+    async with asyncio.timeout(20):
+        await runner.run_all()
+    assert t.runs == {"slow": 1}
+    assert t.peak == {"slow": 1}
+    assert (await client.jobs().find(job.id)).state == JobState.COMPLETED
+
+
+class FlakyCompleteStore(NoHeartbeatStore):
+    """Wraps a store whose first ``failures`` completions fail as a dropped connection would."""
+
+    def __init__(self, inner: Any, failures: int) -> None:
+        super().__init__(inner)
+        self.failures = failures
+
+    async def heartbeat(self, runner_id: str, lease: float) -> int:
+        return int(await self._inner.heartbeat(runner_id, lease))
+
+    async def complete(self, runner_id: str, outcomes: Any) -> int:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("complete: connection dropped")
+        return int(await self._inner.complete(runner_id, outcomes))
+
+
+async def test_an_outcome_is_committed_after_transient_store_errors(client: Client) -> None:
+    """The first three completions fail as a dropped connection would: the runner commits the
+    outcome on a later attempt (its lease is still its own), so the task runs once rather than
+    again after its lease runs out."""
+    t = Tracker()
+    job = await client.jobs().submit("flaky", SlowSync(0.0))
+    store = FlakyCompleteStore(client.store, failures=3)
+    runner = Runner(store, [SlowSync], InMemoryCache(), context=t, lease=5.0)  # type: ignore[arg-type]
+    async with asyncio.timeout(20):
+        await runner.run_all()
+    assert store.failures == 0
+    assert t.runs == {"slow": 1}
+    assert (await client.jobs().find(job.id)).state == JobState.COMPLETED
+    [task] = await client.jobs().tasks(job.id)
+    assert task.lost_count == 0
+
+
+class SleepTracked(Task):
+    seconds: float
+
+    async def execute(self, context: ExecutionContext) -> None:
+        t = tracker(context)
+        t.enter("sleep")
+        try:
+            await asyncio.sleep(self.seconds)
+        finally:
+            t.leave("sleep")
+
+
+async def test_a_runner_that_cannot_renew_its_leases_cancels_its_tasks_first(
+    client: Client,
+) -> None:
+    """A runner whose heartbeats all fail cancels an async task before its lease (0.6 s) can
+    run out, so no other runner could run it at the same time; a second runner with working
+    heartbeats then runs it to the end. Never two executions at once."""
+    t = Tracker()
+    job = await client.jobs().submit("long", SleepTracked(1.5))
+    cut_off = Runner(
+        NoHeartbeatStore(client.store),  # type: ignore[arg-type]
+        [SleepTracked],
+        InMemoryCache(),
+        context=t,
+        lease=0.6,
+        poll_interval=(0.01, 0.05),
+    )
+    run = asyncio.create_task(cut_off.run_forever())
+
+    async def started() -> bool:
+        return t.runs.get("sleep", 0) >= 1
+
+    await until(started)
+    await asyncio.sleep(0.5)  # FENCE_AFTER x lease = 0.4 s, plus a heartbeat period
+    assert t.active["sleep"] == 0, "the task should have been cancelled by now"
+    cut_off.stop()
+    await run
+    healthy = client.runner([SleepTracked], InMemoryCache(), context=t, lease=0.6)
+    async with asyncio.timeout(20):
+        await healthy.run_all()
+    assert (await client.jobs().find(job.id)).state == JobState.COMPLETED
+    assert t.peak == {"sleep": 1}

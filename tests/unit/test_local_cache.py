@@ -8,9 +8,11 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from swath import CacheError, ChecksumMismatchError, LocalFileSystemCache
@@ -243,3 +245,50 @@ async def test_idle_live_writer_keeps_its_temporary_dead_ones_are_swept(
         await w.write(b"second half")
     assert await cache.get("g/slow") == b"first half, second half"
     assert _temps(root / "g%") == []
+
+
+async def test_put_and_clear_race(cache: LocalFileSystemCache) -> None:
+    """Writers putting into a group (and its subgroups) while another task clears that group
+    never fail: a clear may remove the directory holding a writer's temporary before its commit,
+    and the commit then moves the data into a new temporary and commits that (before, a raw
+    FileNotFoundError); the clear never fails on entries writers add or rename in the tree it is
+    removing (before, FileNotFoundError or ENOTEMPTY from rmtree). Afterwards the cache works
+    and a final clear leaves nothing behind. Bounded: 400 clears or 20 seconds."""
+    deadline = time.monotonic() + 20.0
+    stop = False
+    errors: list[BaseException] = []
+
+    async def writer(i: int) -> None:
+        n = 0
+        while not stop:
+            key = f"g/s{i % 2}/k{i}-{n % 3}"
+            await cache.put(key, b"v" * (n % 5))
+            n += 1
+
+    async def clearer() -> None:
+        nonlocal stop
+        rounds = 0
+        while time.monotonic() < deadline and rounds < 400:
+            await cache.group("g").clear()
+            rounds += 1
+            await anyio.lowlevel.checkpoint()
+        stop = True
+
+    async def guarded(fn: object, *args: object) -> None:
+        nonlocal stop
+        try:
+            await fn(*args)  # type: ignore[operator]
+        except BaseException as exc:
+            errors.append(exc)
+            stop = True
+
+    async with anyio.create_task_group() as tg:
+        for i in range(4):
+            tg.start_soon(guarded, writer, i)
+        tg.start_soon(guarded, clearer)
+    assert errors == [], "".join(traceback.format_exception(errors[0]))
+    await cache.put("g/s0/last", b"x")
+    assert await cache.get("g/s0/last") == b"x"
+    await cache.group("g").clear()
+    assert [g async for g in cache.groups()] == []
+    assert os.listdir(cache.root) == []

@@ -200,6 +200,11 @@ def test_execute_may_take_optional_extras_and_is_inherited() -> None:
         ("name",),
         "name",
         ("x", 1),
+        ("name", "v1.0\n"),  # old code: the regex's $ matched before a final newline
+        ("name", "v\u0661.\u0660"),  # Arabic-Indic digits: old code's \d took them
+        ("name", "v1.\uff10"),  # a fullwidth zero
+        ("na\x00me", "v1.0"),  # PostgreSQL refuses NUL: old code took it, submit failed
+        ("na\ud800me", "v1.0"),  # a lone surrogate has no UTF-8 form
     ],
 )
 def test_invalid_identifier_is_a_type_error(identifier: object) -> None:
@@ -283,3 +288,33 @@ class Later(Task):
 @dataclasses.dataclass
 class DefinedAfter:
     n: int
+
+
+def test_surrogates_in_inputs_and_job_names_are_type_errors_at_submit(tmp_path: Path) -> None:
+    """A lone surrogate in a str input, or a NUL or a lone surrogate in a job name, is an
+    ``InvalidTextError`` (a ``TypeError`` and a ``ValueError``) at submit, and nothing is stored;
+    old code raised ``UnicodeEncodeError`` from the encoder, or took the name."""
+    import asyncio
+
+    from swath import Client, InvalidTextError
+
+    class Echo(Task):
+        text: str
+
+        async def execute(self, context: ExecutionContext) -> None:
+            pass
+
+    with pytest.raises(InvalidTextError, match="surrogate") as bad_input:
+        encode_input(Echo("a\udc80b"))
+    assert isinstance(bad_input.value, TypeError)
+
+    async def submit_all() -> int:
+        async with Client(f"sqlite:///{tmp_path}/jobs.db") as client:
+            for name in ("nul\x00name", "lone\ud800"):
+                with pytest.raises(TypeError):
+                    await client.jobs().submit(name, Echo("fine"))
+            with pytest.raises(TypeError):
+                await client.jobs().submit("fine", Echo("lone\udfff"))
+            return len(await client.jobs().query())
+
+    assert asyncio.run(submit_all()) == 0

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Protocol, Self, TypeAlias, runtime_checkable
 import anyio
 
 from swath.cache.keys import Path, join, split_key
-from swath.errors import ChecksumMismatchError, InvalidKeyError, KeyNotFoundError
+from swath.errors import ChecksumMismatchError, InvalidKeyError, KeyNotFoundError, ReadOnlyError
 
 DEFAULT_CHUNK_SIZE = 8 << 20
 
@@ -213,7 +213,7 @@ class _OpenWrite:
 
 @runtime_checkable
 class Cache(Protocol):
-    """The cache contract (API.md section 3). Every backend and every group satisfies it."""
+    """The cache contract (docs/cache.md). Every backend and every group satisfies it."""
 
     async def put(self, key: str, value: BytesLike) -> None: ...
     async def get(self, key: str) -> bytes: ...
@@ -248,10 +248,15 @@ class CacheAPI:
     def _missing(self, key: str) -> KeyNotFoundError:
         return missing(self._path(key))
 
+    def _writable(self) -> None:
+        if self._backend.read_only:
+            raise ReadOnlyError(f"the cache {self._backend.url()} is open read-only")
+
     # -- whole values ---------------------------------------------------------------------------
     async def put(self, key: str, value: BytesLike) -> None:
         """Store ``value`` under ``key``, replacing any previous value atomically."""
         path = self._path(key)
+        self._writable()
         view = as_view(value)
         await self._backend._put_bytes(path, value if type(value) is bytes else view)
 
@@ -266,7 +271,9 @@ class CacheAPI:
 
     async def delete(self, key: str) -> None:
         """Remove the value of ``key``; ``KeyNotFoundError`` if there is none."""
-        await self._backend._delete(self._path(key))
+        path = self._path(key)
+        self._writable()
+        await self._backend._delete(path)
 
     async def stat(self, key: str) -> Stat:
         """Size and checksum of the value, without reading it."""
@@ -279,6 +286,7 @@ class CacheAPI:
     def open_write(self, key: str) -> _OpenWrite:
         """``async with cache.open_write(key) as w: await w.write(chunk)``: commit on clean exit."""
         self._path(key)  # validate now, before the caller produces any data
+        self._writable()
         return _OpenWrite(self, key)
 
     async def put_stream(
@@ -319,6 +327,7 @@ class CacheAPI:
 
     async def put_file(self, key: str, path: str | os.PathLike[str]) -> int:
         """Store the contents of the file at ``path``; returns its size."""
+        self._writable()
         return await self._backend._put_file(self._path(key), os.fspath(path))
 
     async def get_file(self, key: str, path: str | os.PathLike[str]) -> int:
@@ -349,6 +358,7 @@ class CacheAPI:
 
     async def clear(self) -> None:
         """Delete this group and everything below it."""
+        self._writable()
         await self._backend._clear(self._prefix)
 
     @property
@@ -391,6 +401,8 @@ class Backend(CacheAPI, abc.ABC):
     """
 
     url_scheme: str = ""
+    #: a read-only cache refuses every write with ``ReadOnlyError`` (constructor option)
+    read_only: bool = False
 
     def __init__(self) -> None:
         self._backend = self

@@ -31,7 +31,6 @@ from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import anyio
-import tenacity
 
 log = logging.getLogger("swath.cache")
 
@@ -143,6 +142,8 @@ async def with_retries(
     """Run ``call`` until it succeeds, fails permanently (raised as is) or fails transiently
     ``policy.attempts`` times or past ``budget`` seconds (:class:`GaveUp`). Cancellation goes
     through at once, whatever the server does."""
+    import tenacity  # a dependency of the cloud extras only
+
     attempts = 0
     last: BaseException | None = None
     retrying = tenacity.AsyncRetrying(

@@ -343,7 +343,7 @@ async def ordered_reads(
 
 async def _crc_after(previous: asyncio.Task[int] | None, chunk: Buffer) -> int:
     crc = 0 if previous is None else await previous
-    return await anyio.to_thread.run_sync(_checksum.update, crc, chunk)
+    return await _checksum.update_async(crc, chunk)  # small chunks: no thread hop
 
 
 async def _cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
@@ -456,10 +456,15 @@ class PartedBackend(Backend, RetryPolicy):
     _root: str
 
     def _configure(
-        self, bucket: object, prefix: object, max_concurrency: int, deadlines: Mapping[str, Any]
+        self,
+        bucket: object,
+        prefix: object,
+        max_concurrency: int,
+        deadlines: Mapping[str, Any],
+        read_only: bool,
     ) -> None:
         """Check and keep what every cloud backend is made of: a bucket, a key prefix (the same
-        rules as keys), the concurrency and the deadlines."""
+        rules as keys), the concurrency, the deadlines, and whether writes are refused."""
         if not isinstance(bucket, str) or not bucket or "/" in bucket:
             raise ValueError(f"a bucket name is required (without '/'), not {bucket!r}")
         if not isinstance(prefix, str):
@@ -470,11 +475,12 @@ class PartedBackend(Backend, RetryPolicy):
         self._root = f"{self.prefix}/" if self.prefix else ""
         self.max_concurrency = max_concurrency
         self.deadlines = Deadlines.from_options(deadlines)
+        self.read_only = read_only
 
     def url(self) -> str:
-        """``<scheme>://bucket/prefix``, with any deadline that is not the default."""
-        path = f"/{self.prefix}" if self.prefix else ""
-        return f"{self.url_scheme}://{self.bucket}{path}{self.deadlines.query()}"
+        """``<scheme>://bucket/prefix`` (``<scheme>://bucket/`` for no prefix: without the
+        slash a URL means the default prefix), with any deadline that is not the default."""
+        return f"{self.url_scheme}://{self.bucket}/{self.prefix}{self.deadlines.query()}"
 
     async def _with_retries(
         self,

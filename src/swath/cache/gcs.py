@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from typing import Any
@@ -47,11 +48,12 @@ import anyio
 from gcloud.aio.auth import Token
 from gcloud.aio.storage.storage import SCOPES, init_api_root
 
+from swath._urls import refuse_credentials
 from swath.cache import _checksum, _transfer
 from swath.cache._base import Stat, missing
 from swath.cache._retry import GaveUp
 from swath.cache.keys import Path, join, object_name
-from swath.errors import CacheError, ChecksumMismatchError, KeyNotFoundError
+from swath.errors import CacheError, ChecksumMismatchError, InvalidKeyError, KeyNotFoundError
 
 log = logging.getLogger(__name__)
 _transfer.register_body_payload()
@@ -60,6 +62,7 @@ ALIGN = 256 << 10  # resumable chunks must be multiples of 256 KiB
 MAX_CHUNK = 5 << 30
 MAX_COMPOSE = 32  # sources per compose call
 MAX_OBJECT_NAME_BYTES = 1024  # GCS's limit for an object name
+TMP_NAME_BYTES = 16 + 1 + 9  # "<upload id>/<part or compose name>" below the hidden prefix
 TMP_SEGMENT = "\\swath-tmp"  # a backslash: no key segment can contain one
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 CONTENT_TYPE = "application/octet-stream"
@@ -140,6 +143,7 @@ class GoogleStorageCache(_transfer.PartedBackend):
         *,
         chunk_size: int = 8 << 20,
         max_concurrency: int = 8,
+        read_only: bool = False,
         **deadlines: float | str,
     ) -> None:
         super().__init__()
@@ -148,9 +152,17 @@ class GoogleStorageCache(_transfer.PartedBackend):
         _transfer.check_tuning(
             "chunk_size (a multiple of 256 KiB)", chunk_size, ALIGN, MAX_CHUNK, max_concurrency
         )
-        self._configure(bucket, prefix, max_concurrency, deadlines)
+        self._configure(bucket, prefix, max_concurrency, deadlines, read_only)
         self.chunk_size = chunk_size
         self._tmp_root = f"{self._root}{TMP_SEGMENT}/"
+        longest_tmp = len(self._tmp_root.encode()) + TMP_NAME_BYTES
+        if longest_tmp > MAX_OBJECT_NAME_BYTES:
+            raise InvalidKeyError(
+                f"prefix {self.prefix[:40]!r}... is too long: the temporary parts of uploads "
+                f"under it would have {longest_tmp}-byte object names, more than GCS's "
+                f"{MAX_OBJECT_NAME_BYTES} (a prefix may be "
+                f"{MAX_OBJECT_NAME_BYTES - TMP_NAME_BYTES - len(TMP_SEGMENT) - 2} UTF-8 bytes)"
+            )
         self._session: aiohttp.ClientSession | None = None
         self._token: Token | None = None
         self._api_root = ""
@@ -161,6 +173,8 @@ class GoogleStorageCache(_transfer.PartedBackend):
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def _open(self) -> None:
+        if os.environ.get("STORAGE_EMULATOR_HOST"):
+            refuse_credentials(os.environ["STORAGE_EMULATOR_HOST"], "$STORAGE_EMULATOR_HOST")
         self._is_dev, self._api_root = init_api_root(None)
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=max(64, 4 * self.max_concurrency)),

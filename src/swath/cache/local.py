@@ -28,7 +28,6 @@ import errno
 import fcntl
 import os
 import secrets
-import shutil
 import stat as stat_mod
 import struct
 import time
@@ -42,7 +41,7 @@ from swath.cache import _checksum
 from swath.cache._base import Backend, BackendWriter, Stat, missing
 from swath.cache._transfer import ordered_reads
 from swath.cache.keys import Path, join
-from swath.errors import CacheError, ChecksumMismatchError
+from swath.errors import CacheError, ChecksumMismatchError, NotFoundError
 
 T = TypeVar("T")
 
@@ -58,6 +57,7 @@ STALE_AFTER = 3600.0  # seconds without a write after which any temporary is deb
 DEAD_WRITER_GRACE = 60.0  # a temporary of a dead local process is debris after this long
 WALK_ATTEMPTS = 1000  # walks down to a new value's directory, each undone by concurrent deletes
 
+_NO_FLOCK = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL})
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -240,23 +240,32 @@ class _LocalWriter(BackendWriter):
     """Writes to a temporary file beside the value; commit = trailer, fsync, rename."""
 
     def __init__(self, root: str, path: Path) -> None:
+        self._root = root
         self._path = path
-        names = _components(path, leaf_is_group=False)
-        self._final = names[-1]
-        self._dirs: _Dirs | None = None
+        self._names = _components(path, leaf_is_group=False)
+        self._final = self._names[-1]
+        self._dirs, self._tmp, self._fd = self._create_temp()
+        self._crc = 0
+        self._size = 0
+        self._pending = bytearray()
+        self._done = False
+
+    def _create_temp(self) -> tuple[_Dirs, str, int]:
+        """Walk down to the value's directory (creating it) and create a locked temporary
+        there; returns the walk, the temporary's name and its fd."""
         # A concurrent delete (or clear) removes empty directories: one this walk has just made
         # or opened may vanish before the next step (mkdir or open in it gives ENOENT). Once the
         # temporary exists, its directory is not empty and nothing prunes it, so the walk is
         # simply started again from the root until the temporary is created.
         for _attempt in range(WALK_ATTEMPTS):
-            self._tmp = f".{self._final[:48]}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(6)}"
+            tmp = f".{self._final[:48]}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(6)}"
             try:
-                dirs = _Dirs(root, names[:-1], create=True)
+                dirs = _Dirs(self._root, self._names[:-1], create=True)
             except FileNotFoundError:
                 continue
             try:
-                self._fd = os.open(
-                    self._tmp,
+                fd = os.open(
+                    tmp,
                     os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                     0o644,
                     dir_fd=dirs.fd,
@@ -269,18 +278,21 @@ class _LocalWriter(BackendWriter):
                 raise
             # Held until the temporary is renamed or removed: it tells sweepers the writer is
             # alive, however long it stays idle (the kernel drops it when the process dies).
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
-            self._dirs = dirs
-            break
-        else:
-            raise CacheError(
-                f"could not create a temporary file for {join(path)!r}: its directories kept "
-                f"vanishing ({WALK_ATTEMPTS} attempts)"
-            )
-        self._crc = 0
-        self._size = 0
-        self._pending = bytearray()
-        self._done = False
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as exc:
+                if exc.errno not in _NO_FLOCK:
+                    os.close(fd)
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp, dir_fd=dirs.fd)
+                    dirs.close()
+                    raise
+                # a filesystem without flock: sweepers fall back to the age of the temporary
+            return dirs, tmp, fd
+        raise CacheError(
+            f"could not create a temporary file for {join(self._path)!r}: its directories kept "
+            f"vanishing ({WALK_ATTEMPTS} attempts)"
+        )
 
     # sync halves, run in threads --------------------------------------------------------------
     def _write_sync(self, data: memoryview) -> None:
@@ -298,28 +310,62 @@ class _LocalWriter(BackendWriter):
 
     def _copy_from_sync(self, src: str) -> int:
         with open(src, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
+            st = os.fstat(f.fileno())
+            if not stat_mod.S_ISREG(st.st_mode) or st.st_size == 0:
+                # a pipe, a device, a /proc file: their size says nothing, read to the end
+                buf = bytearray(1 << 20)
+                while n := f.readinto(buf):
+                    self._write_sync(memoryview(buf)[:n])
+                return self._size
+            size = st.st_size
             _copy_range(f.fileno(), self._fd, size)
         self._crc = _crc_of_fd(self._fd, 0, size, bytearray(min(size, 8 << 20) or 1))
         self._size = size
         return size
 
     def _commit_sync(self) -> None:
-        assert self._dirs is not None
         if self._pending:
             _write_all(self._fd, self._pending)
             self._pending = bytearray()
         os.pwrite(self._fd, TRAILER.pack(MAGIC, self._size, self._crc), self._size)
         os.fsync(self._fd)
-        # rename while the lock is still held: a sweeper must not take the temporary between
-        os.rename(self._tmp, self._final, src_dir_fd=self._dirs.fd, dst_dir_fd=self._dirs.fd)
+        for _attempt in range(WALK_ATTEMPTS):
+            # rename while the lock is still held: a sweeper must not take the temporary between
+            try:
+                os.rename(
+                    self._tmp, self._final, src_dir_fd=self._dirs.fd, dst_dir_fd=self._dirs.fd
+                )
+                break
+            except FileNotFoundError:
+                # A clear() of a group above removed the directory with our temporary in it
+                # while we wrote. The data is still ours through the open fd: copy it into a new
+                # temporary down a fresh walk, and commit that (the write lands after the clear).
+                self._move_to_new_temp()
+        else:
+            raise CacheError(f"could not commit {join(self._path)!r}: its directory kept vanishing")
         self._done = True
         os.close(self._fd)
         self._fd = -1
         self._dirs.close()
 
+    def _move_to_new_temp(self) -> None:
+        dirs, tmp, fd = self._create_temp()
+        try:
+            os.lseek(self._fd, 0, os.SEEK_SET)
+            _copy_range(self._fd, fd, self._size + TRAILER.size)
+            os.fsync(fd)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=dirs.fd)
+            os.close(fd)
+            dirs.close()
+            raise
+        os.close(self._fd)
+        self._dirs.close()
+        self._dirs, self._tmp, self._fd = dirs, tmp, fd
+
     def _abort_sync(self) -> None:
-        if self._done or self._dirs is None:
+        if self._done:
             return
         self._done = True
         with contextlib.suppress(FileNotFoundError):
@@ -374,28 +420,52 @@ def _temp_is_stale(name: str, dir_fd: int, now: float) -> bool:
 
 
 def _writer_alive(name: str, dir_fd: int) -> bool:
-    """Whether a writer holds the lock of the temporary file ``name`` (True if unsure)."""
+    """Whether a writer holds the lock of the temporary file ``name`` (True if unsure, False
+    where the filesystem has no ``flock``)."""
     try:
         fd = os.open(name, _READ_FLAGS | os.O_NONBLOCK, dir_fd=dir_fd)
     except OSError:
         return True
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return True
+    except OSError as exc:
+        # no flock on this filesystem: nothing tells, the age rules alone decide
+        return exc.errno not in _NO_FLOCK
     finally:
         os.close(fd)  # also releases the lock taken just now
     return False
 
 
 def _remove_entry(name: str, dir_fd: int) -> None:
-    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    if stat_mod.S_ISDIR(st.st_mode):
-        shutil.rmtree(name, dir_fd=dir_fd)
-    else:
-        os.unlink(name, dir_fd=dir_fd)
+    """Remove the file or directory tree ``name`` (symlinks removed, never followed). Writers
+    that walked into the tree before it was renamed away may still add or remove entries in it
+    meanwhile: entries already gone are fine, and a directory refilled behind our back is
+    emptied again."""
+    for _attempt in range(WALK_ATTEMPTS):
+        try:
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            if not stat_mod.S_ISDIR(st.st_mode):
+                os.unlink(name, dir_fd=dir_fd)
+                return
+            fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+        except FileNotFoundError:
+            return
+        try:
+            with os.scandir(fd) as it:
+                children = [entry.name for entry in it]
+            for child in children:
+                _remove_entry(child, fd)
+        finally:
+            os.close(fd)
+        try:
+            os.rmdir(name, dir_fd=dir_fd)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if exc.errno != errno.ENOTEMPTY:
+                raise
+    raise CacheError(f"could not remove {name!r}: writers kept filling it")
 
 
 def _scan(dir_fd: int, groups: bool, prefix: str = "") -> Iterator[str]:
@@ -457,9 +527,10 @@ class LocalFileSystemCache(Backend):
 
     url_scheme = "file"
 
-    def __init__(self, root: str | os.PathLike[str] = "cache") -> None:
+    def __init__(self, root: str | os.PathLike[str] = "cache", *, read_only: bool = False) -> None:
         super().__init__()
         self.root = os.path.abspath(os.fspath(root))
+        self.read_only = read_only
 
     def url(self) -> str:
         return "file://" + self.root
@@ -468,6 +539,10 @@ class LocalFileSystemCache(Backend):
         return f"LocalFileSystemCache({self.root!r})"
 
     async def _open(self) -> None:
+        if self.read_only:  # create nothing; a missing root is no cache at all
+            if not await _run(os.path.isdir, self.root):
+                raise NotFoundError(f"no cache at {self.root}")
+            return
         await _run(lambda: os.makedirs(self.root, exist_ok=True))
 
     # -- writes ---------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
+from swath._urls import refuse_credentials
 from swath.cache import _checksum, _transfer
 from swath.cache._base import Stat, missing
 from swath.cache._checksum import crc32c_combine
@@ -275,13 +276,16 @@ class AmazonS3Cache(_transfer.PartedBackend):
         region: str | None = None,
         part_size: int = 8 << 20,
         max_concurrency: int = 8,
+        read_only: bool = False,
         **deadlines: float | str,
     ) -> None:
         super().__init__()
+        if endpoint_url is not None:
+            refuse_credentials(endpoint_url, "endpoint_url")
         _transfer.check_tuning(
             "part_size", part_size, MIN_PART_SIZE, MAX_PART_SIZE, max_concurrency
         )
-        self._configure(bucket, prefix, max_concurrency, deadlines)
+        self._configure(bucket, prefix, max_concurrency, deadlines, read_only)
         self.endpoint_url = endpoint_url
         self.region = region
         self.part_size = part_size
@@ -294,6 +298,9 @@ class AmazonS3Cache(_transfer.PartedBackend):
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def _open(self) -> None:
+        for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
+            if os.environ.get(name):
+                refuse_credentials(os.environ[name], f"${name}")
         custom_endpoint = bool(
             self.endpoint_url
             or os.environ.get("AWS_ENDPOINT_URL_S3")

@@ -5,21 +5,22 @@ from __future__ import annotations
 import sys
 
 import click
-from rich.markup import escape
 from rich.table import Table
 
-from swath.cache import Backend, cache_from_url
+from swath.cache import Backend
 from swath.cache._base import CacheAPI
 from swath.cache.tilebox import ImportReport, import_tilebox_cache
-from swath.cli._common import client, console, run, size
+from swath.cli._common import EXIT_ERROR, clean, client, console, markup, open_cache, run, size
 from swath.client import FINISHED_JOB_STATES
 from swath.store.base import JobState
 
 URL_HELP = "Cache URL: a path, file:///path, memory://, s3://bucket/prefix, gs://bucket/prefix."
 
 
-def _open(url: str) -> Backend:
-    return cache_from_url(url)
+def _open(url: str, *, read_only: bool) -> Backend:
+    """The cache of ``url``; reading commands open it ``read_only`` (they create nothing and
+    say "no cache at ..." when there is none)."""
+    return open_cache(url, read_only=read_only)
 
 
 def _at(backend: Backend, group: str) -> CacheAPI:
@@ -38,13 +39,13 @@ def ls(url: str, group: str) -> None:
     """List the subgroups (ending in /) and keys of GROUP (default: the top)."""
 
     async def go() -> list[str]:
-        async with _open(url) as backend:
+        async with _open(url, read_only=True) as backend:
             where = _at(backend, group)
             names = [f"{name}/" async for name in where.groups()]
             return names + [key async for key in where]
 
     for name in run(go()):
-        click.echo(name)
+        click.echo(clean(name))
 
 
 @cache.command()
@@ -64,7 +65,7 @@ def du(url: str, group: str) -> None:
         return count, nbytes
 
     async def go() -> list[tuple[str, int, int]]:
-        async with _open(url) as backend:
+        async with _open(url, read_only=True) as backend:
             where = _at(backend, group)
             rows = []
             async for name in where.groups():
@@ -80,7 +81,7 @@ def du(url: str, group: str) -> None:
     rows = run(go())
     table = Table("group", "values", "size")
     for name, count, nbytes in rows:
-        table.add_row(escape(name), str(count), size(nbytes))
+        table.add_row(markup(name), str(count), size(nbytes))
     table.add_row("[bold]total[/]", str(sum(r[1] for r in rows)), size(sum(r[2] for r in rows)))
     console.print(table)
 
@@ -89,11 +90,12 @@ def du(url: str, group: str) -> None:
 @click.argument("url")
 @click.argument("key")
 def cat(url: str, key: str) -> None:
-    """Write the value of KEY to stdout, streamed in chunks."""
+    """Write the value of KEY to stdout, streamed in chunks (a reader that stops early, such as
+    ``head``, ends it quietly with exit code 141)."""
 
     async def go() -> None:
         out = sys.stdout.buffer
-        async with _open(url) as backend:
+        async with _open(url, read_only=True) as backend:
             async for chunk in backend.stream(key, chunk_size=1 << 20):
                 out.write(chunk)
         out.flush()
@@ -109,7 +111,9 @@ def rm(url: str, key: str, recursive: bool) -> None:
     """Remove KEY (or, with -r, the group KEY and everything below it)."""
 
     async def go() -> None:
-        async with _open(url) as backend:
+        async with _open(url, read_only=True):  # a cache that is not there is not created
+            pass
+        async with _open(url, read_only=False) as backend:
             if recursive:
                 await backend.group(key).clear()
             else:
@@ -132,14 +136,15 @@ def gc(ctx: click.Context, url: str, failed: bool, dry_run: bool) -> None:
     async def go() -> tuple[list[str], int]:
         removed: list[str] = []
         kept = 0
-        async with client(ctx) as c, _open(url) as backend:
+        # the job store is only read; the cache too with --dry-run
+        async with client(ctx, read_only=True) as c, _open(url, read_only=dry_run) as backend:
             names = [name async for name in backend.groups()]
             for name in names:
                 job = await c.store.get_job(name)
                 if job is None or job.state not in finished:
                     kept += 1
                     continue
-                removed.append(f"{name} ({job.name}, {job.state})")
+                removed.append(f"{clean(name)} ({clean(job.name)}, {job.state})")
                 if not dry_run:
                     await backend.group(name).clear()
         return removed, kept
@@ -167,7 +172,7 @@ def import_tilebox(directory: str, url: str, overwrite: bool, delete_source: boo
     links, paths that are not valid keys) or conflicts with a different value."""
 
     async def go() -> ImportReport:
-        async with _open(url) as backend:
+        async with _open(url, read_only=False) as backend:  # an import creates its cache
             return await import_tilebox_cache(
                 directory, backend, overwrite=overwrite, delete_source=delete_source
             )
@@ -178,8 +183,10 @@ def import_tilebox(directory: str, url: str, overwrite: bool, delete_source: boo
         f"{len(report.unchanged)} already there"
     )
     for rel, reason in report.skipped:
-        click.echo(f"skipped {rel!r}: {reason}", err=True)
+        click.echo(clean(f"skipped {rel!r}: {reason}"), err=True)
     for rel in report.conflicts:
-        click.echo(f"conflict {rel!r}: the cache holds other bytes (use --overwrite)", err=True)
+        click.echo(
+            clean(f"conflict {rel!r}: the cache holds other bytes (use --overwrite)"), err=True
+        )
     if not report.ok:
-        sys.exit(1)
+        sys.exit(EXIT_ERROR)

@@ -22,6 +22,9 @@ from swath.cli._common import size as human
 from swath.cli.jobs import follow, task_tree
 from swath.store.base import JobState
 
+#: the largest scene side the demo takes (a 65536-pixel scene is 32 GiB: beyond any demo)
+MAX_SIZE = 1 << 16
+
 _EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "imagery.py"
 
 
@@ -43,8 +46,20 @@ def load_imagery() -> ModuleType:
 
 
 @click.command()
-@click.option("--size", default=6144, show_default=True, help="Scene width and height, pixels.")
-@click.option("--tile", default=1024, show_default=True, help="Tile width and height, pixels.")
+@click.option(
+    "--size",
+    default=6144,
+    show_default=True,
+    type=click.IntRange(1, MAX_SIZE),
+    help="Scene width and height, pixels.",
+)
+@click.option(
+    "--tile",
+    default=1024,
+    show_default=True,
+    type=click.IntRange(1, MAX_SIZE),
+    help="Tile width and height, pixels.",
+)
 @click.option("--cache", "cache_root", default="cache", show_default=True,
               help="Directory of the local-disk cache.")  # fmt: skip
 @click.option("--concurrency", default=8, show_default=True, type=click.IntRange(min=1))

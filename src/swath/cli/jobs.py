@@ -6,7 +6,6 @@ import asyncio
 
 import click
 from rich.live import Live
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -18,7 +17,18 @@ from rich.progress import (
 from rich.table import Column, Table
 from rich.tree import Tree
 
-from swath.cli._common import client, console, duration, run, when
+from swath.cli._common import (
+    COUNT,
+    EXIT_ERROR,
+    Seconds,
+    client,
+    console,
+    duration,
+    markup,
+    require_store,
+    run,
+    when,
+)
 from swath.client import FINISHED_JOB_STATES, Job, JobClient
 from swath.store.base import JobState, TaskInfo, TaskState
 
@@ -46,13 +56,13 @@ def jobs() -> None:
 @jobs.command("ls")
 @click.option("--state", "states", multiple=True, type=click.Choice([s.value for s in JobState]))
 @click.option("--name", default=None, help="Only jobs with exactly this name.")
-@click.option("--limit", default=20, show_default=True)
+@click.option("--limit", default=20, show_default=True, type=COUNT)
 @click.pass_context
 def ls(ctx: click.Context, states: tuple[str, ...], name: str | None, limit: int) -> None:
     """List jobs, newest first."""
 
     async def go() -> list[Job]:
-        async with client(ctx) as c:
+        async with client(ctx, read_only=True) as c:
             return await c.jobs().query(state=list(states) or None, name=name, limit=limit)
 
     found = run(go())
@@ -62,38 +72,45 @@ def ls(ctx: click.Context, states: tuple[str, ...], name: str | None, limit: int
         progress = ", ".join(f"{p.label} {p.done}/{p.total}" for p in job.progress if p.total)
         table.add_row(
             job.id,
-            escape(job.name),
-            job.cluster,
+            markup(job.name),
+            markup(job.cluster),
             _state(job.state),
             when(job.created_at),
             duration(job.started_at, job.finished_at),
-            escape(progress),
+            markup(progress),
         )
     console.print(table)
 
 
 def task_tree(job: Job, tasks: list[TaskInfo], tracebacks: bool) -> Tree:
-    tree = Tree(f"[bold]{escape(job.name)}[/] {job.id} {_state(job.state)}")
+    """The job and its tasks as a tree; every piece of user text is escaped (:func:`markup`).
+    In a finished job, a task that never ended is not "running": a COMPUTED task (its own
+    execute done) says that its subtasks did not complete, and shows no duration."""
+    job_over = job.state in FINISHED_JOB_STATES
+    tree = Tree(f"[bold]{markup(job.name)}[/] {job.id} {_state(job.state)}")
     nodes: dict[str | None, Tree] = {None: tree}
     finished = {t.id for t in tasks if t.state in (TaskState.COMPLETED, TaskState.FAILED_OPTIONAL)}
     for t in tasks:  # creation order: parents come first
         if t.display:
-            label = f"{escape(t.display)} [dim]{escape(t.name)} {t.version}[/]"
+            label = f"{markup(t.display)} [dim]{markup(t.name)} {markup(t.version)}[/]"
         else:
-            label = f"{escape(t.name)} [dim]{t.version}[/]"
+            label = f"{markup(t.name)} [dim]{markup(t.version)}[/]"
         extra = f" retries {t.retry_count}/{t.max_retries}" if t.retry_count else ""
-        text = f"{label} {_state(t.state)} [dim]{duration(t.started_at, t.finished_at)}{extra}[/]"
-        node = nodes.get(t.parent_id, tree).add(text)
+        state = _state(t.state)
+        if job_over and t.state == TaskState.COMPUTED:
+            state += " [dim](its subtasks did not complete)[/]"
+        took = duration(t.started_at, t.finished_at, finished=job_over)
+        node = nodes.get(t.parent_id, tree).add(f"{label} {state} [dim]{took}{extra}[/]")
         if t.state == TaskState.QUEUED and all(d in finished for d in t.depends_on):
             # ready: runners claim only identifiers they registered, so this is what it needs
             node.add(
-                f"[yellow]waits for a runner of cluster {escape(t.cluster)} that knows "
-                f"{escape(t.name)} {escape(t.version)}[/]"
+                f"[yellow]waits for a runner of cluster {markup(t.cluster)} that knows "
+                f"{markup(t.name)} {markup(t.version)}[/]"
             )
         if t.error is not None and t.state in (TaskState.FAILED, TaskState.FAILED_OPTIONAL):
-            node.add(f"[red]{escape(t.error.type)}: {escape(t.error.message)}[/]")
+            node.add(f"[red]{markup(t.error.type)}: {markup(t.error.message)}[/]")
             if tracebacks:
-                node.add(escape(t.error.traceback.rstrip()))
+                node.add(markup(t.error.traceback.rstrip(), multiline=True))
         nodes[t.id] = node
     return tree
 
@@ -106,30 +123,36 @@ def show(ctx: click.Context, job_id: str, tracebacks: bool) -> None:
     """Show a job: its state, progress and task tree with errors."""
 
     async def go() -> tuple[Job, list[TaskInfo]]:
-        async with client(ctx) as c:
+        async with client(ctx, read_only=True) as c:
             return await c.jobs().find(job_id), await c.jobs().tasks(job_id)
 
     job, tasks = run(go())
     console.print(task_tree(job, tasks, tracebacks))
     for p in job.progress:
-        console.print(f"  {escape(p.label)}: {p.done}/{p.total}")
+        console.print(f"  {markup(p.label)}: {p.done}/{p.total}")
 
 
 @jobs.command()
 @click.argument("job_id")
-@click.option("--interval", default=0.25, show_default=True, help="Refresh interval, seconds.")
+@click.option(
+    "--interval",
+    default=0.25,
+    show_default=True,
+    type=Seconds(0.0, inclusive=False),
+    help="Refresh interval, seconds.",
+)
 @click.pass_context
 def watch(ctx: click.Context, job_id: str, interval: float) -> None:
     """Follow a job's progress bars until it finishes."""
 
     async def go() -> Job:
-        async with client(ctx) as c:
+        async with client(ctx, read_only=True) as c:
             return await follow(c.jobs(), job_id, interval)
 
     job = run(go())
     console.print(f"job {job.id}: {_state(job.state)}")
     if job.state != JobState.COMPLETED:
-        raise SystemExit(1)
+        raise SystemExit(EXIT_ERROR)
 
 
 def progress_bars() -> Progress:
@@ -162,7 +185,7 @@ async def follow(
                 if p.label in hide:
                     continue
                 if p.label not in ids:
-                    ids[p.label] = bars.add_task(p.label, total=max(p.total, 1))
+                    ids[p.label] = bars.add_task(markup(p.label), total=max(p.total, 1))
                 bars.update(ids[p.label], total=max(p.total, 1), completed=p.done)
             if job.state in FINISHED_JOB_STATES:
                 break
@@ -178,10 +201,11 @@ def cancel(ctx: click.Context, job_id: str) -> None:
     """Cancel a job: queued tasks are canceled, running ones finish."""
 
     async def go() -> int:
+        await require_store(ctx)
         async with client(ctx) as c:
             return await c.jobs().cancel(job_id)
 
-    console.print(f"canceled {run(go())} queued tasks of job {job_id}")
+    console.print(f"canceled {run(go())} queued tasks of job {markup(job_id)}")
 
 
 @jobs.command()
@@ -191,10 +215,11 @@ def retry(ctx: click.Context, job_id: str) -> None:
     """Re-queue a job's failed tasks."""
 
     async def go() -> int:
+        await require_store(ctx)
         async with client(ctx) as c:
             return await c.jobs().retry(job_id)
 
-    console.print(f"re-queued {run(go())} failed tasks of job {job_id}")
+    console.print(f"re-queued {run(go())} failed tasks of job {markup(job_id)}")
 
 
 @jobs.command()
@@ -204,7 +229,7 @@ def diagram(ctx: click.Context, job_id: str) -> None:
     """Print the job's task graph as Mermaid text."""
 
     async def go() -> str:
-        async with client(ctx) as c:
+        async with client(ctx, read_only=True) as c:
             return await c.jobs().diagram(job_id)
 
     click.echo(run(go()), nl=False)

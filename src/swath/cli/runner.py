@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import importlib
 import logging
+from typing import Any
 
 import click
 
-from swath.cache import cache_from_url
-from swath.cli._common import client, console, run
+from swath.cli._common import Seconds, clean, client, console, markup, open_cache, run
 from swath.task import Task
 
 CACHE_HELP = (
@@ -21,8 +21,9 @@ def load_task(spec: str) -> list[type[Task]]:
     module_name, _, attr = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise click.BadParameter(f"cannot import {module_name!r}: {exc}") from None
+    except Exception as exc:  # ImportError, or whatever the module raised while importing
+        what = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ImportError) else str(exc)
+        raise click.BadParameter(clean(f"cannot import {module_name!r}: {what}")) from None
     if attr:
         found = getattr(module, attr, None)
         if not (isinstance(found, type) and issubclass(found, Task)):
@@ -41,13 +42,36 @@ def load_task(spec: str) -> list[type[Task]]:
     return tasks
 
 
+class _CleanFormatter(logging.Formatter):
+    """Log lines with control characters escaped (task errors carry user text); tracebacks
+    keep their newlines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return clean(super().formatMessage(record))
+
+    def formatException(self, ei: Any) -> str:
+        return clean(super().formatException(ei), multiline=True)
+
+
 @click.command()
 @click.argument("tasks", nargs=-1, required=True)
 @click.option("--cache", "cache_url", default="cache", show_default=True, help=CACHE_HELP)
 @click.option("--cluster", default="default", show_default=True)
 @click.option("--concurrency", default=64, show_default=True, type=click.IntRange(min=1))
-@click.option("--lease", default=30.0, show_default=True, help="Lease of claimed tasks, seconds.")
-@click.option("--grace", default=30.0, show_default=True, help="Grace period on stop, seconds.")
+@click.option(
+    "--lease",
+    default=30.0,
+    show_default=True,
+    type=Seconds(0.0, inclusive=False),
+    help="Lease of claimed tasks, seconds.",
+)
+@click.option(
+    "--grace",
+    default=30.0,
+    show_default=True,
+    type=Seconds(0.0),
+    help="Grace period on stop, seconds.",
+)
 @click.option("--until-idle", is_flag=True, help="Stop when no runnable work remains.")
 @click.pass_context
 def runner(
@@ -62,15 +86,15 @@ def runner(
 ) -> None:
     """Run TASKS (``module:TaskClass`` or ``module`` for all its tasks) until SIGINT/SIGTERM."""
     classes = [cls for spec in tasks for cls in load_task(spec)]
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(_CleanFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
 
     async def go() -> None:
         async with client(ctx) as c:
             r = c.runner(
                 classes,
-                cache_from_url(cache_url),
+                open_cache(cache_url),
                 cluster=cluster,
                 max_concurrency=concurrency,
                 lease=lease,
@@ -78,8 +102,8 @@ def runner(
                 handle_signals=True,
             )
             console.print(
-                f"runner {r.id} on cluster [bold]{cluster}[/] ({c.store.url}): "
-                f"{', '.join(r.registry.identifiers())}"
+                f"runner {r.id} on cluster [bold]{markup(cluster)}[/] ({markup(c.store.url)}): "
+                f"{markup(', '.join(r.registry.identifiers()))}"
             )
             await (r.run_all() if until_idle else r.run_forever())
             s = r.stats

@@ -30,9 +30,10 @@ Semantics every store guarantees (the conformance suite checks each):
   transaction. A task with no subtasks becomes COMPLETED; with subtasks, COMPUTED, and COMPLETED
   once all its subtasks are (recursively). When a task completes, its parent may complete, and
   tasks depending on it lose one pending dependency. When the root task completes, the job is
-  COMPLETED. If the job is no longer active (CANCELED or FAILED), a success is recorded but its
-  subtasks are dropped: a task without subtasks becomes COMPLETED, one whose subtasks were
-  dropped becomes CANCELED (job canceled) or SKIPPED (job failed), so a retry runs it again.
+  COMPLETED. If the job is no longer active
+  (CANCELED or FAILED), a success is recorded but its subtasks are dropped: a task without
+  subtasks becomes COMPLETED, one whose subtasks were dropped becomes CANCELED (job canceled) or
+  SKIPPED (job failed), so a retry runs it again.
 * **Failure**: a failed outcome with retries left goes back to QUEUED with ``retry_count + 1``
   and ``run_after = now + retry_delay``; its subtasks are dropped. Without retries left, an
   optional task becomes FAILED_OPTIONAL, which counts as completed for its parent and its
@@ -70,6 +71,9 @@ from swath.errors import SwathError
 MAX_LOST = 10
 #: The cluster that always exists.
 DEFAULT_CLUSTER = "default"
+#: The name of the task that is the parent of a job's root tasks when it has several (never
+#: executed: it completes when they all have).
+ROOTS_TASK = "swath.roots"
 #: The wake-up signal set when jobs stop (canceled or failed): not a cluster name (slugs are
 #: ``[a-z0-9_-]``), so it never collides with one.
 STOPPED_SIGNAL = "!stopped"
@@ -156,6 +160,27 @@ class JobInfo(msgspec.Struct, frozen=True):
     root_task_id: str
     progress: list[ProgressInfo] = []
     execution_stats: ExecutionStats = ExecutionStats()
+
+    def _repr_html_(self) -> str:
+        """A job in a notebook: its state, progress bars and task counts (its task graph is
+        ``jobs().display(job)``)."""
+        from html import escape
+
+        rows = [
+            f"<tr><th>job</th><td>{escape(self.name)} <code>{escape(self.id)}</code></td></tr>",
+            f"<tr><th>state</th><td>{escape(self.state.value)}</td></tr>",
+        ]
+        for p in self.progress:
+            bar = f'<progress value="{p.done}" max="{max(p.total, 1)}"></progress>'
+            rows.append(
+                f"<tr><th>{escape(p.label or 'progress')}</th>"
+                f"<td>{bar} {p.done} / {p.total}</td></tr>"
+            )
+        stats = self.execution_stats
+        counts = ", ".join(f"{n} {state.value}" for state, n in stats.tasks_by_state.items())
+        rows.append(f"<tr><th>tasks</th><td>{escape(counts) or 'none'}</td></tr>")
+        rows.append(f"<tr><th>compute time</th><td>{stats.compute_time:.3f} s</td></tr>")
+        return "<table>" + "".join(rows) + "</table>"
 
 
 class ErrorInfo(msgspec.Struct, frozen=True):
@@ -245,6 +270,10 @@ class TaskInfo(msgspec.Struct, frozen=True):
 # -- errors -------------------------------------------------------------------------------------
 class StoreError(SwathError):
     """A job store failed or was asked something impossible."""
+
+
+class StoreOpenError(StoreError, OSError):
+    """The job store cannot be opened: unreadable, not a database, corrupt, unreachable."""
 
 
 class UnknownClusterError(StoreError, LookupError):
@@ -354,9 +383,13 @@ class JobStore(Protocol):
         """Set a cluster's display name; None if there is no such cluster."""
 
     # jobs
-    async def submit_job(self, job_id: str, name: str, cluster: str, root: NewTask) -> JobInfo:
-        """Insert a QUEUED job whose root task is ``root`` (in ``cluster``);
-        ``UnknownClusterError`` if a cluster does not exist. Wakes the cluster's runners."""
+    async def submit_job(
+        self, job_id: str, name: str, cluster: str, root: NewTask | Sequence[NewTask]
+    ) -> JobInfo:
+        """Insert a QUEUED job whose root task is ``root``; ``UnknownClusterError`` if a cluster
+        does not exist. Wakes the clusters' runners. With several root tasks, the job's root is a
+        group task (named ``ROOTS_TASK``, never executed, COMPUTED from the start) whose
+        subtasks they are: it completes, and the job with it, when they all have."""
 
     async def get_job(self, job_id: str) -> JobInfo | None: ...
 
@@ -429,33 +462,49 @@ class JobStore(Protocol):
         is set whenever a job stops (in this process, and on PostgreSQL in any)."""
 
 
-def store_from_url(url: str | None = None) -> JobStore:
+def store_from_url(url: str | None = None, *, read_only: bool = False) -> JobStore:
     """The store for a URL: ``:memory:``, ``sqlite:///path`` (or a plain path), or
-    ``postgresql://...``. None means ``$SWATH_DATABASE_URL`` or ``./swath.db``."""
+    ``postgresql://...``. None means ``$SWATH_DATABASE_URL`` or ``./swath.db``.
+
+    URLs are split by :func:`swath._urls.parse_url` (the way libpq splits them); errors quote
+    only their redacted form. ``read_only=True`` opens an existing store for reading: it creates
+    and migrates nothing (see the stores' ``read_only`` option)."""
+    from swath._urls import parse_url, redact
+
     if url is None:
         url = os.environ.get("SWATH_DATABASE_URL") or "sqlite:///swath.db"
-    if url.startswith(("postgresql://", "postgres://")):
+    from swath.store.sqlite import SQLiteJobStore
+
+    if url == ":memory:":
+        return SQLiteJobStore(":memory:", read_only=read_only)
+    if "://" not in url:
+        if not url:
+            raise ValueError("an empty database URL")
+        return SQLiteJobStore(url, read_only=read_only)
+    parsed = parse_url(url)
+    if parsed.scheme in ("postgresql", "postgres"):
         import importlib
 
         try:
             cls = importlib.import_module("swath.store.postgres").PostgresJobStore
         except (ImportError, AttributeError) as exc:
             raise ValueError(f"the PostgreSQL store is not available: {exc}") from exc
-        store: JobStore = cls(url)
+        store: JobStore = cls(url, read_only=read_only)
         return store
-    from swath.store.sqlite import SQLiteJobStore
-
-    if url == ":memory:" or url == "sqlite://:memory:" or url == "sqlite:///:memory:":
-        return SQLiteJobStore(":memory:")
-    if url.startswith("sqlite://"):
-        path = url[len("sqlite://") :]
+    if parsed.scheme == "sqlite":
+        if parsed.user is not None or parsed.query:
+            raise ValueError(f"a sqlite URL is sqlite:///path, not {redact(url)!r}")
+        if parsed.hostspec == ":memory:" or parsed.path == ":memory:":
+            return SQLiteJobStore(":memory:", read_only=read_only)
+        if parsed.hostspec:
+            raise ValueError(
+                f"a sqlite URL names a file, not a host: {redact(url)!r} "
+                "(sqlite:///relative.db, sqlite:////absolute.db)"
+            )
         # sqlite:///rel.db -> "rel.db"; sqlite:////abs.db -> "/abs.db"
-        path = path[1:] if path.startswith("/") else path
-        if not path:
-            raise ValueError(f"sqlite URL without a path: {url!r}")
-        return SQLiteJobStore(path)
-    if "://" in url:
-        raise ValueError(
-            f"unknown database URL {url!r}: use sqlite:///path, postgresql://, or :memory:"
-        )
-    return SQLiteJobStore(url)
+        if not parsed.path:
+            raise ValueError(f"sqlite URL without a path: {redact(url)!r}")
+        return SQLiteJobStore(parsed.path, read_only=read_only)
+    raise ValueError(
+        f"unknown database URL {redact(url)!r}: use sqlite:///path, postgresql://, or :memory:"
+    )

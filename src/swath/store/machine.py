@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from swath.store.base import (
     DEFAULT_CLUSTER,
     MAX_LOST,
+    ROOTS_TASK,
     STOPPED_SIGNAL,
     ClaimedTask,
     ClusterInfo,
@@ -37,6 +38,7 @@ from swath.store.base import (
     ProgressInfo,
     Signals,
     StoreError,
+    StoreOpenError,
     TaskFailure,
     TaskInfo,
     TaskKind,
@@ -45,6 +47,7 @@ from swath.store.base import (
     UnknownClusterError,
     UnknownJobError,
     WorkSignal,
+    new_id,
 )
 
 Row = Sequence[Any]
@@ -172,6 +175,23 @@ class SQLJobStore(abc.ABC):
         )
         return int(version)
 
+    async def _check_schema(self, tx: Tx, migrations: Iterable[tuple[int, str]]) -> None:
+        """What a read-only open does instead of ``_migrate``: the schema must be there and
+        current (its version table is read; a missing table is the caller's "no database")."""
+        rows = await tx.fetchall("schema_version", {})
+        current = rows[0][0] if rows else 0
+        newest = max((number for number, _ in migrations), default=0)
+        if current > newest:
+            raise StoreOpenError(
+                f"the job store's schema is version {current}, newer than this swath knows "
+                f"({newest}): upgrade swath"
+            )
+        if current < newest:
+            raise StoreOpenError(
+                f"the job store's schema is version {current}, older than this swath's "
+                f"({newest}): a runner or a writing command upgrades it when it opens it"
+            )
+
     @abc.abstractmethod
     async def _run_script(self, tx: Tx, sql: str) -> None:
         """Run a migration script (several statements)."""
@@ -217,24 +237,37 @@ class SQLJobStore(abc.ABC):
             return bool(await tx.execute("cluster_delete", {"slug": slug}))
 
     # -- jobs ------------------------------------------------------------------------------------
-    async def submit_job(self, job_id: str, name: str, cluster: str, root: NewTask) -> JobInfo:
+    async def submit_job(
+        self, job_id: str, name: str, cluster: str, root: NewTask | Sequence[NewTask]
+    ) -> JobInfo:
+        roots = [root] if isinstance(root, NewTask) else list(root)
+        if not roots:
+            raise ValueError("a job needs at least one root task")
+        if any(r.depends_on for r in roots):
+            raise ValueError("root tasks cannot depend on other tasks")
+        # several roots: a group task, never executed, is their parent (see task_group_of_roots)
+        group = NewTask(new_id(), ROOTS_TASK, "v0.0", b"{}", cluster) if len(roots) > 1 else None
+        top = group or roots[0]
         now = time.time()
         async with self._transaction() as tx:
-            await self._check_clusters(tx, {cluster, root.cluster})
+            await self._check_clusters(tx, {cluster, *(r.cluster for r in roots)})
             await tx.execute(
                 "job_insert",
                 {
                     "id": job_id,
                     "name": name,
                     "cluster": cluster,
-                    "root_task_id": root.id,
+                    "root_task_id": top.id,
                     "now": now,
                 },
             )
-            await self._insert_tasks(tx, job_id, None, [root], now)
+            await self._insert_tasks(tx, job_id, None, [top], now)
+            if group is not None:
+                await self._insert_tasks(tx, job_id, group.id, roots, now)
+                await tx.execute("task_group_of_roots", {"id": group.id, "n": len(roots)})
         self._job_names[job_id] = name
-        self._notify({root.cluster})
-        return JobInfo(job_id, name, cluster, JobState.QUEUED, now, None, None, root.id, [])
+        self._notify({r.cluster for r in roots})
+        return JobInfo(job_id, name, cluster, JobState.QUEUED, now, None, None, top.id, [])
 
     async def _check_clusters(self, tx: Tx, clusters: set[str]) -> None:
         for cluster in clusters:
@@ -334,11 +367,15 @@ class SQLJobStore(abc.ABC):
     ) -> list[ClaimedTask]:
         if limit <= 0:
             return []
+        began = time.time()
         async with self._transaction() as tx:
-            # the time is taken once the transaction holds its locks (SQLite's writer lock can
-            # take seconds to get): a lease never starts before the claim can take effect
+            # Two times, for two fairnesses. Other runners' leases are judged by the time this
+            # call began: while it waited for the store's locks (or its process was frozen
+            # holding them), they could not renew, so that wait never counts against them. New
+            # leases start once the locks are held, so a lease never runs out before the claim
+            # takes effect.
             now = time.time()
-            await self._expire_leases(tx, now)
+            await self._expire_leases(tx, began)
             rows = await tx.fetchall(
                 "claim",
                 {
@@ -369,18 +406,20 @@ class SQLJobStore(abc.ABC):
         return claimed
 
     async def heartbeat(self, runner_id: str, lease: float) -> int:
+        began = time.time()  # a lease alive when the call began is renewed (see claim)
         async with self._transaction() as tx:
             now = time.time()
             return await tx.execute(
-                "heartbeat", {"runner": runner_id, "expires": now + lease, "now": now}
+                "heartbeat", {"runner": runner_id, "expires": now + lease, "now": began}
             )
 
     async def renew(self, runner_id: str, task_ids: Sequence[str], lease: float) -> list[str]:
+        began = time.time()
         async with self._transaction() as tx:
             now = time.time()
             held = []
             for task_id in task_ids:
-                params = {"id": task_id, "runner": runner_id, "expires": now + lease, "now": now}
+                params = {"id": task_id, "runner": runner_id, "expires": now + lease, "now": began}
                 if await tx.execute("task_renew", params):
                     held.append(task_id)
             return held
@@ -413,7 +452,10 @@ class SQLJobStore(abc.ABC):
         async with self._transaction() as tx:
             now = time.time()
             held = {r[0]: _Held(*r) for r in await tx.fetchall("held_tasks", {"runner": runner_id})}
-            accepted = [o for o in outcomes if o.task_id in held]
+            # one outcome per task: a runner that re-claimed its own expired lease may report
+            # two executions of a task at once; the later one ran under the live lease
+            latest = {o.task_id: o for o in outcomes}
+            accepted = [o for o in latest.values() if o.task_id in held]
             if not accepted:
                 return 0
             job_active = {}

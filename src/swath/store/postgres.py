@@ -30,10 +30,11 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit, urlunsplit
 
 import asyncpg
 
+from swath._urls import parse_url, redact, scrub
+from swath.errors import NotFoundError
 from swath.store.base import (
     ClaimedTask,
     ClusterInfo,
@@ -179,6 +180,10 @@ class _PgTx:
         await self._apply_decrements()
 
 
+class _NoSchema(Exception):
+    """A read-only open found no swath tables."""
+
+
 class DatabaseError(StoreError, OSError):
     """The database refused or could not be reached (after retrying for ``retry_for`` seconds).
     The message names the database by its URL with the password masked."""
@@ -187,28 +192,9 @@ class DatabaseError(StoreError, OSError):
 # -- passwords ----------------------------------------------------------------------------------
 def redact_dsn(dsn: str) -> str:
     """``dsn`` with its password (in the authority or a ``password=`` parameter) replaced by
-    ``***``: the only form of a DSN that swath logs, raises or prints."""
-    try:
-        parts = urlsplit(dsn)
-    except ValueError:
-        return "postgresql://***"
-    query = re.sub(r"(?i)(password=)[^&]*", r"\1***", parts.query)
-    netloc = parts.netloc
-    if "@" in netloc:
-        auth, _, hostspec = netloc.rpartition("@")
-        user = auth.split(":", 1)[0]
-        netloc = f"{user}:***@{hostspec}" if ":" in auth else f"{user}@{hostspec}"
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-def _secrets_of(dsn: str) -> list[str]:
-    found: list[str] = []
-    with contextlib.suppress(ValueError):
-        parts = urlsplit(dsn)
-        if parts.password:
-            found.append(parts.password)
-        found += [m for m in re.findall(r"(?i)password=([^&]*)", parts.query) if m]
-    return sorted({*found, *(unquote(s) for s in found)}, key=len, reverse=True)
+    ``***``: the only form of a DSN that swath logs, raises or prints (see :mod:`swath._urls`
+    for how a DSN is split: the way libpq splits it)."""
+    return redact(dsn)
 
 
 # -- errors worth retrying ----------------------------------------------------------------------
@@ -270,7 +256,10 @@ class PostgresJobStore(SQLJobStore):
     completions and heartbeats, so a few connections serve any concurrency; connections open on
     demand); ``retry_for`` is how long an operation keeps retrying while the database is
     unreachable; ``connect_timeout`` bounds one connection attempt; ``keepalive_interval`` is
-    how often the idle LISTEN connection is checked (a dead socket is noticed within it)."""
+    how often the idle LISTEN connection is checked (a dead socket is noticed within it).
+    ``read_only=True`` migrates nothing (a database without swath's tables is a
+    :class:`~swath.errors.NotFoundError`) and its sessions refuse writes
+    (``default_transaction_read_only``)."""
 
     def __init__(
         self,
@@ -281,13 +270,22 @@ class PostgresJobStore(SQLJobStore):
         retry_for: float = 60.0,
         connect_timeout: float = 10.0,
         keepalive_interval: float = 5.0,
+        read_only: bool = False,
     ) -> None:
         super().__init__()
-        if not dsn.startswith(("postgresql://", "postgres://")):
-            raise ValueError(f"not a PostgreSQL URL: {redact_dsn(dsn)!r}")
-        self._dsn = dsn
-        self.url = redact_dsn(dsn)
-        self._secrets = _secrets_of(dsn)
+        self.read_only = read_only
+        parsed = parse_url(dsn)  # URLError (a ValueError) that quotes none of the DSN
+        if parsed.scheme not in ("postgresql", "postgres"):
+            raise ValueError(f"not a PostgreSQL URL: {parsed.redacted()!r}")
+        parsed.hosts()  # ports checked here: asyncpg's int() would quote what it found
+        self.url = parsed.redacted()
+        self._secrets = parsed.secrets()
+        # asyncpg gets the DSN without any secret, re-encoded so that it splits it as we did,
+        # and the password on its own
+        self._password = parsed.password
+        if self._password is None:
+            self._password = next((v for k, v in parsed.query if k == "password"), None)
+        self._dsn = parsed.without_secrets().build()
         self._pool_min = max(0, pool_min_size)
         self._pool_max = max(1, pool_max_size, self._pool_min)
         self._retry_for = retry_for
@@ -311,9 +309,7 @@ class PostgresJobStore(SQLJobStore):
 
     # -- errors without passwords ----------------------------------------------------------------
     def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return scrub(text, self._secrets)
 
     def _error(self, what: str, exc: BaseException) -> StoreError:
         return DatabaseError(f"{what} ({self.url}): {type(exc).__name__}: {self._scrub(str(exc))}")
@@ -321,7 +317,10 @@ class PostgresJobStore(SQLJobStore):
     # -- connections -----------------------------------------------------------------------------
     def _server_settings(self) -> dict[str, str]:
         # shown in pg_stat_activity; a name given in the URL wins
-        return {} if "application_name=" in self._dsn else {"application_name": "swath"}
+        settings = {} if "application_name=" in self._dsn else {"application_name": "swath"}
+        if self.read_only:  # the server refuses every write of this store's sessions
+            settings["default_transaction_read_only"] = "on"
+        return settings
 
     async def open(self) -> None:
         async with self._opening:
@@ -333,7 +332,10 @@ class PostgresJobStore(SQLJobStore):
                 # sooner than an open store does
                 within = min(self._retry_for, OPEN_RETRY_FOR)
                 self._pool = await self._retrying("open", self._create_pool, within)
-                await self._retrying("open", self._migrate_once, within)
+                try:
+                    await self._retrying("open", self._migrate_once, within)
+                except _NoSchema:
+                    raise NotFoundError(f"no swath database at {self.url}") from None
             except BaseException:
                 self._users -= 1
                 pool, self._pool = self._pool, None
@@ -349,6 +351,7 @@ class PostgresJobStore(SQLJobStore):
     async def _create_pool(self) -> Any:
         return await asyncpg.create_pool(
             self._dsn,
+            password=self._password,
             min_size=self._pool_min,
             max_size=self._pool_max,
             timeout=self._connect_timeout,
@@ -356,6 +359,13 @@ class PostgresJobStore(SQLJobStore):
         )
 
     async def _migrate_once(self) -> None:
+        if self.read_only:
+            async with self._transaction() as tx:
+                try:
+                    await self._check_schema(tx, _MIGRATIONS)
+                except asyncpg.exceptions.UndefinedTableError:
+                    raise _NoSchema from None
+            return
         async with self._transaction() as tx:
             await tx.execute("migration_lock", {"key": MIGRATION_LOCK_KEY})
             version = await self._migrate(tx, _MIGRATIONS)
@@ -470,7 +480,9 @@ class PostgresJobStore(SQLJobStore):
             "delete_cluster", lambda: SQLJobStore.delete_cluster(self, slug)
         )
 
-    async def submit_job(self, job_id: str, name: str, cluster: str, root: NewTask) -> JobInfo:
+    async def submit_job(
+        self, job_id: str, name: str, cluster: str, root: NewTask | Sequence[NewTask]
+    ) -> JobInfo:
         attempts = 0
 
         async def op() -> JobInfo:
@@ -605,6 +617,7 @@ class PostgresJobStore(SQLJobStore):
             try:
                 conn = await asyncpg.connect(
                     self._dsn,
+                    password=self._password,
                     timeout=self._connect_timeout,
                     server_settings=self._server_settings(),
                 )

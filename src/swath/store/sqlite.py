@@ -14,10 +14,12 @@ import os
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from urllib.parse import quote
 
 import aiosqlite
 
-from swath.store.base import RefusedError
+from swath.errors import NotFoundError, ReadOnlyError
+from swath.store.base import RefusedError, StoreOpenError
 from swath.store.machine import Params, Row, SQLJobStore, Tx, load_migrations, load_queries
 
 _QUERIES = load_queries("sqlite")
@@ -46,12 +48,19 @@ class _SQLiteTx:
 
 
 class SQLiteJobStore(SQLJobStore):
-    """``SQLiteJobStore("swath.db")`` or ``SQLiteJobStore(":memory:")`` (one process only)."""
+    """``SQLiteJobStore("swath.db")`` or ``SQLiteJobStore(":memory:")`` (one process only).
 
-    def __init__(self, path: str | os.PathLike[str] = "swath.db") -> None:
+    ``read_only=True`` opens an existing database for reading only: nothing is created (a
+    missing file is a :class:`~swath.errors.NotFoundError` "no database at ..."), nothing is
+    migrated, and a database file or directory without write permission can still be read."""
+
+    def __init__(
+        self, path: str | os.PathLike[str] = "swath.db", *, read_only: bool = False
+    ) -> None:
         super().__init__()
         self.path = os.fspath(path)
         self.url = ":memory:" if self.path == ":memory:" else f"sqlite:///{self.path}"
+        self.read_only = read_only
         self._conn: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
         self._users = 0
@@ -61,27 +70,57 @@ class SQLiteJobStore(SQLJobStore):
         if self._conn is not None:
             return
         try:
-            if self.path != ":memory:":
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            conn = await aiosqlite.connect(self.path, isolation_level=None)
+            if self.read_only:
+                conn = await self._connect_read_only()
+            else:
+                if self.path != ":memory:":
+                    Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                conn = await aiosqlite.connect(self.path, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
             self._users -= 1
-            raise OSError(f"cannot open the job store {self.url}: {exc}") from exc
+            if isinstance(exc, NotFoundError):
+                raise
+            raise StoreOpenError(f"cannot open the job store {self.url}: {exc}") from exc
         conn._thread.name = "swath-sqlite"  # readable thread dumps
         try:
             await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            if self.path != ":memory:":
+            if self.path != ":memory:" and not self.read_only:
                 await conn.execute("PRAGMA journal_mode = WAL")
             await conn.execute("PRAGMA synchronous = NORMAL")
             await conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
             self._conn = conn
             async with self._transaction() as tx:
-                await self._migrate(tx, _MIGRATIONS)
+                if self.read_only:
+                    await self._check_schema(tx, _MIGRATIONS)
+                else:
+                    await self._migrate(tx, _MIGRATIONS)
+        except sqlite3.DatabaseError as exc:  # not a database, corrupt, no swath tables
+            self._conn = None
+            self._users -= 1
+            await conn.close()
+            if self.read_only and "no such table" in str(exc):
+                raise NotFoundError(f"no swath database at {self.path}") from exc
+            raise StoreOpenError(f"cannot open the job store {self.url}: {exc}") from exc
         except BaseException:
             self._conn = None
             self._users -= 1
             await conn.close()
             raise
+
+    async def _connect_read_only(self) -> aiosqlite.Connection:
+        if self.path == ":memory:":
+            return await aiosqlite.connect(self.path, isolation_level=None)
+        uri = _read_only_uri(self.path)
+        try:
+            return await _connect_checked(uri)
+        except sqlite3.OperationalError:
+            # A database in WAL mode is read through its -shm file, which a reader must be able
+            # to create when it is missing: in a directory without write permission it cannot.
+            # Every swath writer that closes removes its -wal and -shm files, so a database
+            # without them holds all its data in the main file: read it as immutable.
+            if _has_wal(self.path):
+                raise
+            return await _connect_checked(uri + "&immutable=1")
 
     async def close(self) -> None:
         self._users = max(0, self._users - 1)
@@ -102,8 +141,14 @@ class SQLiteJobStore(SQLJobStore):
         # before the next one can begin; and a COMMIT, once queued, completes.
         async with self._lock:
             try:
-                await conn.execute("BEGIN IMMEDIATE")
+                # a reader takes no write lock (and could not: its file may be read-only)
+                await conn.execute("BEGIN" if self.read_only else "BEGIN IMMEDIATE")
                 yield _SQLiteTx(conn)
+            except sqlite3.OperationalError as exc:
+                await asyncio.shield(_rollback(conn))
+                if self.read_only and "readonly" in str(exc):
+                    raise ReadOnlyError(f"the job store {self.url} is open read-only") from exc
+                raise
             except _REFUSALS as exc:
                 await asyncio.shield(_rollback(conn))
                 raise RefusedError(
@@ -119,6 +164,28 @@ class SQLiteJobStore(SQLJobStore):
         assert self._conn is not None
         for statement in _split_statements(sql):
             await self._conn.execute(statement)
+
+
+async def _connect_checked(uri: str) -> aiosqlite.Connection:
+    """A connection to ``uri`` that has read the schema (so a file that is not a database
+    fails here); closed again if it fails."""
+    conn = await aiosqlite.connect(uri, uri=True, isolation_level=None)
+    try:
+        await conn.execute("SELECT count(*) FROM sqlite_master")
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
+
+
+def _read_only_uri(path: str) -> str:
+    if not os.path.isfile(path):
+        raise NotFoundError(f"no database at {path}")
+    return f"file:{quote(os.path.abspath(path))}?mode=ro"
+
+
+def _has_wal(path: str) -> bool:
+    return os.path.exists(path + "-wal")
 
 
 #: values SQLite or its driver cannot take (an int beyond 64 bits, a lone surrogate, a duplicate

@@ -125,6 +125,12 @@ FROM unnest(CAST(:id AS text[]), CAST(:job_id AS text[]), CAST(:parent_id AS tex
      AS t(id, job_id, parent_id, cluster, name, version, version_major, version_minor, input,
           display, max_retries, optional, pending_deps, has_dependents, timeout, now);
 
+-- name: task_group_of_roots
+-- A job submitted with several root tasks gets one more task as their parent: never executed,
+-- COMPUTED from the start with the roots as its pending children, so it completes (and with it
+-- the job) when the last root has, as any parent does.
+UPDATE tasks SET state = 'COMPUTED', pending_children = :n WHERE id = :id;
+
 -- name: dep_insert
 INSERT INTO task_deps (task_id, depends_on) VALUES (:task_id, :depends_on);
 

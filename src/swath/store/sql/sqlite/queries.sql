@@ -95,6 +95,12 @@ VALUES (:id, :job_id, :parent_id, :cluster, :name, :version, :version_major, :ve
         :input, :display, 'QUEUED', :max_retries, :optional, :pending_deps, :has_dependents,
         :timeout, :now, :now);
 
+-- name: task_group_of_roots
+-- A job submitted with several root tasks gets one more task as their parent: never executed,
+-- COMPUTED from the start with the roots as its pending children, so it completes (and with it
+-- the job) when the last root has, as any parent does.
+UPDATE tasks SET state = 'COMPUTED', pending_children = :n WHERE id = :id;
+
 -- name: dep_insert
 INSERT INTO task_deps (task_id, depends_on) VALUES (:task_id, :depends_on);
 
