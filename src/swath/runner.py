@@ -696,6 +696,9 @@ class _Loop:
                 next_beat = time.monotonic() + interval
             if not busy:
                 continue
+            # a heartbeat that comes late (the process was starved of CPU, or frozen) may find
+            # leases that can already be gone: their async tasks stop before it renews the rest
+            self._fence()
             try:
                 if not stopped:
                     began = time.monotonic()
