@@ -679,7 +679,7 @@ class SQLJobStore(abc.ABC):
         for r in rows:
             lost_count = r["lost_count"]
             if lost_count + 1 > MAX_LOST:  # lost more than MAX_LOST times
-                held = _Held.of(r)  # no retries: a lost runner costs none, too many fail it
+                held = _Held.of(r, retries=False)  # lost too often: it fails, no retry
                 error = ErrorInfo(
                     "RunnerLostError",
                     f"the runner of this task was lost {lost_count + 1} times (lease expired)",
@@ -738,13 +738,13 @@ class _Held:
         self.has_dependents = bool(has_dependents)
 
     @classmethod
-    def of(cls, r: Row) -> _Held:
-        """From a ``held_tasks`` or ``expired_leases`` row (the latter without retries)."""
-        keys = r.keys()
+    def of(cls, r: Row, *, retries: bool = True) -> _Held:
+        """From a ``held_tasks`` row, or (``retries=False``) an ``expired_leases`` row, which has
+        no retry columns: a task lost too often fails without a retry."""
         return cls(
             r["id"], r["job_id"], r["parent_id"], r["cluster"],
-            r["retry_count"] if "retry_count" in keys else 0,
-            r["max_retries"] if "max_retries" in keys else 0,
+            r["retry_count"] if retries else 0,
+            r["max_retries"] if retries else 0,
             r["optional"], r["has_dependents"],
         )  # fmt: skip
 
