@@ -50,7 +50,15 @@ from swath.store.base import (
     new_id,
 )
 
-Row = Sequence[Any]
+
+class Row(Protocol):
+    """A result row, read by column name (``sqlite3.Row``, asyncpg's ``Record``)."""
+
+    def __getitem__(self, column: str, /) -> Any: ...
+
+    def keys(self) -> Iterable[str]: ...
+
+
 Params = Mapping[str, Any]
 
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -128,7 +136,6 @@ class SQLJobStore(abc.ABC):
 
     def __init__(self) -> None:
         self._signals = Signals()
-        self._job_names: dict[str, str] = {}
 
     # -- what a concrete store supplies ----------------------------------------------------------
     @abc.abstractmethod
@@ -153,7 +160,7 @@ class SQLJobStore(abc.ABC):
         excludes other processes. Returns the version."""
         await tx.execute("schema_version_table", {})
         rows = await tx.fetchall("schema_version", {})
-        current = rows[0][0] if rows else 0
+        current = rows[0]["version"] if rows else 0
         if not rows:
             await tx.execute("schema_version_insert", {"version": 0})
         migrations = list(migrations)
@@ -179,7 +186,7 @@ class SQLJobStore(abc.ABC):
         """What a read-only open does instead of ``_migrate``: the schema must be there and
         current (its version table is read; a missing table is the caller's "no database")."""
         rows = await tx.fetchall("schema_version", {})
-        current = rows[0][0] if rows else 0
+        current = rows[0]["version"] if rows else 0
         newest = max((number for number, _ in migrations), default=0)
         if current > newest:
             raise StoreOpenError(
@@ -195,6 +202,25 @@ class SQLJobStore(abc.ABC):
     @abc.abstractmethod
     async def _run_script(self, tx: Tx, sql: str) -> None:
         """Run a migration script (several statements)."""
+
+    # -- where dialects differ: named hooks ------------------------------------------------------
+    async def _start_jobs(self, tx: Tx, job_ids: set[str], now: float) -> None:
+        """The jobs of tasks just claimed move from QUEUED to RUNNING. (PostgreSQL's claim
+        statement does it itself, one round trip fewer.)"""
+        for job_id in job_ids:
+            await tx.execute("job_start", {"id": job_id, "now": now})
+
+    async def _count_off(self, tx: Tx, parents: Mapping[str, int], now: float) -> list[Row]:
+        """Count ``n`` finished subtasks off each parent, and complete the parents whose last
+        subtasks these were; returns those (``id, job_id, parent_id, has_dependents``).
+        (PostgreSQL does both in one statement per parent, in id order.)"""
+        if not parents:
+            return []
+        await tx.executemany("parent_decrement", [{"id": p, "n": n} for p, n in parents.items()])
+        completed: list[Row] = []
+        for parent in parents:
+            completed += await tx.fetchall("parent_complete", {"id": parent, "now": now})
+        return completed
 
     # -- wake-ups --------------------------------------------------------------------------------
     def work_signal(self, cluster: str) -> WorkSignal:
@@ -218,17 +244,17 @@ class SQLJobStore(abc.ABC):
         async with self._transaction() as tx:
             await tx.execute("cluster_rename", {"slug": slug, "name": name})
             rows = await tx.fetchall("cluster_get", {"slug": slug})
-        return ClusterInfo(*rows[0]) if rows else None
+        return _cluster(rows[0]) if rows else None
 
     async def get_cluster(self, slug: str) -> ClusterInfo | None:
         async with self._transaction() as tx:
             rows = await tx.fetchall("cluster_get", {"slug": slug})
-        return ClusterInfo(*rows[0]) if rows else None
+        return _cluster(rows[0]) if rows else None
 
     async def list_clusters(self) -> list[ClusterInfo]:
         async with self._transaction() as tx:
             rows = await tx.fetchall("cluster_list", {})
-        return [ClusterInfo(*row) for row in rows]
+        return [_cluster(row) for row in rows]
 
     async def delete_cluster(self, slug: str) -> bool:
         if slug == DEFAULT_CLUSTER:
@@ -265,7 +291,6 @@ class SQLJobStore(abc.ABC):
             if group is not None:
                 await self._insert_tasks(tx, job_id, group.id, roots, now)
                 await tx.execute("task_group_of_roots", {"id": group.id, "n": len(roots)})
-        self._job_names[job_id] = name
         self._notify({r.cluster for r in roots})
         return JobInfo(job_id, name, cluster, JobState.QUEUED, now, None, None, top.id, [])
 
@@ -306,8 +331,8 @@ class SQLJobStore(abc.ABC):
             return [
                 _job(
                     row,
-                    await tx.fetchall("job_progress", {"id": row[0]}),
-                    await tx.fetchall("job_execution_stats", {"id": row[0]}),
+                    await tx.fetchall("job_progress", {"id": row["id"]}),
+                    await tx.fetchall("job_execution_stats", {"id": row["id"]}),
                 )
                 for row in rows
             ]
@@ -328,7 +353,7 @@ class SQLJobStore(abc.ABC):
             state = await tx.fetchall("job_state", {"id": job_id})
             if not state:
                 raise UnknownJobError(f"no job with id {job_id!r}")
-            if state[0][0] not in (JobState.FAILED.value, JobState.CANCELED.value):
+            if state[0]["state"] not in (JobState.FAILED.value, JobState.CANCELED.value):
                 return 0  # nothing to retry in a job that is active or completed
             failed = await tx.execute("job_retry_failed", {"id": job_id, "now": now})
             await tx.execute("job_requeue_stopped", {"id": job_id, "now": now})
@@ -341,17 +366,24 @@ class SQLJobStore(abc.ABC):
             rows = await tx.fetchall("job_tasks", {"id": job_id})
             deps = await tx.fetchall("job_deps", {"id": job_id})
         depends: dict[str, list[str]] = {}
-        for task_id, on in deps:
-            depends.setdefault(task_id, []).append(on)
+        for d in deps:
+            depends.setdefault(d["task_id"], []).append(d["depends_on"])
         tasks = []
         for r in rows:
-            error = ErrorInfo(r[15], r[16] or "", r[17] or "") if r[15] is not None else None
+            error = (
+                ErrorInfo(r["error_type"], r["error_message"] or "", r["error_traceback"] or "")
+                if r["error_type"] is not None
+                else None
+            )
             tasks.append(
                 TaskInfo(
-                    id=r[0], job_id=r[1], parent_id=r[2], cluster=r[3], name=r[4], version=r[5],
-                    display=r[6], state=TaskState(r[7]), retry_count=r[8], max_retries=r[9],
-                    optional=bool(r[10]), lost_count=r[11], created_at=r[12], started_at=r[13],
-                    finished_at=r[14], error=error, depends_on=sorted(depends.get(r[0], [])),
+                    id=r["id"], job_id=r["job_id"], parent_id=r["parent_id"], cluster=r["cluster"],
+                    name=r["name"], version=r["version"], display=r["display"],
+                    state=TaskState(r["state"]), retry_count=r["retry_count"],
+                    max_retries=r["max_retries"], optional=bool(r["optional"]),
+                    lost_count=r["lost_count"], created_at=r["created_at"],
+                    started_at=r["started_at"], finished_at=r["finished_at"], error=error,
+                    depends_on=sorted(depends.get(r["id"], [])),
                 )
             )  # fmt: skip
         return tasks
@@ -387,21 +419,18 @@ class SQLJobStore(abc.ABC):
                     "known": known_json(tasks),
                 },
             )
-            claimed = []
-            for job_id in {r[1] for r in rows}:
-                await tx.execute("job_start", {"id": job_id, "now": now})
-            for r in rows:
-                job_name = self._job_names.get(r[1])
-                if job_name is None:
-                    names = await tx.fetchall("job_name", {"id": r[1]})
-                    job_name = self._job_names[r[1]] = names[0][0] if names else ""
-                claimed.append(
-                    ClaimedTask(
-                        id=r[0], job_id=r[1], job_name=job_name, parent_id=r[2], cluster=r[3],
-                        name=r[4], version=r[5], input=bytes(r[6]), display=r[7],
-                        retry_count=r[8], max_retries=r[9], optional=bool(r[10]), timeout=r[11],
-                    )
-                )  # fmt: skip
+            if rows:
+                await self._start_jobs(tx, {r["job_id"] for r in rows}, now)
+            claimed = [
+                ClaimedTask(
+                    id=r["id"], job_id=r["job_id"], job_name=r["job_name"] or "",
+                    parent_id=r["parent_id"], cluster=r["cluster"], name=r["name"],
+                    version=r["version"], input=bytes(r["input"]), display=r["display"],
+                    retry_count=r["retry_count"], max_retries=r["max_retries"],
+                    optional=bool(r["optional"]), timeout=r["timeout"],
+                )
+                for r in rows
+            ]  # fmt: skip
         claimed.sort(key=lambda t: t.id)
         return claimed
 
@@ -436,14 +465,15 @@ class SQLJobStore(abc.ABC):
 
     async def stop_requested(self, runner_id: str) -> list[str]:
         async with self._transaction() as tx:
-            return [r[0] for r in await tx.fetchall("stop_requested", {"runner": runner_id})]
+            return [r["id"] for r in await tx.fetchall("stop_requested", {"runner": runner_id})]
 
     async def next_ready(
         self, cluster: str, tasks: Sequence[TaskKind] | None = None
     ) -> float | None:
         async with self._transaction() as tx:
             rows = await tx.fetchall("next_ready", {"cluster": cluster, "known": known_json(tasks)})
-        return None if not rows or rows[0][0] is None else float(rows[0][0])
+        ready_at = rows[0]["ready_at"] if rows else None
+        return None if ready_at is None else float(ready_at)
 
     async def complete(self, runner_id: str, outcomes: Sequence[TaskOutcome]) -> int:
         if not outcomes:
@@ -451,7 +481,9 @@ class SQLJobStore(abc.ABC):
         wake: set[str] | None = set()
         async with self._transaction() as tx:
             now = time.time()
-            held = {r[0]: _Held(*r) for r in await tx.fetchall("held_tasks", {"runner": runner_id})}
+            held = {
+                r["id"]: _Held.of(r) for r in await tx.fetchall("held_tasks", {"runner": runner_id})
+            }
             # one outcome per task: a runner that re-claimed its own expired lease may report
             # two executions of a task at once; the later one ran under the live lease
             latest = {o.task_id: o for o in outcomes}
@@ -462,8 +494,8 @@ class SQLJobStore(abc.ABC):
             job_canceled = set()
             for job_id in {held[o.task_id].job_id for o in accepted}:
                 rows = await tx.fetchall("job_state", {"id": job_id})
-                job_active[job_id] = bool(rows) and rows[0][0] in ("QUEUED", "RUNNING")
-                if rows and rows[0][0] == JobState.CANCELED.value:
+                job_active[job_id] = bool(rows) and rows[0]["state"] in ("QUEUED", "RUNNING")
+                if rows and rows[0]["state"] == JobState.CANCELED.value:
                     job_canceled.add(job_id)
 
             finished: list[dict[str, Any]] = []
@@ -610,7 +642,8 @@ class SQLJobStore(abc.ABC):
         skipped: list[str] = []
         todo = [task_id]
         while todo:
-            for (dependent,) in await tx.fetchall("dependents_of", {"id": todo.pop()}):
+            for row in await tx.fetchall("dependents_of", {"id": todo.pop()}):
+                dependent = row["task_id"]
                 if await tx.execute("task_skip", {"id": dependent, "now": now}):
                     skipped.append(dependent)
                     todo.append(dependent)
@@ -630,15 +663,10 @@ class SQLJobStore(abc.ABC):
             if roots:
                 await tx.executemany("job_complete", roots)
             parents = Counter(d.parent_id for d in done if d.parent_id is not None)
-            if parents:
-                await tx.executemany(
-                    "parent_decrement", [{"id": p, "n": n} for p, n in parents.items()]
-                )
-            next_done: list[_Done] = []
-            for parent in parents:
-                for r in await tx.fetchall("parent_complete", {"id": parent, "now": now}):
-                    next_done.append(_Done(r[0], r[1], r[2], bool(r[3])))
-            done = next_done
+            done = [
+                _Done(r["id"], r["job_id"], r["parent_id"], bool(r["has_dependents"]))
+                for r in await self._count_off(tx, parents, now)
+            ]
         return released
 
     async def _expire_leases(self, tx: Tx, now: float) -> None:
@@ -648,19 +676,23 @@ class SQLJobStore(abc.ABC):
         lost: list[tuple[_Held, TaskFailure]] = []
         requeue = []
         job_active: dict[str, bool] = {}
-        for task_id, job_id, parent_id, cluster, lost_count, optional, has_dependents in rows:
+        for r in rows:
+            lost_count = r["lost_count"]
             if lost_count + 1 > MAX_LOST:  # lost more than MAX_LOST times
-                held = _Held(task_id, job_id, parent_id, cluster, 0, 0, optional, has_dependents)
+                held = _Held.of(r)  # no retries: a lost runner costs none, too many fail it
                 error = ErrorInfo(
                     "RunnerLostError",
                     f"the runner of this task was lost {lost_count + 1} times (lease expired)",
                     "",
                 )
-                lost.append((held, TaskFailure(task_id, error)))
-                states = await tx.fetchall("job_state", {"id": job_id})
-                job_active[job_id] = bool(states) and states[0][0] in ("QUEUED", "RUNNING")
+                lost.append((held, TaskFailure(held.id, error)))
+                states = await tx.fetchall("job_state", {"id": held.job_id})
+                job_active[held.job_id] = bool(states) and states[0]["state"] in (
+                    "QUEUED",
+                    "RUNNING",
+                )
             else:
-                requeue.append({"id": task_id, "lost": 1})
+                requeue.append({"id": r["id"], "lost": 1})
         if requeue:
             await tx.executemany("task_requeue_lost", requeue)
         if lost:
@@ -705,6 +737,17 @@ class _Held:
         self.optional = bool(optional)
         self.has_dependents = bool(has_dependents)
 
+    @classmethod
+    def of(cls, r: Row) -> _Held:
+        """From a ``held_tasks`` or ``expired_leases`` row (the latter without retries)."""
+        keys = r.keys()
+        return cls(
+            r["id"], r["job_id"], r["parent_id"], r["cluster"],
+            r["retry_count"] if "retry_count" in keys else 0,
+            r["max_retries"] if "max_retries" in keys else 0,
+            r["optional"], r["has_dependents"],
+        )  # fmt: skip
+
 
 class _Done:
     __slots__ = ("has_dependents", "id", "job_id", "parent_id")
@@ -721,8 +764,9 @@ def _stats(rows: Iterable[Row]) -> ExecutionStats:
     starts: list[float] = []
     stops: list[float] = []
     compute = 0.0
-    for state, count, first, last, seconds in rows:
-        by_state[TaskState(state)] = int(count)
+    for r in rows:
+        first, last, seconds = r["first_start"], r["last_stop"], r["compute"]
+        by_state[TaskState(r["state"])] = int(r["tasks"])
         if first is not None:
             starts.append(float(first))
         if last is not None:
@@ -738,17 +782,21 @@ def _stats(rows: Iterable[Row]) -> ExecutionStats:
     )
 
 
+def _cluster(row: Row) -> ClusterInfo:
+    return ClusterInfo(row["slug"], row["name"], row["created_at"])
+
+
 def _job(row: Row, progress: Iterable[Row], stats: Iterable[Row] = ()) -> JobInfo:
     return JobInfo(
-        id=row[0],
-        name=row[1],
-        cluster=row[2],
-        state=JobState(row[3]),
-        created_at=row[4],
-        started_at=row[5],
-        finished_at=row[6],
-        root_task_id=row[7],
-        progress=[ProgressInfo(*p) for p in progress],
+        id=row["id"],
+        name=row["name"],
+        cluster=row["cluster"],
+        state=JobState(row["state"]),
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        root_task_id=row["root_task_id"],
+        progress=[ProgressInfo(p["label"], p["total"], p["done"]) for p in progress],
         execution_stats=_stats(stats),
     )
 

@@ -28,7 +28,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
@@ -94,9 +94,6 @@ class _Query:
 
 _QUERIES = {name: _Query(sql) for name, sql in load_queries("postgres").items()}
 _MIGRATIONS = load_migrations("postgres")
-# Row locks taken by these batched updates are taken in id order, so two transactions that
-# touch the same rows (e.g. the parent of many subtasks) wait for each other, never deadlock.
-_SORTED_BATCHES = frozenset({"parent_decrement", "task_finish", "dependents_release"})
 
 
 def _rowcount(status: str) -> int:
@@ -108,76 +105,36 @@ def _rowcount(status: str) -> int:
 class _PgTx:
     """One transaction on one pooled connection, running named queries.
 
-    The subtree counter of a parent (``parent_decrement``) is the one row many runners update at
-    once: the parent of a big fan-out. Its row lock is held until COMMIT, so the fewer round
-    trips between taking it and committing, the less the runners wait for each other (on a
-    loaded machine every round trip can cost a scheduling delay). So a decrement is held back
-    until the machine asks whether that parent is complete, and both run as one statement
-    (``parent_decrement_complete``); any other query first applies decrements still held back.
-    Likewise the claim statement starts the claimed tasks' jobs and returns their names, so the
-    ``job_start`` and ``job_name`` queries that follow it need no round trip.
-    """
+    A batch (``executemany``) runs as the query's ``<name>__bulk`` form when ``queries.sql`` has
+    one (one statement: each parameter an array of the rows' values), else row by row; rows with
+    an ``id`` go in id order, so two transactions that lock the same rows (the parent of many
+    subtasks) wait for each other and never deadlock."""
 
     def __init__(self, conn: Any) -> None:
         self._conn = conn
-        self._decrements: dict[str, int] = {}
-        # jobs the claim statement of this transaction started, with their names
-        self._claimed_jobs: dict[str, str] = {}
-
-    async def _apply_decrements(self) -> None:
-        if self._decrements:
-            rows = [{"id": k, "n": n} for k, n in sorted(self._decrements.items())]
-            self._decrements = {}
-            await self._executemany("parent_decrement", rows)
 
     async def execute(self, query: str, params: Params) -> int:
-        if query == "job_start" and params["id"] in self._claimed_jobs:
-            return 0  # the claim statement started it already
-        await self._apply_decrements()
         q = _QUERIES[query]
         return _rowcount(await self._conn.execute(q.sql, *q.args(params)))
 
     async def executemany(self, query: str, rows: Sequence[Params]) -> None:
-        if query == "parent_decrement":
-            for row in rows:
-                key = str(row["id"])
-                self._decrements[key] = self._decrements.get(key, 0) + int(row["n"])
-            return
-        await self._apply_decrements()
-        await self._executemany(query, rows)
-
-    async def _executemany(self, query: str, rows: Sequence[Params]) -> None:
         if not rows:
             return
         bulk = _QUERIES.get(f"{query}__bulk")
         if bulk is not None and len(rows) > 1:
-            # one statement for the whole batch: each parameter becomes an array of its values
             await self._conn.execute(bulk.sql, *([r[n] for r in rows] for n in bulk.names))
             return
         q = _QUERIES[query]
         if len(rows) == 1:
             await self._conn.execute(q.sql, *q.args(rows[0]))
             return
-        if query in _SORTED_BATCHES:
-            rows = sorted(rows, key=lambda r: str(r.get("id", "")))
+        if "id" in rows[0]:
+            rows = sorted(rows, key=lambda r: str(r["id"]))
         await self._conn.executemany(q.sql, [q.args(r) for r in rows])
 
     async def fetchall(self, query: str, params: Params) -> list[Row]:
-        if query == "job_name" and params["id"] in self._claimed_jobs:
-            return [(self._claimed_jobs[params["id"]],)]
-        if query == "parent_complete" and str(params["id"]) in self._decrements:
-            n = self._decrements.pop(str(params["id"]))
-            query, params = "parent_decrement_complete", {**params, "n": n}
-        await self._apply_decrements()
         q = _QUERIES[query]
-        rows = list(await self._conn.fetch(q.sql, *q.args(params)))
-        if query == "claim":
-            self._claimed_jobs.update((r["job_id"], r["job_name"]) for r in rows)
-        return rows
-
-    async def finish(self) -> None:
-        """Apply what is held back; called before COMMIT."""
-        await self._apply_decrements()
+        return list(await self._conn.fetch(q.sql, *q.args(params)))
 
 
 class _NoSchema(Exception):
@@ -395,9 +352,7 @@ class PostgresJobStore(SQLJobStore):
         async with pool.acquire() as conn:
             try:
                 async with conn.transaction():
-                    tx = _PgTx(conn)
-                    yield tx
-                    await tx.finish()
+                    yield _PgTx(conn)
             except _REFUSALS:
                 raise  # the statement was refused; the connection is fine
             except _BROKEN:
@@ -409,6 +364,20 @@ class PostgresJobStore(SQLJobStore):
     async def _run_script(self, tx: Tx, sql: str) -> None:
         assert isinstance(tx, _PgTx)
         await tx._conn.execute(sql)  # simple-query protocol: several statements
+
+    # -- the dialect's hooks (see SQLJobStore) ----------------------------------------------------
+    async def _start_jobs(self, tx: Tx, job_ids: set[str], now: float) -> None:
+        """Nothing: the claim statement started the jobs (``queries.sql``: ``claim``)."""
+
+    async def _count_off(self, tx: Tx, parents: Mapping[str, int], now: float) -> list[Row]:
+        """One ``parent_decrement_complete`` per parent, in id order: the parent's row (which
+        every runner of a big fan-out updates) is locked one round trip before COMMIT, and
+        transactions lock parents in one order."""
+        completed: list[Row] = []
+        for parent in sorted(parents):
+            params = {"id": parent, "n": parents[parent], "now": now}
+            completed += await tx.fetchall("parent_decrement_complete", params)
+        return completed
 
     async def _retrying(
         self, what: str, op: Callable[[], Awaitable[T]], within: float | None = None

@@ -82,6 +82,7 @@ class SQLiteJobStore(SQLJobStore):
                 raise
             raise StoreOpenError(f"cannot open the job store {self.url}: {exc}") from exc
         conn._thread.name = "swath-sqlite"  # readable thread dumps
+        conn.row_factory = sqlite3.Row  # rows are read by column name
         try:
             await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             if self.path != ":memory:" and not self.read_only:

@@ -65,8 +65,9 @@ SELECT label, total, done FROM progress WHERE job_id = :id ORDER BY label;
 -- Per task state: how many, first start, last stop and compute time. A task that submitted
 -- subtasks stopped computing when they were inserted (with its completion), not when its
 -- subtree completed.
-SELECT t.state, COUNT(*), MIN(t.started_at), MAX(COALESCE(c.first_child, t.finished_at)),
-       SUM(COALESCE(c.first_child, t.finished_at) - t.started_at)
+SELECT t.state, COUNT(*) AS tasks, MIN(t.started_at) AS first_start,
+       MAX(COALESCE(c.first_child, t.finished_at)) AS last_stop,
+       SUM(COALESCE(c.first_child, t.finished_at) - t.started_at) AS compute
 FROM tasks t
 LEFT JOIN (
     SELECT parent_id, MIN(created_at) AS first_child FROM tasks
@@ -77,10 +78,6 @@ GROUP BY t.state;
 
 -- name: job_state
 SELECT state FROM jobs WHERE id = :id FOR SHARE;
-
--- name: job_start
-UPDATE jobs SET state = 'RUNNING', started_at = COALESCE(started_at, :now)
-WHERE id = :id AND state = 'QUEUED';
 
 -- name: job_complete
 UPDATE jobs SET state = 'COMPLETED', finished_at = :now
@@ -156,9 +153,8 @@ WHERE id = :id AND state = 'RUNNING';
 -- :known is NULL (any task) or a JSON array of {"n": name, "ma": major, "mi": newest minor}:
 -- the identifiers the claiming runner registered; other tasks stay queued for other runners.
 -- The list is parsed once per claim (a materialized CTE), not once per candidate row.
--- Also starts the claimed tasks' jobs (QUEUED -> RUNNING) and returns each job's name as a
--- twelfth column, so the job_start and job_name queries the state machine runs next are
--- answered without another round trip (see _PgTx in postgres.py).
+-- Also starts the claimed tasks' jobs (QUEUED -> RUNNING), so PostgresJobStore._start_jobs has
+-- nothing left to do, and returns each task's job_name (as SQLite's claim does).
 WITH known AS MATERIALIZED (
     SELECT * FROM jsonb_to_recordset(CAST(:known AS jsonb)) AS k(n text, ma int, mi int)
 ), claimed AS (
@@ -184,9 +180,6 @@ WITH known AS MATERIALIZED (
 SELECT c.id, c.job_id, c.parent_id, c.cluster, c.name, c.version, c.input, c.display,
        c.retry_count, c.max_retries, c.optional, c.timeout, j.name AS job_name
 FROM claimed c JOIN jobs j ON j.id = c.job_id;
-
--- name: job_name
-SELECT name FROM jobs WHERE id = :id;
 
 -- name: heartbeat
 UPDATE tasks SET lease_expires = :expires
@@ -251,19 +244,12 @@ SET total = progress.total + excluded.total, done = progress.done + excluded.don
 UPDATE tasks SET pending_deps = pending_deps - 1
 WHERE id IN (SELECT task_id FROM task_deps WHERE depends_on = :id);
 
--- name: parent_decrement
-UPDATE tasks SET pending_children = pending_children - :n WHERE id = :id;
-
--- name: parent_complete
-UPDATE tasks SET state = 'COMPLETED', finished_at = :now
-WHERE id = :id AND state = 'COMPUTED' AND pending_children = 0
-RETURNING id, job_id, parent_id, has_dependents;
-
 -- name: parent_decrement_complete
--- parent_decrement and parent_complete in one statement (see _PgTx in postgres.py): the parent's
--- row lock is then held only until COMMIT, one round trip later. Returns the parent if this
--- decrement completed it (a parent is never decremented once complete). In SET, columns are
--- the old values.
+-- Counts finished subtasks off their parent and completes it if they were its last, in one
+-- statement (PostgresJobStore._count_off; SQLite runs parent_decrement, then parent_complete):
+-- the parent's row, which every runner of a big fan-out updates, stays locked only until COMMIT,
+-- one round trip later. Returns the parent if this decrement completed it (a parent is never
+-- decremented once complete). In SET, columns are the old values.
 WITH changed AS (
     UPDATE tasks
     SET pending_children = pending_children - :n,
@@ -301,7 +287,7 @@ SET state = CASE (SELECT state FROM jobs WHERE jobs.id = tasks.job_id)
 WHERE id = :id AND lease_owner = :runner AND state = 'RUNNING';
 
 -- name: next_ready
-SELECT MIN(t) FROM (
+SELECT MIN(t) AS ready_at FROM (
     SELECT MIN(run_after) AS t FROM tasks
     WHERE cluster = :cluster AND state = 'QUEUED' AND pending_deps = 0
       AND (CAST(:known AS text) IS NULL OR EXISTS (

@@ -54,8 +54,9 @@ SELECT label, total, done FROM progress WHERE job_id = :id ORDER BY label;
 -- Per task state: how many, first start, last stop and compute time. A task that submitted
 -- subtasks stopped computing when they were inserted (with its completion), not when its
 -- subtree completed.
-SELECT t.state, COUNT(*), MIN(t.started_at), MAX(COALESCE(c.first_child, t.finished_at)),
-       SUM(COALESCE(c.first_child, t.finished_at) - t.started_at)
+SELECT t.state, COUNT(*) AS tasks, MIN(t.started_at) AS first_start,
+       MAX(COALESCE(c.first_child, t.finished_at)) AS last_stop,
+       SUM(COALESCE(c.first_child, t.finished_at) - t.started_at) AS compute
 FROM tasks t
 LEFT JOIN (
     SELECT parent_id, MIN(created_at) AS first_child FROM tasks
@@ -68,6 +69,7 @@ GROUP BY t.state;
 SELECT state FROM jobs WHERE id = :id;
 
 -- name: job_start
+-- The jobs of claimed tasks start (SQLJobStore._start_jobs; PostgreSQL's claim does it itself).
 UPDATE jobs SET state = 'RUNNING', started_at = COALESCE(started_at, :now)
 WHERE id = :id AND state = 'QUEUED';
 
@@ -135,10 +137,8 @@ WHERE id IN (
     LIMIT :limit
 )
 RETURNING id, job_id, parent_id, cluster, name, version, input, display, retry_count,
-          max_retries, optional, timeout;
-
--- name: job_name
-SELECT name FROM jobs WHERE id = :id;
+          max_retries, optional, timeout,
+          (SELECT name FROM jobs WHERE jobs.id = tasks.job_id) AS job_name;
 
 -- name: heartbeat
 UPDATE tasks SET lease_expires = :expires
@@ -215,7 +215,7 @@ SET state = CASE (SELECT state FROM jobs WHERE jobs.id = tasks.job_id)
 WHERE id = :id AND lease_owner = :runner AND state = 'RUNNING';
 
 -- name: next_ready
-SELECT MIN(t) FROM (
+SELECT MIN(t) AS ready_at FROM (
     SELECT MIN(run_after) AS t FROM tasks
     WHERE cluster = :cluster AND state = 'QUEUED' AND pending_deps = 0
       AND (:known IS NULL OR EXISTS (
