@@ -239,8 +239,8 @@ class BlockingJobClient:
     ) -> Job:
         return self._call(self._jobs.submit, name, task, cluster, max_retries, timeout)
 
-    def find(self, job: Job | str) -> Job:
-        return self._call(self._jobs.find, job)
+    def find(self, job: Job | str, *, execution_stats: bool = True) -> Job:
+        return self._call(self._jobs.find, job, execution_stats=execution_stats)
 
     def query(
         self,

@@ -366,10 +366,12 @@ class JobClient:
         return await store.submit_job(new_id(), name, clusters[0], roots)
 
     @needs_event_loop
-    async def find(self, job: Job | str) -> Job:
-        """The job as it is now; ``UnknownJobError`` if there is none."""
+    async def find(self, job: Job | str, *, execution_stats: bool = True) -> Job:
+        """The job as it is now, with its ``execution_stats`` (as Tilebox's ``find``; they take
+        a scan of all its tasks: pass ``execution_stats=False`` to poll a large job);
+        ``UnknownJobError`` if there is none."""
         store = await self._client._ensure_open()
-        found = await store.get_job(_job_id(job))
+        found = await store.get_job(_job_id(job), stats=execution_stats)
         if found is None:
             raise UnknownJobError(f"no job with id {_job_id(job)!r}")
         return found
@@ -430,9 +432,9 @@ class JobClient:
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = poll_interval
         while True:
-            found = await self.find(job)
+            found = await self.find(job, execution_stats=False)
             if found.state in FINISHED_JOB_STATES:
-                return found
+                return await self.find(job)
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"job {found.id} is still {found.state} after {timeout} s")
             await asyncio.sleep(delay)

@@ -179,7 +179,7 @@ async def follow(
     ids: dict[str, TaskID] = {}
     with Live(bars, console=console, refresh_per_second=8, transient=False):
         while True:
-            job = await job_client.find(job_id)
+            job = await job_client.find(job_id, execution_stats=False)
             rank = {label: i for i, label in enumerate(order)}
             for p in sorted(job.progress, key=lambda p: (rank.get(p.label, len(rank)), p.label)):
                 if p.label in hide:

@@ -395,7 +395,9 @@ class JobStore(Protocol):
         group task (named ``ROOTS_TASK``, never executed, COMPUTED from the start) whose
         subtasks they are: it completes, and the job with it, when they all have."""
 
-    async def get_job(self, job_id: str) -> JobInfo | None: ...
+    async def get_job(self, job_id: str, *, stats: bool = False) -> JobInfo | None:
+        """The job, with its progress; with ``stats=True`` also its ``execution_stats`` (a scan
+        of all its tasks: for when they are asked for, not for polling)."""
 
     async def query_jobs(
         self,
@@ -407,7 +409,7 @@ class JobStore(Protocol):
         limit: int = 100,
     ) -> list[JobInfo]:
         """Jobs newest first, filtered by state, exact name, and creation time in
-        ``[since, until)``."""
+        ``[since, until)`` (without ``execution_stats``: see ``get_job``)."""
 
     async def cancel_job(self, job_id: str) -> int:
         """Cancel an active job; returns how many queued tasks were canceled. ``UnknownJobError``

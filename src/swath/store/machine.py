@@ -301,14 +301,14 @@ class SQLJobStore(abc.ABC):
                     f"unknown cluster {cluster!r}: create it with clusters().create({cluster!r})"
                 )
 
-    async def get_job(self, job_id: str) -> JobInfo | None:
+    async def get_job(self, job_id: str, *, stats: bool = False) -> JobInfo | None:
         async with self._transaction() as tx:
             rows = await tx.fetchall("job_get", {"id": job_id})
             if not rows:
                 return None
             progress = await tx.fetchall("job_progress", {"id": job_id})
-            stats = await tx.fetchall("job_execution_stats", {"id": job_id})
-        return _job(rows[0], progress, stats)
+            counts = await tx.fetchall("job_execution_stats", {"id": job_id}) if stats else []
+        return _job(rows[0], progress, counts)
 
     async def query_jobs(
         self,
@@ -332,7 +332,6 @@ class SQLJobStore(abc.ABC):
                 _job(
                     row,
                     await tx.fetchall("job_progress", {"id": row["id"]}),
-                    await tx.fetchall("job_execution_stats", {"id": row["id"]}),
                 )
                 for row in rows
             ]
