@@ -416,6 +416,8 @@ class ExecutionContext:
         return self._claimed.display if self._current is None else self._current.display
 
     def _collected(self) -> tuple[list[NewTask], dict[str, tuple[int, int]]]:
+        if not self._progress:
+            return self._subtasks, {}
         progress = {p.label or "": (p._total, p._done) for p in self._progress.values()}
         return self._subtasks, {k: v for k, v in progress.items() if v != (0, 0)}
 

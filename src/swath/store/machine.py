@@ -18,10 +18,12 @@ import json
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from importlib import resources
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+
+import msgspec
 
 from swath.store.base import (
     DEFAULT_CLUSTER,
@@ -50,6 +52,8 @@ from swath.store.base import (
     new_id,
 )
 
+S = TypeVar("S", bound=msgspec.Struct)
+
 
 class Row(Protocol):
     """A result row, read by column name (``sqlite3.Row``, asyncpg's ``Record``)."""
@@ -57,6 +61,8 @@ class Row(Protocol):
     def __getitem__(self, column: str, /) -> Any: ...
 
     def keys(self) -> Iterable[str]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
 
 
 Params = Mapping[str, Any]
@@ -420,16 +426,7 @@ class SQLJobStore(abc.ABC):
             )
             if rows:
                 await self._start_jobs(tx, {r["job_id"] for r in rows}, now)
-            claimed = [
-                ClaimedTask(
-                    id=r["id"], job_id=r["job_id"], job_name=r["job_name"] or "",
-                    parent_id=r["parent_id"], cluster=r["cluster"], name=r["name"],
-                    version=r["version"], input=bytes(r["input"]), display=r["display"],
-                    retry_count=r["retry_count"], max_retries=r["max_retries"],
-                    optional=bool(r["optional"]), timeout=r["timeout"],
-                )
-                for r in rows
-            ]  # fmt: skip
+            claimed = records(rows, ClaimedTask)
         claimed.sort(key=lambda t: t.id)
         return claimed
 
@@ -794,6 +791,18 @@ def _stats(rows: Iterable[Row]) -> ExecutionStats:
         last_task_stopped_at=max(stops, default=None),
         compute_time=compute,
     )
+
+
+def records(rows: Sequence[Row], cls: type[S]) -> list[S]:
+    """``rows`` as ``cls`` records (msgspec structs), matched by column name: the columns must
+    be the struct's fields, in order (checked once per result), so each row is then built
+    without a lookup per column: the claim's hot path."""
+    if not rows:
+        return []
+    fields = cls.__struct_fields__
+    if tuple(rows[0].keys()) != fields:
+        raise StoreError(f"columns {tuple(rows[0].keys())} do not make a {cls.__name__} {fields}")
+    return [cls(*row) for row in rows]
 
 
 def _cluster(row: Row) -> ClusterInfo:

@@ -182,8 +182,8 @@ WITH known AS MATERIALIZED (
     UPDATE jobs SET state = 'RUNNING', started_at = COALESCE(started_at, :now)
     WHERE id IN (SELECT job_id FROM claimed) AND state = 'QUEUED'
 )
-SELECT c.id, c.job_id, c.parent_id, c.cluster, c.name, c.version, c.input, c.display,
-       c.retry_count, c.max_retries, c.optional, c.timeout, j.name AS job_name
+SELECT c.id, c.job_id, j.name AS job_name, c.parent_id, c.cluster, c.name, c.version, c.input,
+       c.display, c.retry_count, c.max_retries, c.optional, c.timeout
 FROM claimed c JOIN jobs j ON j.id = c.job_id;
 
 -- name: heartbeat

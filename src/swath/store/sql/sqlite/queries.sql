@@ -141,9 +141,9 @@ WHERE id IN (
     ORDER BY run_after, id
     LIMIT :limit
 )
-RETURNING id, job_id, parent_id, cluster, name, version, input, display, retry_count,
-          max_retries, optional, timeout,
-          (SELECT name FROM jobs WHERE jobs.id = tasks.job_id) AS job_name;
+RETURNING id, job_id, COALESCE((SELECT name FROM jobs WHERE jobs.id = tasks.job_id), '') AS job_name,
+          parent_id, cluster, name, version, input, display, retry_count, max_retries, optional,
+          timeout;
 
 -- name: heartbeat
 UPDATE tasks SET lease_expires = :expires
