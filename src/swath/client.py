@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import functools
+import logging
 import os
 import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
@@ -31,6 +32,7 @@ from swath.store.base import (
     JobStore,
     NewTask,
     TaskInfo,
+    TaskLogRecord,
     UnknownClusterError,
     UnknownJobError,
     new_id,
@@ -74,6 +76,23 @@ def needs_event_loop(
 
 def _job_id(job: Job | str) -> str:
     return job.id if isinstance(job, JobInfo) else str(job)
+
+
+def _log_level(level: int | str | None) -> int:
+    """A ``logging`` level number from a number or a name (``"info"``, ``"WARNING"``)."""
+    if level is None:
+        return 0
+    if isinstance(level, bool):
+        raise TypeError(f"a log level is a logging level number or name, not {level!r}")
+    if isinstance(level, int):
+        return level
+    if isinstance(level, str):
+        found = logging.getLevelNamesMapping().get(level.strip().upper())
+        if found is not None:
+            return found
+    raise ValueError(
+        f"unknown log level {level!r}: use DEBUG, INFO, WARNING, ERROR, CRITICAL or a number"
+    )
 
 
 def _slug(cluster: Cluster | str) -> str:
@@ -466,6 +485,31 @@ class JobClient:
         """The job's task graph as an object notebooks display (SVG with Graphviz, else the
         Mermaid text), as Tilebox's ``jobs().display``."""
         return JobDiagram(await self.tasks(job))
+
+    @needs_event_loop
+    async def logs(
+        self,
+        job: Job | str,
+        task: TaskInfo | str | None = None,
+        level: int | str | None = None,
+        *,
+        after: int = 0,
+    ) -> list[TaskLogRecord]:
+        """The log records the job's tasks wrote with ``context.logger`` (of ``task`` only, a
+        task or its id, when given), at ``level`` or above (a ``logging`` level number or name:
+        ``"WARNING"``), in the order they were committed (with their task's outcome). ``after``
+        (a record's ``id``) gives only newer records, to follow a running job. Where the store
+        dropped a task's oldest records (it keeps the newest per task and per job), a marker
+        record (``dropped`` > 0) says how many. ``UnknownJobError`` if there is no such job."""
+        job_id = _job_id(job)
+        task_id = task.id if isinstance(task, TaskInfo) else task
+        store = await self._client._ensure_open()
+        records = await store.task_logs(
+            job_id, task_id=task_id, level=_log_level(level), after=after
+        )
+        if not records and after <= 0 and await store.get_job(job_id) is None:
+            raise UnknownJobError(f"no job with id {job_id!r}")
+        return records
 
     @needs_event_loop
     async def execution_stats(self, job: Job | str) -> ExecutionStats:

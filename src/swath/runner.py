@@ -137,6 +137,9 @@ class RunnerStats:
 class Runner:
     """Made by :meth:`swath.Client.runner`; see there for the options."""
 
+    #: ``context.logger`` records at this level or above are kept in the job store
+    log_level: int = logging.INFO
+
     def __init__(
         self,
         store: JobStore,
@@ -444,6 +447,8 @@ class _Loop:
                 runner_context=self.user_context,
                 loop=self.loop,
                 blocking=not run_async,
+                runner_id=self.r.id,
+                log_level=self.r.log_level,
             )
             if not run_async:
                 flight.sync = True
@@ -459,7 +464,10 @@ class _Loop:
             subtasks, progress = context._collected()
             if subtasks:
                 await self._check_clusters({s.cluster for s in subtasks})
-            outcome: TaskOutcome = TaskSuccess(claimed.id, context._display(), subtasks, progress)
+            logs, dropped = context._logs()
+            outcome: TaskOutcome = TaskSuccess(
+                claimed.id, context._display(), subtasks, progress, logs, dropped
+            )
             self.r.stats.succeeded += 1
         except asyncio.CancelledError:
             if flight.fenced:
@@ -505,7 +513,8 @@ class _Loop:
             error.type,
             error.message,
         )
-        return TaskFailure(claimed.id, error, delay, display)
+        logs, dropped = context._logs() if context is not None else ([], 0)
+        return TaskFailure(claimed.id, error, delay, display, logs, dropped)
 
     async def _run_async_limited(
         self, task: Task, context: ExecutionContext, seconds: float
@@ -631,6 +640,8 @@ class _Loop:
             error_info(refusal),
             self.r.retry_delay,
             storable_text(outcome.display),
+            outcome.logs,  # already store-safe text (see TaskLogBook)
+            outcome.logs_dropped,
         )
         try:
             return await self.store.complete(self.r.id, [failure])
