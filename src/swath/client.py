@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, ParamSpec, Self, TypeVar, overload
 
+from swath import _observe
 from swath._validate import check_text
 from swath.cache import Cache, LocalFileSystemCache, cache_from_url
 from swath.context import check_max_retries, task_timeout
@@ -372,13 +373,22 @@ class JobClient:
                     "or one per root task"
                 )
         roots = []
+        otel = _observe.otel()
+        traceparent = None if otel is None else otel.current_traceparent()
         for root, slug in zip(tasks, clusters, strict=True):
             data = encode_input(root)  # TypeError for non-tasks and unserializable inputs
             task_name, version = type(root).identifier()
             limit = task_timeout(root, timeout)
             roots.append(
                 NewTask(
-                    new_id(), task_name, version, data, slug, max_retries=max_retries, timeout=limit
+                    new_id(),
+                    task_name,
+                    version,
+                    data,
+                    slug,
+                    max_retries=max_retries,
+                    timeout=limit,
+                    traceparent=traceparent,
                 )
             )
         store = await self._client._ensure_open()

@@ -17,6 +17,8 @@ import traceback
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import msgspec
+
 from swath._validate import INT64_MAX, check_count, check_text, storable_text
 from swath.store.base import MAX_TASK_LOGS, ClaimedTask, LogEntry, NewTask, new_id
 from swath.task import Task, encode_input
@@ -318,8 +320,12 @@ class ExecutionContext:
         blocking: bool = False,
         runner_id: str = "",
         log_level: int = logging.INFO,
+        telemetry: tuple[Any, Any] | None = None,
     ) -> None:
         self._claimed = claimed
+        #: (swath._otel.Telemetry, the execution's span) when OpenTelemetry is in use
+        self._telemetry = telemetry
+        self._traceparent: str | None = None
         self._runner_id = runner_id
         self._log_level = log_level
         self._book: TaskLogBook | None = None
@@ -412,6 +418,8 @@ class ExecutionContext:
                     timeout=type(task)._swath_timeout if timeout is None else timeout,
                 )
             )
+        if self._telemetry is not None:
+            new = [msgspec.structs.replace(t, traceparent=self._span_traceparent()) for t in new]
         first = len(self._subtasks)
         self._subtasks += new
         return [
@@ -459,7 +467,18 @@ class ExecutionContext:
     def _async_job_cache(self) -> Cache:
         if self._job_cache is None:
             self._job_cache = self._cache.group(self._claimed.job_id)
+            if self._telemetry is not None:
+                telemetry, span = self._telemetry
+                self._job_cache = telemetry.job_cache(self._job_cache, span, self._claimed)
         return self._job_cache
+
+    def _span_traceparent(self) -> str | None:
+        """The trace context subtasks are submitted under: this execution's span."""
+        if self._traceparent is None and self._telemetry is not None:
+            from swath._otel import traceparent_of
+
+            self._traceparent = traceparent_of(self._telemetry[1])
+        return self._traceparent
 
     @property
     def blocking_job_cache(self) -> BlockingCache:

@@ -513,6 +513,10 @@ class JobStore(Protocol):
         per task and ``max_job_logs`` per job. With ``after=0``, a task some of whose records
         were dropped has a marker record (``dropped`` > 0) before its oldest kept one."""
 
+    async def queue_depth(self) -> dict[str, int]:
+        """How many tasks are QUEUED, per cluster (clusters without queued tasks left out):
+        the ``swath.queue.depth`` metric."""
+
     async def release(self, runner_id: str, task_ids: Sequence[str]) -> int:
         """Give leased tasks back to the queue without charging anything; returns how many."""
 

@@ -671,6 +671,11 @@ class SQLJobStore(abc.ABC):
             records.insert(at, marker)
         return records
 
+    async def queue_depth(self) -> dict[str, int]:
+        async with self._transaction() as tx:
+            rows = await tx.fetchall("queue_depth", {})
+        return {r["cluster"]: int(r["queued"]) for r in rows}
+
     # -- the rules -------------------------------------------------------------------------------
     async def _insert_tasks(
         self, tx: Tx, job_id: str, parent_id: str | None, tasks: Sequence[NewTask], now: float

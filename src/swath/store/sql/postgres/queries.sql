@@ -391,3 +391,7 @@ LIMIT :limit;
 SELECT d.task_id, d.dropped, t.name, t.version
 FROM task_log_drops d JOIN tasks t ON t.id = d.task_id
 WHERE d.job_id = :job_id AND (CAST(:task_id AS text) IS NULL OR d.task_id = :task_id);
+
+-- name: queue_depth
+-- Queued tasks per cluster (the swath.queue.depth metric).
+SELECT cluster, COUNT(*) AS queued FROM tasks WHERE state = 'QUEUED' GROUP BY cluster;
