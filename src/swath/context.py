@@ -305,6 +305,10 @@ class ExecutionContext:
     Sync tasks (a plain ``def execute``) get a :class:`SyncExecutionContext`, whose
     ``job_cache`` is the blocking, Tilebox-style mapping."""
 
+    #: made with ``logger`` on first use; the traceparent of the execution's span, on first use
+    _book: TaskLogBook | None = None
+    _traceparent: str | None = None
+
     def __new__(cls, *args: Any, blocking: bool = False, **kwargs: Any) -> ExecutionContext:
         if blocking and cls is ExecutionContext:
             cls = SyncExecutionContext
@@ -325,10 +329,8 @@ class ExecutionContext:
         self._claimed = claimed
         #: (swath._otel.Telemetry, the execution's span) when OpenTelemetry is in use
         self._telemetry = telemetry
-        self._traceparent: str | None = None
         self._runner_id = runner_id
         self._log_level = log_level
-        self._book: TaskLogBook | None = None
         self._cache = cache
         self._loop = loop
         self._blocking = blocking

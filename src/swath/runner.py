@@ -506,10 +506,14 @@ class _Loop:
             subtasks, progress = context._collected()
             if subtasks:
                 await self._check_clusters({s.cluster for s in subtasks})
-            logs, dropped = context._logs()
-            outcome: TaskOutcome = TaskSuccess(
-                claimed.id, context._display(), subtasks, progress, logs, dropped
-            )
+            outcome: TaskOutcome
+            if context._book is None:  # nothing logged
+                outcome = TaskSuccess(claimed.id, context._display(), subtasks, progress)
+            else:
+                logs, dropped = context._book.taken()
+                outcome = TaskSuccess(
+                    claimed.id, context._display(), subtasks, progress, logs, dropped
+                )
             self.r.stats.succeeded += 1
             flight.outcome = "success"
         except asyncio.CancelledError:
