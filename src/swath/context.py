@@ -177,9 +177,9 @@ class TaskLogBook:
                 self.dropped += 1
             self.records.append(entry)
 
-    def taken(self) -> tuple[list[LogEntry], int]:
+    def taken(self) -> tuple[tuple[LogEntry, ...], int]:
         with self._lock:
-            return list(self.records), self.dropped
+            return tuple(self.records), self.dropped
 
 
 def _exc_text(exc_info: Any) -> str:
@@ -536,9 +536,9 @@ class ExecutionContext:
     def _display(self) -> str:
         return self._claimed.display if self._current is None else self._current.display
 
-    def _logs(self) -> tuple[list[LogEntry], int]:
+    def _logs(self) -> tuple[tuple[LogEntry, ...], int]:
         """The execution's log records for the store and how many older ones were dropped."""
-        return ([], 0) if self._book is None else self._book.taken()
+        return ((), 0) if self._book is None else self._book.taken()
 
     def _collected(self) -> tuple[list[NewTask], dict[str, tuple[int, int]]]:
         progress = {p.label or "": (p._total, p._done) for p in self._progress.values()}

@@ -585,7 +585,7 @@ class _Loop:
             error.type,
             error.message,
         )
-        logs, dropped = context._logs() if context is not None else ([], 0)
+        logs, dropped = context._logs() if context is not None else ((), 0)
         return TaskFailure(claimed.id, error, delay, display, logs, dropped)
 
     async def _run_async_limited(

@@ -280,7 +280,7 @@ class TaskSuccess(msgspec.Struct, frozen=True):
     subtasks: list[NewTask] = []
     progress: dict[str, tuple[int, int]] = {}
     #: the execution's log records (the newest ones) and how many older ones it dropped
-    logs: list[LogEntry] = []
+    logs: tuple[LogEntry, ...] = ()
     logs_dropped: int = 0
 
 
@@ -292,7 +292,7 @@ class TaskFailure(msgspec.Struct, frozen=True):
     error: ErrorInfo
     retry_delay: float = 0.0
     display: str = ""
-    logs: list[LogEntry] = []
+    logs: tuple[LogEntry, ...] = ()
     logs_dropped: int = 0
 
 

@@ -507,8 +507,11 @@ class SQLJobStore(abc.ABC):
             progress: list[dict[str, Any]] = []
             done: list[_Done] = []
             failures: list[tuple[_Held, TaskFailure]] = []
+            logged = False
             for outcome in accepted:
                 task = held[outcome.task_id]
+                if outcome.logs or outcome.logs_dropped:
+                    logged = True
                 if isinstance(outcome, TaskFailure):
                     failures.append((task, outcome))
                     continue
@@ -553,7 +556,7 @@ class SQLJobStore(abc.ABC):
             for job_id in failed_jobs:
                 await tx.execute("job_fail", {"id": job_id, "now": now})
                 await tx.execute("job_skip_queued", {"id": job_id})
-            if any(o.logs or o.logs_dropped for o in accepted):
+            if logged:
                 await self._save_logs(tx, runner_id, accepted, held)
         if wake is None or wake:
             self._notify(wake)
