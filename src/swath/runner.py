@@ -263,8 +263,9 @@ class _Loop:
         self.signal = runner.store.work_signal(runner.cluster)
         self.stop_signal = runner.store.work_signal(STOPPED_SIGNAL)
         self.inflight: dict[asyncio.Task[None], _Flight] = {}
-        #: ids of the tasks this runner executes or has outcomes of not yet committed
-        self.running: set[str] = set()
+        #: the tasks this runner executes or has outcomes of not yet committed: id -> attempt
+        #: (``retry_count``)
+        self.running: dict[str, int] = {}
         self.pending: list[TaskOutcome] = []
         self.pending_jobs: set[str] = set()
         self.to_release: list[str] = []
@@ -333,7 +334,8 @@ class _Loop:
 
     async def _release(self) -> None:
         ids, self.to_release = self.to_release, []
-        self.running.difference_update(ids)
+        for task_id in ids:
+            self.running.pop(task_id, None)
         if ids:
             released = await self.store.release(self.r.id, ids)
             self.r.stats.released += released
@@ -429,13 +431,14 @@ class _Loop:
         return bool(self.pending) or self.flushing > 0
 
     def _start(self, claimed: ClaimedTask) -> None:
-        if claimed.id in self.running:
+        if self.running.get(claimed.id) == claimed.retry_count:
             # our own lease had expired (a stalled store, a frozen process) and we claimed the
-            # task again: the execution in flight, or its outcome waiting to be committed,
-            # carries on under the new lease; never a second execution beside it
+            # same attempt again: the execution in flight, or its outcome waiting to be
+            # committed, carries on under the new lease; never a second execution beside it.
+            # (A later attempt means the earlier one's outcome was committed: it is started.)
             log.info("runner %s re-claimed task %s it still holds", self.r.id, claimed.id)
             return
-        self.running.add(claimed.id)
+        self.running[claimed.id] = claimed.retry_count
         flight = _Flight(claimed, self.claim_began)
         if self.tel is None:
             task = self.loop.create_task(self._execute(flight))
@@ -443,6 +446,10 @@ class _Loop:
             task = self.loop.create_task(self._execute_traced(flight))
         self.inflight[task] = flight
         task.add_done_callback(self._finished)
+
+    def _forget(self, task_id: str, attempt: int | None) -> None:
+        if self.running.get(task_id) == attempt:
+            del self.running[task_id]
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self.inflight.pop(task, None)
@@ -508,11 +515,19 @@ class _Loop:
                 await self._check_clusters({s.cluster for s in subtasks})
             outcome: TaskOutcome
             if context._book is None:  # nothing logged
-                outcome = TaskSuccess(claimed.id, context._display(), subtasks, progress)
+                outcome = TaskSuccess(
+                    claimed.id, context._display(), subtasks, progress, attempt=claimed.retry_count
+                )
             else:
                 logs, dropped = context._book.taken()
                 outcome = TaskSuccess(
-                    claimed.id, context._display(), subtasks, progress, logs, dropped
+                    claimed.id,
+                    context._display(),
+                    subtasks,
+                    progress,
+                    logs,
+                    dropped,
+                    attempt=claimed.retry_count,
                 )
             self.r.stats.succeeded += 1
             flight.outcome = "success"
@@ -566,7 +581,7 @@ class _Loop:
             self.r.id,
             flight.claimed.id,
         )
-        self.running.discard(flight.claimed.id)
+        self._forget(flight.claimed.id, flight.claimed.retry_count)
         return False
 
     def _failure(
@@ -586,7 +601,9 @@ class _Loop:
             error.message,
         )
         logs, dropped = context._logs() if context is not None else ((), 0)
-        return TaskFailure(claimed.id, error, delay, display, logs, dropped)
+        return TaskFailure(
+            claimed.id, error, delay, display, logs, dropped, attempt=claimed.retry_count
+        )
 
     async def _run_async_limited(
         self, task: Task, context: ExecutionContext, seconds: float
@@ -661,7 +678,8 @@ class _Loop:
                     with self.tel.span("swath.commit", **{"swath.commit.outcomes": len(batch)}):
                         accepted = await self._complete(batch)
             finally:
-                self.running.difference_update(o.task_id for o in batch)
+                for o in batch:
+                    self._forget(o.task_id, o.attempt)
             if self.r.cleanup != "never":
                 cleanup = asyncio.create_task(self._cleanup(jobs))
                 self.cleanups.add(cleanup)
@@ -718,6 +736,7 @@ class _Loop:
             storable_text(outcome.display),
             outcome.logs,  # already store-safe text (see TaskLogBook)
             outcome.logs_dropped,
+            attempt=outcome.attempt,
         )
         try:
             return await self.store.complete(self.r.id, [failure])
@@ -769,6 +788,9 @@ class _Loop:
                 next_beat = time.monotonic() + interval
             if not busy:
                 continue
+            # a heartbeat that comes late (the process was starved of CPU, or frozen) may find
+            # leases that can already be gone: their async tasks stop before it renews the rest
+            self._fence()
             try:
                 if not stopped:
                     began = time.monotonic()
@@ -791,7 +813,7 @@ class _Loop:
             if now - renewed < self.r.lease * FENCE_AFTER:
                 continue
             flight.fenced = True
-            self.running.discard(flight.claimed.id)  # a new claim of it may start it afresh
+            self._forget(flight.claimed.id, flight.claimed.retry_count)  # a new claim restarts it
             log.warning(
                 "runner %s: the lease of task %s was not renewed for %.1f s; cancelling it",
                 self.r.id,

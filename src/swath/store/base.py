@@ -282,6 +282,9 @@ class TaskSuccess(msgspec.Struct, frozen=True):
     #: the execution's log records (the newest ones) and how many older ones it dropped
     logs: tuple[LogEntry, ...] = ()
     logs_dropped: int = 0
+    #: the ``retry_count`` of the claim it ran under: an outcome re-sent after a lost reply never
+    #: counts for a later attempt the same runner claimed meanwhile (None: not checked)
+    attempt: int | None = None
 
 
 class TaskFailure(msgspec.Struct, frozen=True):
@@ -294,6 +297,7 @@ class TaskFailure(msgspec.Struct, frozen=True):
     display: str = ""
     logs: tuple[LogEntry, ...] = ()
     logs_dropped: int = 0
+    attempt: int | None = None  # as TaskSuccess.attempt
 
 
 TaskOutcome = TaskSuccess | TaskFailure
