@@ -36,7 +36,14 @@ from swath.client import (
 )
 from swath.diagram import DiagramFormat, JobDiagram
 from swath.runner import Cleanup, Runner, RunnerStats
-from swath.store.base import DEFAULT_CLUSTER, ExecutionStats, JobState, JobStore, TaskInfo
+from swath.store.base import (
+    DEFAULT_CLUSTER,
+    ExecutionStats,
+    JobState,
+    JobStore,
+    TaskInfo,
+    TaskLogRecord,
+)
 from swath.task import Task
 
 T = TypeVar("T")
@@ -286,6 +293,17 @@ class BlockingJobClient:
 
     def execution_stats(self, job: Job | str) -> ExecutionStats:
         return self._call(self._jobs.execution_stats, job)
+
+    def logs(
+        self,
+        job: Job | str,
+        task: TaskInfo | str | None = None,
+        level: int | str | None = None,
+        *,
+        after: int = 0,
+    ) -> list[TaskLogRecord]:
+        """:meth:`swath.client.JobClient.logs`, blocking."""
+        return self._call(self._jobs.logs, job, task, level, after=after)
 
 
 class BlockingClusterClient:
