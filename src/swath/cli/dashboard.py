@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from swath.cli._common import EXIT_USAGE, CommandError, clean, database, open_cache, require_store
 from swath.cli._common import run as run_coroutine
-from swath.client import Client
+from swath.client import DEFAULT_CACHE_ROOT, Client
 from swath.store.base import store_from_url
 
 
@@ -19,7 +21,7 @@ from swath.store.base import store_from_url
     "cache_url",
     default=None,
     envvar="SWATH_CACHE_URL",
-    help="Cache URL to browse (default: $SWATH_CACHE_URL; none: no cache pages).",
+    help="Cache URL to browse (default: $SWATH_CACHE_URL, else ./cache if there is one).",
 )
 @click.option(
     "--host",
@@ -66,6 +68,8 @@ def dashboard(
     if token is not None and not token:
         raise CommandError("--token is empty", EXIT_USAGE)
     client = Client(store=store_from_url(url, read_only=read_only))
+    if cache_url is None and os.path.isdir(DEFAULT_CACHE_ROOT):
+        cache_url = DEFAULT_CACHE_ROOT  # where `swath demo` and runners made without one write
     cache = open_cache(cache_url, read_only=True) if cache_url else None
     app = create_app(client, cache, read_only=read_only, token=token)
     shown = f"[{host}]" if ":" in host else host
