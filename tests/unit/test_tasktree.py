@@ -69,7 +69,8 @@ def test_a_large_fan_out_is_one_node_with_state_counts() -> None:
     assert tiles_node.state == TaskState.FAILED  # the most telling state
     assert (tiles_node.started_at, tiles_node.ended_at) == (10.0, 55.0)
     assert [t.id for t in tiles_node.failures] == [tiles[5].id]
-    assert rows[3][1].state == TaskState.QUEUED and rows[3][1].ended_at is None
+    assert rows[3][1].state == TaskState.QUEUED
+    assert rows[3][1].ended_at is None
     few = flatten(task_tree([root, *tiles[:3]]))
     assert [n.label for _, n in few] == ["NDVI of S2", "NdviTile", "NdviTile", "NdviTile"]
 
@@ -87,7 +88,8 @@ def test_a_hundred_thousand_tasks_and_a_deep_chain() -> None:
     for _ in range(20_000):
         chain.append(task("Step", chain[-1]))
     deep = flatten(task_tree(chain))
-    assert len(deep) == 20_001 and deep[-1][0] == 20_000
+    assert len(deep) == 20_001
+    assert deep[-1][0] == 20_000
 
 
 def test_fan_out_is_at_least_two() -> None:
