@@ -9,7 +9,7 @@
   that the page repeats in a form field (or the ``X-CSRF-Token`` header); both must match, and an
   ``Origin`` header, when sent, must be the dashboard's own.
 - Every response says ``Content-Security-Policy: default-src 'self'`` (no inline script, nothing
-  from elsewhere), ``X-Frame-Options: DENY``, ``Referrer-Policy: no-referrer``, ``nosniff``.
+  from elsewhere), ``X-Frame-Options: DENY``, ``Referrer-Policy: same-origin``, ``nosniff``.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ SECURITY_HEADERS = [
     ),
     (b"x-frame-options", b"DENY"),
     (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
+    (b"referrer-policy", b"same-origin"),
 ]
 
 
