@@ -389,6 +389,7 @@ class _Loop:
             # the claim took as long as a heartbeat period (a locked store, a frozen process):
             # its leases may have run out and gone to another runner meanwhile; start only the
             # tasks still ours, their leases renewed
+            self.claim_began = time.monotonic()
             held = set(await self.store.renew(self.r.id, [t.id for t in claimed], self.r.lease))
             if len(held) < len(claimed):
                 log.warning(
@@ -423,6 +424,10 @@ class _Loop:
     async def _execute(self, flight: _Flight) -> None:
         claimed = flight.claimed
         context: ExecutionContext | None = None
+        if time.monotonic() - flight.leased_at > self.r.lease / 3 and not await self._still_ours(
+            flight
+        ):
+            return
         try:
             found = self.r.registry.find(claimed.name, claimed.version)
             if found is None:
@@ -488,6 +493,26 @@ class _Loop:
         self.pending.append(outcome)
         self.pending_jobs.add(claimed.job_id)
         self.flush_wanted.set()
+
+    async def _still_ours(self, flight: _Flight) -> bool:
+        """Renew the lease of a task whose claim is a heartbeat period old by the time it starts
+        (its process was frozen, or the loop starved): start it only if it is still ours."""
+        began = time.monotonic()
+        try:
+            held = await self.store.renew(self.r.id, [flight.claimed.id], self.r.lease)
+        except Exception:
+            log.exception("runner %s: could not renew task %s", self.r.id, flight.claimed.id)
+            held = []
+        if held:
+            flight.leased_at = began
+            return True
+        log.warning(
+            "runner %s: task %s was no longer leased to it when it was to start",
+            self.r.id,
+            flight.claimed.id,
+        )
+        self.running.discard(flight.claimed.id)
+        return False
 
     def _failure(
         self, claimed: ClaimedTask, exc: BaseException, context: ExecutionContext | None

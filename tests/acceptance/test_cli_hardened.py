@@ -147,6 +147,7 @@ def test_reading_commands_create_nothing(tmp_path: Path, monkeypatch: pytest.Mon
     (exit code 3) and leave the filesystem as it was (old code created the directories and an
     empty database, or the cache directory)."""
     monkeypatch.chdir(tmp_path)
+    asyncio.run(failed_job("real.db", "real", "d", "m"))
     before = snapshot(tmp_path)
     db = "nonexist/sub/new.db"
     for args in READING:
@@ -167,13 +168,18 @@ def test_reading_commands_create_nothing(tmp_path: Path, monkeypatch: pytest.Mon
         result = invoke("--database", db, *args)
         assert result.exit_code == 3, (args, result.output)
         assert "no database at" in one_error_line(result)
+    for args in (["cache", "gc", "./typo"], ["cache", "gc", "./typo", "--dry-run"]):
+        result = invoke("--database", "real.db", *args)
+        assert result.exit_code == 3, (args, result.output)
+        assert "no cache at" in one_error_line(result)
     assert snapshot(tmp_path) == before
 
 
 def test_read_only_database_and_cache_can_be_read(tmp_path: Path) -> None:
     """A database whose file and directory cannot be written (chattr +i, so even for root) is
-    read by jobs ls/show/diagram and a read-only cache by cache ls/du/cat/gc --dry-run; nothing
-    changes on disk (old code: "attempt to write a readonly database" or "unable to open")."""
+    read by jobs ls/show/watch/diagram and a read-only cache by cache ls/du/cat/gc --dry-run;
+    nothing changes on disk (old code: "attempt to write a readonly database" or "unable to
+    open")."""
     db = tmp_path / "ro" / "jobs.db"
     job_id = asyncio.run(failed_job(str(db), "read-me", "d", "m"))
     cache = tmp_path / "ro" / "jobs.db.cache"
@@ -190,6 +196,9 @@ def test_read_only_database_and_cache_can_be_read(tmp_path: Path) -> None:
             result = invoke("--database", str(db), *args)
             assert result.exit_code == 0, (args, result.output)
         assert "read-me" in invoke("--database", str(db), "jobs", "ls").output
+        watched = invoke("--database", str(db), "jobs", "watch", job_id)
+        assert watched.exit_code == 1  # it ended FAILED, and watch says so
+        assert "FAILED" in watched.output
         assert invoke("cache", "ls", str(cache)).output.split() == [f"{job_id}/"]
         assert invoke("cache", "cat", str(cache), f"{job_id}/k").output == "value"
         assert invoke("cache", "du", str(cache)).exit_code == 0
@@ -455,3 +464,29 @@ def test_more_edges_found_next_to_the_listed_ones(
     result = invoke("--database", db, "jobs", "ls")
     assert result.exit_code == 3, result.output
     assert "older than this swath" in one_error_line(result)
+
+
+def test_runner_log_lines_are_escaped(tmp_path: Path) -> None:
+    """``swath runner`` logs a failed task's error (user text) with its control characters
+    escaped (old code: the runner's log line carried the escape sequence to the terminal)."""
+    db = str(tmp_path / "jobs.db")
+
+    async def submit() -> None:
+        async with Client(db) as client:
+            await client.jobs().submit("j", Fails(message="bad \x1b]0;pwned\x07 \x1b[2J"))
+
+    asyncio.run(submit())
+    module = "tests.acceptance.test_cli_hardened"
+    cache = str(tmp_path / "cache")
+    ran = subprocess.run(
+        [*SWATH, "--database", db, "runner", module, "--cache", cache, "--until-idle"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert "1 failed" in ran.stdout
+    assert "bad \\x1b]0;pwned\\x07" in ran.stderr
+    assert not CONTROL.search(ran.stdout + ran.stderr)

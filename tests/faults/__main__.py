@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-from tests.faults.harness import Settings, TrialResult, draw, run_trial
+from tests.faults.harness import Settings, TrialResult, draw, run_trial, server_log
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,14 +99,18 @@ def _store(kind: str) -> Iterator[tuple[Fresh, Restart | None]]:
     from tests.services.postgres import running_cluster
 
     with running_cluster() as cluster:
+        # lock waits longer than deadlock_timeout (1 s) and deadlocks go to each trial's log
+        cluster.psql("ALTER SYSTEM SET log_lock_waits = on")
+        cluster.psql("SELECT pg_reload_conf()")
 
         @contextlib.contextmanager
         def database(where: Path) -> Iterator[str]:
             name = cluster.create_database()
-            try:
-                yield cluster.dsn(name)
-            finally:
-                cluster.drop_database(name)
+            with server_log(cluster.log, where / "postgres.log"):
+                try:
+                    yield cluster.dsn(name)
+                finally:
+                    cluster.drop_database(name)
 
         yield database, cluster.restart
 

@@ -43,6 +43,7 @@ class Events:
     outputs: dict[int, Path] = field(default_factory=dict)
     store_faults: dict[int, str] = field(default_factory=dict)
     restarts: list[tuple[float, float]] = field(default_factory=list)
+    restart_errors: list[str] = field(default_factory=list)
     end: float = 0.0
 
     def to_json(self) -> str:

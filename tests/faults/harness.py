@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -186,6 +186,7 @@ class _Runners:
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.events = check.Events()
         self.started = 0
+        self.thaw_at: dict[int, float] = {}  # frozen runners: pid -> when to SIGCONT
 
     def spawn(self) -> int:
         i = self.started
@@ -223,14 +224,47 @@ class _Runners:
             if code is not None and pid not in self.events.exited:
                 self.events.exited[pid] = (time.time(), code)
 
-    def stopped_now(self) -> set[int]:
-        return {pid for pid, spans in self.events.stopped.items() if spans and spans[-1][1] is None}
+    def send(self, pid: int, sig: signal.Signals) -> bool:
+        """Send ``sig``; False if the process is gone already."""
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def kill(self, pid: int) -> None:
+        """SIGKILL, and a replacement at once."""
+        if self.send(pid, signal.SIGKILL):
+            self.events.killed[pid] = time.time()
+            self.spawn()
+
+    def freeze(self, pid: int, seconds: float) -> None:
+        """SIGSTOP now, SIGCONT after ``seconds`` (by :meth:`thaw_due`)."""
+        if self.send(pid, signal.SIGSTOP):
+            self.events.stopped[pid].append((time.time(), None))
+            self.thaw_at[pid] = time.time() + seconds
+
+    def thaw_due(self) -> None:
+        for pid, at in list(self.thaw_at.items()):
+            if time.time() >= at:
+                self.send(pid, signal.SIGCONT)
+                spans = self.events.stopped[pid]
+                spans[-1] = (spans[-1][0], time.time())
+                del self.thaw_at[pid]
+
+    def terminate(self, pid: int) -> None:
+        """SIGTERM (a graceful stop), and a replacement at once."""
+        if self.send(pid, signal.SIGTERM):
+            self.events.terminated[pid] = time.time()
+            self.spawn()
+
+    def frozen(self) -> set[int]:
+        return set(self.thaw_at)
 
     def kill_all(self) -> None:
         for pid, p in self.procs.items():
             if p.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGCONT)
+                self.send(pid, signal.SIGCONT)
                 p.kill()
         for p in self.procs.values():
             p.wait()
@@ -257,11 +291,11 @@ def run_trial(
     violations: list[str] = []
     injected: Counter[str] = Counter()
     pending = list(spec.faults)
+    # progress is measured in executions started, against those the plan makes
     planned = sum(n.attempts for n in spec.plan.nodes if exp.nodes[n.idx].exists != Run.NEVER)
     offsets: dict[Path, int] = {}
-    running: dict[str, tuple[int, int]] = {}
+    running: dict[str, tuple[int, int]] = {}  # open executions: exec id -> (pid, node)
     starts = 0
-    resume: dict[int, float] = {}
     hang_node = next((n.idx for n in spec.plan.nodes if n.hang), None)
     restarting: threading.Thread | None = None
     try:
@@ -270,26 +304,18 @@ def run_trial(
         deadline = time.monotonic() + s.deadline
         while True:
             starts += records.count_starts(runners.records, offsets, running)
-            now = time.time()
-            for pid, at in list(resume.items()):
-                if now >= at:
-                    os.kill(pid, signal.SIGCONT)
-                    spans = runners.events.stopped[pid]
-                    spans[-1] = (spans[-1][0], time.time())
-                    del resume[pid]
+            runners.thaw_due()
             runners.reap()
-            frozen = runners.stopped_now()
-            busy = sorted({pid for pid, _ in running.values()} & set(runners.alive()) - frozen)
+            # runners holding running tasks (a fault should find something to break)
+            busy = sorted({pid for pid, _ in running.values()} & set(runners.alive()))
+            busy = [pid for pid in busy if pid not in runners.frozen()]
             for fault in list(pending):
                 if fault.kind == "term_hang":
                     holders = [pid for pid, node in running.values() if node == hang_node]
-                    targets = [p for p in holders if p in busy]
+                    targets = [pid for pid in holders if pid in busy]
                     if targets:
-                        pid = targets[0]
-                        os.kill(pid, signal.SIGTERM)
-                        runners.events.terminated[pid] = time.time()
-                        runners.spawn()
-                        injected["term_hang"] += 1
+                        runners.terminate(targets[0])
+                        injected[fault.kind] += 1
                         pending.remove(fault)
                     continue
                 if starts < fault.at * planned:
@@ -297,16 +323,11 @@ def run_trial(
                 if fault.kind in ("kill", "stop"):
                     if not busy:
                         continue  # wait for a runner that holds tasks
-                    pid = busy[fault.pick % len(busy)]
+                    pid = busy.pop(fault.pick % len(busy))
                     if fault.kind == "kill":
-                        os.kill(pid, signal.SIGKILL)
-                        runners.events.killed[pid] = time.time()
-                        runners.spawn()
+                        runners.kill(pid)
                     else:
-                        os.kill(pid, signal.SIGSTOP)
-                        runners.events.stopped[pid].append((time.time(), None))
-                        resume[pid] = time.time() + s.stop_for
-                    busy.remove(pid)
+                        runners.freeze(pid, s.stop_for)
                 elif fault.kind in PG_FAULTS:
                     if restart is None or (restarting is not None and restarting.is_alive()):
                         continue
@@ -314,7 +335,7 @@ def run_trial(
                     restarting = _restart_in_background(restart, down, runners.events)
                 injected[fault.kind] += 1
                 pending.remove(fault)
-            if not runners.alive() and not resume:
+            if not runners.alive() and not runners.thaw_at:
                 break
             if time.monotonic() > deadline:
                 violations.append(
@@ -330,6 +351,7 @@ def run_trial(
             restarting.join()
     runners.events.end = time.time()
     (work / "events.json").write_text(runners.events.to_json())
+    violations += [f"PostgreSQL restart failed: {e}" for e in runners.events.restart_errors]
     for fault in pending:
         injected[f"{fault.kind} (not reached)"] += 1
     recs = records.read(runners.records)
@@ -349,12 +371,28 @@ def run_trial(
     )
 
 
+@contextlib.contextmanager
+def server_log(log: Path, copy: Path) -> Iterator[None]:
+    """Copy what the server writes to ``log`` meanwhile into ``copy`` (the PostgreSQL log of one
+    trial, kept in its directory: deadlocks, lock waits and restarts show there)."""
+    start = log.stat().st_size if log.exists() else 0
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError), open(log, "rb") as f:
+            f.seek(start)
+            copy.write_bytes(f.read())
+
+
 def _restart_in_background(
     restart: Callable[[float], None], down: float, events: check.Events
 ) -> threading.Thread:
     def go() -> None:
         t0 = time.time()
-        restart(down)
+        try:
+            restart(down)
+        except Exception as exc:  # reported as a violation by the trial
+            events.restart_errors.append(f"{type(exc).__name__}: {exc}")
         events.restarts.append((t0, time.time()))
 
     thread = threading.Thread(target=go, name="pg-restart", daemon=True)

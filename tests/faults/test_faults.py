@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.harness import draw, run_trial
+from tests.faults.harness import draw, run_trial, server_log
 from tests.services.postgres import PostgresCluster
 
 SEED = 1
@@ -41,9 +41,10 @@ def test_postgres_trial(trial: int, tmp_path: Path, postgres_cluster: PostgresCl
     spec = draw("postgres", SEED, trial)
     name = postgres_cluster.create_database()
     try:
-        result = run_trial(
-            spec, tmp_path, postgres_cluster.dsn(name), restart=postgres_cluster.restart
-        )
+        with server_log(postgres_cluster.log, tmp_path / "postgres.log"):
+            result = run_trial(
+                spec, tmp_path, postgres_cluster.dsn(name), restart=postgres_cluster.restart
+            )
     finally:
         postgres_cluster.drop_database(name)
     if not result.ok:

@@ -223,3 +223,27 @@ def test_any_password_connects_and_never_shows(
     logged = [f"{r.getMessage()} {r.exc_text or ''} {r.args!r}" for r in caplog.records]
     assert _leaked(password, outputs + logged, context) == []
     assert _leaked(password[::-1] + "x", outputs + logged, context) == []
+
+
+async def test_read_only_postgres_store(postgres_dsn: str) -> None:
+    """``PostgresJobStore(dsn, read_only=True)`` on a database without swath's tables is
+    NotFoundError ("no swath database at ...") and creates no table; once a writable store has
+    made the schema, it reads jobs, and the server refuses its writes."""
+    from swath import NotFoundError
+    from tests.unit.test_task_helpers import Noop
+
+    with pytest.raises(NotFoundError, match="no swath database at"):
+        async with Client(store=PostgresJobStore(postgres_dsn, read_only=True)):
+            pass
+    admin = await asyncpg.connect(postgres_dsn)
+    try:
+        tables = await admin.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    finally:
+        await admin.close()
+    assert tables == []
+    async with Client(postgres_dsn) as client:
+        job = await client.jobs().submit("kept", Noop())
+    async with Client(store=PostgresJobStore(postgres_dsn, read_only=True)) as reader:
+        assert [j.id for j in await reader.jobs().query()] == [job.id]
+        with pytest.raises(StoreError, match="read-only"):
+            await reader.jobs().submit("refused", Noop())

@@ -605,8 +605,9 @@ async def test_undecodable_input_fails_clearly(client: Client, cache: InMemoryCa
 
 
 async def test_idle_runner_wakes_within_milliseconds(client: Client, cache: InMemoryCache) -> None:
-    """An idle run_forever runner starts a task submitted in the same process within 100 ms,
-    although its polling back-off is much longer."""
+    """An idle run_forever runner starts a task submitted in the same process within a second
+    (a few ms on an idle machine), although its polling back-off is 5 s: the wake-up signal
+    works."""
     runner = client.runner(ALL, cache, poll_interval=(5.0, 5.0))
     background = asyncio.create_task(runner.run_forever())
     try:
@@ -614,7 +615,7 @@ async def test_idle_runner_wakes_within_milliseconds(client: Client, cache: InMe
         submitted = time.perf_counter()
         job = await client.jobs().submit("wake", Mark("woke"))
         await eventually(lambda: cache.group(job.id).contains("ran/woke"))
-        assert time.perf_counter() - submitted < 0.1
+        assert time.perf_counter() - submitted < 1.0  # the polling back-off is 5 s
     finally:
         runner.stop()
         await background

@@ -201,3 +201,29 @@ def test_endpoint_urls_with_credentials_are_refused_without_quoting(
     logged = " ".join(r.getMessage() for r in caplog.records)
     context = "http://user@127.0.0.1:9/ " + ERRORS
     assert [p for p in leaks(password, str(refused.value), logged) if p not in context] == []
+
+
+@pytest.mark.parametrize(
+    ("variable", "backend"),
+    [
+        ("AWS_ENDPOINT_URL", "s3"),
+        ("AWS_ENDPOINT_URL_S3", "s3"),
+        ("STORAGE_EMULATOR_HOST", "gcs"),
+    ],
+)
+async def test_endpoints_from_the_environment_with_credentials_are_refused(
+    monkeypatch: pytest.MonkeyPatch, variable: str, backend: str
+) -> None:
+    """An endpoint with user:password@ in the environment is refused when the cache opens,
+    before any request, and the error does not quote it (old code: botocore printed the URL in
+    its connection errors; aiohttp sent the credentials along)."""
+    from swath.cache.gcs import GoogleStorageCache
+    from swath.cache.s3 import AmazonS3Cache
+
+    monkeypatch.setenv(variable, "http://user:Env-S3cret-pw@127.0.0.1:9")
+    cache = AmazonS3Cache("bucket") if backend == "s3" else GoogleStorageCache("bucket")
+    with pytest.raises(ValueError, match="credentials") as refused:
+        async with cache:
+            pass
+    assert "S3cret" not in str(refused.value)
+    assert variable in str(refused.value)

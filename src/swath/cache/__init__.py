@@ -14,6 +14,7 @@ from swath.cache._base import (
     CacheWriter,
     Stat,
 )
+from swath.cache._retry import DEADLINE_OPTIONS
 from swath.cache.keys import MAX_KEY_BYTES
 from swath.cache.local import LocalFileSystemCache
 from swath.cache.memory import InMemoryCache
@@ -52,6 +53,8 @@ def cache_from_url(url: str, *, read_only: bool = False) -> Backend:
     ``jobs``, so a URL names the same objects as ``AmazonS3Cache("bucket")``; ``s3://bucket/``
     (a bare slash) is the bucket's root (``prefix=""``). Each backend's ``url()`` gives this form
     back. URLs are split by :func:`swath._urls.parse_url`; they carry no credentials.
+    The cloud URLs take their deadlines as query options
+    (``s3://bucket/prefix?read_timeout=30&operation_timeout=90``, see docs/s3.md).
     ``read_only=True`` gives a cache that refuses writes and creates nothing (a missing local
     directory is a :class:`~swath.errors.NotFoundError`)."""
     if not isinstance(url, str) or not url:
@@ -64,7 +67,7 @@ def cache_from_url(url: str, *, read_only: bool = False) -> Backend:
             "cache URLs carry no credentials (user:password@): give them to the backend's "
             "client (for S3, the AWS credential chain; for GCS, Application Default Credentials)"
         )
-    if parts.query:
+    if parts.query and parts.scheme not in ("s3", "gs", "gcs"):
         raise URLError(f"cache URLs take no query (?...): {redact(url)!r}")
     if parts.scheme == "memory":
         if parts.hostspec or parts.path:
@@ -83,6 +86,13 @@ def cache_from_url(url: str, *, read_only: bool = False) -> Backend:
             raise ValueError(f"a {parts.scheme} URL names a bucket: {parts.scheme}://bucket/prefix")
         cls = __getattr__("AmazonS3Cache" if parts.scheme == "s3" else "GoogleStorageCache")
         options: dict[str, Any] = {"read_only": read_only}
+        for name, value in parts.query:  # the deadlines: ?read_timeout=30&operation_timeout=90
+            if name not in DEADLINE_OPTIONS:
+                raise URLError(
+                    f"a {parts.scheme} URL takes only the deadlines {list(DEADLINE_OPTIONS)} as "
+                    f"query options, not {name!r}"
+                )
+            options[name] = value
         if parts.has_path:
             options["prefix"] = parts.path.strip("/")
         backend = cls(parts.hostspec, **options)

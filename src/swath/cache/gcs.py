@@ -1,4 +1,5 @@
-"""GoogleStorageCache: values as objects in a Google Cloud Storage bucket, streamed both ways.
+"""GoogleStorageCache: values as objects in a Google Cloud Storage bucket; the GCS primitives
+under the shared transfer engine.
 
 Layout (see docs/gcs.md):
 
@@ -14,79 +15,61 @@ Layout (see docs/gcs.md):
   hex form. Every upload compares the CRC32C GCS computed with the one computed here, every whole
   read compares what it read with the metadata.
 
-Uploads stream. A value of at most ``chunk_size`` bytes is one multipart upload. A larger one,
-with ``max_concurrency > 1``, is a parallel composite upload: ``chunk_size`` parts uploaded
-concurrently as temporary objects, composed (at most 32 sources a call, in a tree), then deleted,
-also on failure or cancellation. With ``max_concurrency == 1`` it is a resumable upload session fed
-one chunk at a time (``Content-Range: bytes a-b/*`` until the last chunk). gcloud-aio-storage
-provides the session, the credentials, the API root (``STORAGE_EMULATOR_HOST``) and the simple
-calls (list, compose, delete, metadata); its own resumable upload sends the whole body in one
-request, so the chunked protocol and the ranged reads are written here on its aiohttp session.
+What is GCS's own here (the engine, ``_transfer.py``, does the rest: bounded concurrent parts,
+ordered ranged reads, CRC32C; ``_retry.py``: the one retry policy and the deadlines):
 
-Downloads: up to ``max_concurrency`` ranged GETs of ``chunk_size`` bytes in flight, pinned to the
-object's generation, yielded in order.
+* the upload primitives (:class:`_GcsUpload`): a value of at most ``chunk_size`` bytes is one
+  multipart upload. A larger one, with ``max_concurrency > 1``, is a parallel composite upload:
+  parts uploaded as temporary objects, composed (at most 32 sources a call, in a tree), then
+  deleted, also on failure or cancellation. With ``max_concurrency == 1`` it is a resumable
+  upload session fed one chunk at a time (``Content-Range: bytes a-b/*`` until the last chunk);
+  a chunk that fails is resumed from what the session says it persisted;
+* ranged GETs pinned to the object's generation;
+* what GCS must answer: JSON for every JSON call, the object's ``crc32c`` and ``size`` after an
+  upload. A plain web server is a clear :class:`CacheError`, not a store.
+
+gcloud-aio-auth provides the credentials and gcloud-aio-storage the API root
+(``STORAGE_EMULATOR_HOST``); every request is made here on one aiohttp session, so every one has
+the same deadlines and retries.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import contextlib
 import json
 import logging
 import os
-import random
 import secrets
-import struct
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 import anyio
-import anyio.to_thread
 from gcloud.aio.auth import Token
-from gcloud.aio.storage import Storage
 from gcloud.aio.storage.storage import SCOPES, init_api_root
 
 from swath._urls import refuse_credentials
-from swath.cache import _checksum
-from swath.cache._base import Backend, BackendWriter, Stat, missing
-from swath.cache.keys import Path, join, object_name, split_key
+from swath.cache import _checksum, _transfer
+from swath.cache._base import Stat, missing
+from swath.cache._retry import GaveUp
+from swath.cache.keys import Path, join, object_name
 from swath.errors import CacheError, ChecksumMismatchError, InvalidKeyError, KeyNotFoundError
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
+_transfer.register_body_payload()
 
 ALIGN = 256 << 10  # resumable chunks must be multiples of 256 KiB
+MAX_CHUNK = 5 << 30
 MAX_COMPOSE = 32  # sources per compose call
 MAX_OBJECT_NAME_BYTES = 1024  # GCS's limit for an object name
 TMP_NAME_BYTES = 16 + 1 + 9  # "<upload id>/<part or compose name>" below the hidden prefix
 TMP_SEGMENT = "\\swath-tmp"  # a backslash: no key segment can contain one
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-RETRY_EXCEPTIONS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
 CONTENT_TYPE = "application/octet-stream"
-CRC_INLINE = 1 << 20  # smaller buffers are checksummed on the event loop, larger in a thread
 DELETE_CONCURRENCY = 32
 LIST_PAGE = 1000
 
-# request timeouts in seconds: small JSON calls, and calls that move or compose data
-SHORT_TIMEOUT = 60
-LONG_TIMEOUT = 900
-
-
-def crc_to_b64(crc: int) -> str:
-    """GCS's form of a CRC32C: base64 of the 4 big-endian bytes."""
-    return base64.b64encode(struct.pack(">I", crc)).decode("ascii")
-
-
-def crc_from_b64(text: str) -> int:
-    raw = base64.b64decode(text)
-    if len(raw) != 4:
-        raise ValueError(f"not a base64 CRC32C: {text!r}")
-    return int(struct.unpack(">I", raw)[0])
+crc_to_b64 = _checksum.to_b64  # GCS's form of a CRC32C: base64 of the 4 big-endian bytes
 
 
 def _hash_header_crc(header: str | None) -> int | None:
@@ -94,14 +77,24 @@ def _hash_header_crc(header: str | None) -> int | None:
     for item in (header or "").split(","):
         algo, _, value = item.strip().partition("=")
         if algo == "crc32c" and value:
-            return crc_from_b64(value)
+            return _checksum.from_b64(value)
     return None
 
 
-async def _crc(crc: int, data: bytes | bytearray | memoryview) -> int:
-    if len(data) < CRC_INLINE:
-        return _checksum.update(crc, data)
-    return await anyio.to_thread.run_sync(_checksum.update, crc, data)
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return exc.status in RETRY_STATUSES
+    return isinstance(
+        exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError | TimeoutError
+    )
+
+
+def _detail(exc: BaseException | None) -> str:
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"HTTP {exc.status}: {_short(exc.message)}"
+    if exc is None:
+        return "no answer"
+    return f"{type(exc).__name__}: {exc}"
 
 
 class _TransientError(CacheError):
@@ -109,34 +102,39 @@ class _TransientError(CacheError):
 
 
 class _Response:
-    """What a raw request returns: status, headers and (already read) body."""
+    """What a request returns: status, headers and (already read) body."""
 
-    def __init__(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
+    def __init__(self, what: str, status: int, headers: Mapping[str, str], body: bytes) -> None:
+        self.what = what
         self.status = status
         self.headers = headers
         self.body = body
 
     def json(self) -> dict[str, Any]:
-        data = json.loads(self.body or b"{}")
-        assert isinstance(data, dict)
+        """The body as a JSON object; anything else is not a GCS answer."""
+        try:
+            data = json.loads(self.body or b"{}")
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            kind = self.headers.get("Content-Type", "no content type")
+            raise CacheError(
+                f"{self.what}: the endpoint answered {kind} ({_short(repr(self.body[:200]))}) "
+                "instead of JSON; is it a GCS server?"
+            )
         return data
 
 
-class GoogleStorageCache(Backend):
+class GoogleStorageCache(_transfer.PartedBackend):
     """A cache in a Google Cloud Storage bucket (or fake-gcs-server via STORAGE_EMULATOR_HOST).
 
     ``chunk_size`` (a multiple of 256 KiB) is the size of upload parts and download ranges;
     ``max_concurrency`` is how many of them are in flight at once for one value. Streaming holds
-    at most about ``chunk_size * (max_concurrency + 2)`` bytes.
+    at most about ``chunk_size * (max_concurrency + 2)`` bytes. Time limits: ``**deadlines``
+    (docs/gcs.md); retries: the ``RetryPolicy`` attributes.
     """
 
     url_scheme = "gs"
-
-    #: attempts for a request that fails transiently (5xx, 429, 408, connection errors)
-    attempts = 6
-    #: first back-off in seconds (doubled each retry, with jitter, at most ``max_backoff``)
-    backoff = 0.25
-    max_backoff = 8.0
 
     def __init__(
         self,
@@ -146,25 +144,16 @@ class GoogleStorageCache(Backend):
         chunk_size: int = 8 << 20,
         max_concurrency: int = 8,
         read_only: bool = False,
+        **deadlines: float | str,
     ) -> None:
         super().__init__()
-        self.read_only = read_only
-        if not isinstance(bucket, str) or not bucket or "/" in bucket:
-            raise ValueError(f"bucket must be a non-empty name without '/', not {bucket!r}")
-        if not isinstance(prefix, str):
-            raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
-        if not isinstance(chunk_size, int) or chunk_size <= 0 or chunk_size % ALIGN:
-            raise ValueError(
-                f"chunk_size must be a positive multiple of 256 KiB ({ALIGN}), not {chunk_size!r}"
-            )
-        if not isinstance(max_concurrency, int) or max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be an int >= 1, not {max_concurrency!r}")
-        prefix = prefix.strip("/")
-        self.bucket = bucket
-        self.prefix = join(split_key(prefix)) if prefix else ""
+        if isinstance(chunk_size, int) and chunk_size % ALIGN:
+            raise ValueError(f"chunk_size must be a multiple of 256 KiB ({ALIGN}): {chunk_size}")
+        _transfer.check_tuning(
+            "chunk_size (a multiple of 256 KiB)", chunk_size, ALIGN, MAX_CHUNK, max_concurrency
+        )
+        self._configure(bucket, prefix, max_concurrency, deadlines, read_only)
         self.chunk_size = chunk_size
-        self.max_concurrency = max_concurrency
-        self._root = f"{self.prefix}/" if self.prefix else ""
         self._tmp_root = f"{self._root}{TMP_SEGMENT}/"
         longest_tmp = len(self._tmp_root.encode()) + TMP_NAME_BYTES
         if longest_tmp > MAX_OBJECT_NAME_BYTES:
@@ -175,12 +164,9 @@ class GoogleStorageCache(Backend):
                 f"{MAX_OBJECT_NAME_BYTES - TMP_NAME_BYTES - len(TMP_SEGMENT) - 2} UTF-8 bytes)"
             )
         self._session: aiohttp.ClientSession | None = None
-        self._storage: Storage | None = None
+        self._token: Token | None = None
         self._api_root = ""
         self._is_dev = False
-
-    def url(self) -> str:
-        return f"gs://{self.bucket}/{self.prefix}"
 
     def __repr__(self) -> str:
         return f"GoogleStorageCache({self.bucket!r}, prefix={self.prefix!r})"
@@ -192,19 +178,21 @@ class GoogleStorageCache(Backend):
         self._is_dev, self._api_root = init_api_root(None)
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=max(64, 4 * self.max_concurrency)),
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=300),
+            timeout=aiohttp.ClientTimeout(
+                total=None,
+                sock_connect=self.deadlines.connect_timeout,
+                sock_read=self.deadlines.read_timeout,
+            ),
             auto_decompress=False,
         )
         self._session = session
         try:
             try:  # gcloud-aio-auth finds the credentials (it may read files here)
-                token = None if self._is_dev else Token(scopes=SCOPES, session=session)  # type: ignore[arg-type]
+                self._token = None if self._is_dev else Token(scopes=SCOPES, session=session)  # type: ignore[arg-type]
             except Exception as exc:
                 raise CacheError(
                     f"cannot open GCS bucket {self.bucket!r}: no usable credentials: {exc}"
                 ) from exc
-            # Storage reads STORAGE_EMULATOR_HOST itself (passing api_root would mark it "dev")
-            self._storage = Storage(session=session, token=token)  # type: ignore[arg-type]
             await self._check_bucket()
         except BaseException:
             with anyio.CancelScope(shield=True):
@@ -212,10 +200,13 @@ class GoogleStorageCache(Backend):
             raise
 
     async def _check_bucket(self) -> None:
+        """One ``objects.list`` under the prefix: the bucket exists, the credentials are
+        accepted, and the endpoint answers like GCS."""
         url = f"{self._api_root}/storage/v1/b/{quote(self.bucket, safe='')}/o"
         params = {"maxResults": "1", "prefix": self._root, "fields": "kind"}
         try:
-            await self._request("open", "", "GET", url, params=params, allow=(401, 403, 404))
+            resp = await self._request("open", "", "GET", url, params=params, allow=(401, 403, 404))
+            resp.json()
         except aiohttp.ClientResponseError as exc:
             if exc.status == 404:
                 raise CacheError(
@@ -226,18 +217,17 @@ class GoogleStorageCache(Backend):
                 f"credentials (GOOGLE_APPLICATION_CREDENTIALS or the default account): "
                 f"{_short(exc.message)}"
             ) from None
-        except CacheError:
-            raise
+        except CacheError as exc:
+            raise CacheError(
+                f"cannot use GCS bucket {self.bucket!r} at {self._api_root}: {exc}"
+            ) from exc
         except Exception as exc:  # credentials that cannot even produce a token
             raise CacheError(
                 f"cannot open GCS bucket {self.bucket!r}: {type(exc).__name__}: {exc}"
             ) from exc
 
     async def _close(self) -> None:
-        storage, session = self._storage, self._session
-        self._storage = self._session = None
-        if storage is not None:
-            await storage.close()  # closes only what it made itself (its token's session)
+        session, self._session, self._token = self._session, None, None
         if session is not None:
             await session.close()
 
@@ -246,12 +236,6 @@ class GoogleStorageCache(Backend):
         if self._session is None:
             raise RuntimeError(f"{self!r} is not open: use 'async with' first")
         return self._session
-
-    @property
-    def _gcs(self) -> Storage:
-        if self._storage is None:
-            raise RuntimeError(f"{self!r} is not open: use 'async with' first")
-        return self._storage
 
     # -- names ----------------------------------------------------------------------------------
     def _name(self, path: Path) -> str:
@@ -264,59 +248,23 @@ class GoogleStorageCache(Backend):
     def _upload_url(self) -> str:
         return f"{self._api_root}/upload/storage/v1/b/{quote(self.bucket, safe='')}/o"
 
-    # -- requests with retries ------------------------------------------------------------------
+    def _where(self, name: str) -> str:
+        return f"gs://{self.bucket}/{name}" if name else f"bucket {self.bucket!r}"
+
+    # -- requests -------------------------------------------------------------------------------
     async def _headers(self) -> dict[str, str]:
-        if self._is_dev:
+        if self._token is None:
             return {}
-        token = await self._gcs.token.get()
-        return {"Authorization": f"Bearer {token}"}
-
-    async def _retry(
-        self,
-        op: str,
-        name: str,
-        call: Callable[[], Awaitable[T]],
-        allow: Collection[int] = (),
-        attempts: int | None = None,
-    ) -> T:
-        """Run ``call`` and retry transient failures with exponential back-off.
-
-        An HTTP error whose status is in ``allow`` is re-raised as ``aiohttp.ClientResponseError``
-        for the caller to interpret (404: missing, 416: empty range, ...); any other failure that
-        remains becomes a :class:`CacheError` naming the operation, the bucket and the object."""
-        delay = self.backoff
-        attempts = self.attempts if attempts is None else attempts
-        for attempt in range(1, attempts + 1):
-            try:
-                return await call()
-            except aiohttp.ClientResponseError as exc:
-                if exc.status in allow:
-                    raise
-                detail = f"HTTP {exc.status}: {_short(exc.message)}"
-                if exc.status not in RETRY_STATUSES:
-                    raise self._error(op, name, detail, attempt) from None
-                if attempt == attempts:
-                    raise self._error(op, name, detail, attempt, transient=True) from None
-                reason = f"HTTP {exc.status}"
-            except RETRY_EXCEPTIONS as exc:
-                if attempt == attempts:
-                    detail = f"{type(exc).__name__}: {exc}"
-                    raise self._error(op, name, detail, attempt, transient=True) from exc
-                reason = type(exc).__name__
-            log.info("GCS %s of %s: %s, retry %d in %.2fs", op, name, reason, attempt, delay)
-            await anyio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, self.max_backoff)
-        raise AssertionError("unreachable")
+        return {"Authorization": f"Bearer {await self._token.get()}"}
 
     def _error(
-        self, op: str, name: str, detail: str, attempts: int, *, transient: bool = False
+        self, op: str, name: str, detail: str, attempts: int = 1, *, transient: bool = False
     ) -> CacheError:
-        where = f"gs://{self.bucket}/{name}" if name else f"bucket {self.bucket!r}"
         tries = f" after {attempts} attempts" if attempts > 1 else ""
         cls = _TransientError if transient else CacheError
-        return cls(f"GCS {op} of {where} failed{tries}: {detail}")
+        return cls(f"GCS {op} of {self._where(name)} failed{tries}: {detail}")
 
-    async def _request(
+    async def _send(
         self,
         op: str,
         name: str,
@@ -326,47 +274,92 @@ class GoogleStorageCache(Backend):
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
         data: Any = None,
-        allow: Collection[int] = (),
         ok: Collection[int] = (200, 201, 204, 206),
-        seconds: float = SHORT_TIMEOUT,
-        attempts: int | None = None,
     ) -> _Response:
-        """One HTTP request on the shared session, with retries; the body is read whole (callers
-        ask only for JSON or one chunk). Statuses in ``ok`` or 308 return; others raise."""
-
-        async def call() -> _Response:
-            hdrs = {**(await self._headers()), **(headers or {})}
-            body = data() if callable(data) else data
-            async with self._http.request(
-                method,
-                url,
-                params=params,
-                headers=hdrs,
-                data=body,
-                timeout=aiohttp.ClientTimeout(total=seconds),
-                allow_redirects=False,  # a resumable session answers 308 "Resume Incomplete"
-            ) as resp:
-                content = await resp.read()
-                if resp.status in ok or resp.status == 308:
-                    return _Response(resp.status, resp.headers, content)
-                raise aiohttp.ClientResponseError(
-                    resp.request_info,
-                    resp.history,
-                    status=resp.status,
-                    message=content.decode("utf-8", "replace"),
-                    headers=resp.headers,
+        """One attempt of one request; the body is read whole (callers ask only for JSON or one
+        chunk). Statuses in ``ok`` or 308 return; others raise ``ClientResponseError``."""
+        hdrs = {**(await self._headers()), **(headers or {})}
+        async with self._http.request(
+            method,
+            url,
+            params=params,
+            headers=hdrs,
+            data=data() if callable(data) else data,
+            allow_redirects=False,  # a resumable session answers 308 "Resume Incomplete"
+        ) as resp:
+            content = await resp.read()
+            if resp.status in ok or resp.status == 308:
+                return _Response(
+                    f"GCS {op} of {self._where(name)}", resp.status, resp.headers, content
                 )
+            raise aiohttp.ClientResponseError(
+                resp.request_info,
+                resp.history,
+                status=resp.status,
+                message=content.decode("utf-8", "replace"),
+                headers=resp.headers,
+            )
 
-        return await self._retry(op, name, call, allow, attempts)
+    async def _retried(
+        self,
+        op: str,
+        name: str,
+        call: Callable[[], Awaitable[Any]],
+        allow: Collection[int] = (),
+        budget: float | None = None,
+    ) -> Any:
+        """``call`` under the retry policy and the operation budget. An HTTP error whose status
+        is in ``allow`` is raised as ``ClientResponseError`` for the caller to interpret (404:
+        missing, 416: empty range); any other failure becomes a :class:`CacheError` naming the
+        operation, the bucket and the object."""
+        try:
+            return await self._with_retries(
+                call, _transient, f"GCS {op} of {self._where(name)}", budget
+            )
+        except aiohttp.ClientResponseError as exc:
+            if exc.status in allow:
+                raise
+            raise self._error(op, name, _detail(exc)) from None
+        except GaveUp as exc:
+            detail = _detail(exc.last)
+            if exc.budget_spent:
+                detail += (
+                    f" (no success within operation_timeout={self.deadlines.operation_timeout:g} s)"
+                )
+            raise self._error(op, name, detail, exc.attempts, transient=True) from exc
+
+    async def _request(
+        self,
+        op: str,
+        name: str,
+        method: str,
+        url: str,
+        *,
+        allow: Collection[int] = (),
+        budget: float | None = None,
+        **options: Any,
+    ) -> _Response:
+        """One request with retries (see ``_send`` and ``_retried``)."""
+        response: _Response = await self._retried(
+            op, name, lambda: self._send(op, name, method, url, **options), allow, budget
+        )
+        return response
+
+    def _body(self, data: bytes | bytearray | memoryview) -> Callable[[], _transfer.Body]:
+        """A fresh request body for each attempt, sent without copies and with a deadline."""
+        return lambda: _transfer.Body(data, stall=self.deadlines.read_timeout)
 
     # -- uploads --------------------------------------------------------------------------------
-    async def _open_writer(self, path: Path) -> BackendWriter:
+    def _part_writer(self, path: Path) -> _transfer.PartWriter:
         self._http  # noqa: B018  (fail early if not open)
-        return _GcsWriter(self, path)
+        return _transfer.PartWriter(
+            _GcsUpload(self, self._name(path)),
+            self.chunk_size,
+            self.max_concurrency,
+            abort_timeout=self.deadlines.abort_timeout,
+        )
 
-    async def _upload_media(
-        self, op: str, name: str, data: bytes | bytearray | memoryview, crc: int
-    ) -> None:
+    async def _upload_media(self, op: str, name: str, data: memoryview, crc: int) -> None:
         """One plain media upload (for temporary parts: the CRC32C GCS computed is compared with
         ours, and a damaged part never becomes visible, it is deleted with the others)."""
         resp = await self._request(
@@ -376,14 +369,11 @@ class GoogleStorageCache(Backend):
             self._upload_url(),
             params={"uploadType": "media", "name": name},
             headers={"Content-Type": CONTENT_TYPE, "Content-Length": str(len(data))},
-            data=lambda: _pieces(data),
-            seconds=LONG_TIMEOUT,
+            data=self._body(data),
         )
         self._check_uploaded(op, name, resp.json(), crc, len(data))
 
-    async def _upload_whole(
-        self, op: str, name: str, data: bytes | bytearray | memoryview, crc: int
-    ) -> dict[str, Any]:
+    async def _upload_whole(self, op: str, name: str, data: memoryview, crc: int) -> None:
         """One multipart upload (metadata with the CRC32C, then the bytes): GCS rejects a body
         whose CRC32C differs; we also compare what it computed (emulators do not check)."""
         meta = {"name": name, "contentType": CONTENT_TYPE, "crc32c": crc_to_b64(crc)}
@@ -391,21 +381,13 @@ class GoogleStorageCache(Backend):
         def body() -> aiohttp.MultipartWriter:
             writer = aiohttp.MultipartWriter("related")
             writer.append_json(meta)
-            writer.append(data, {"Content-Type": CONTENT_TYPE})
+            writer.append(self._body(data)(), {"Content-Type": CONTENT_TYPE})
             return writer
 
         resp = await self._request(
-            op,
-            name,
-            "POST",
-            self._upload_url(),
-            params={"uploadType": "multipart"},
-            data=body,
-            seconds=LONG_TIMEOUT,
+            op, name, "POST", self._upload_url(), params={"uploadType": "multipart"}, data=body
         )
-        result = resp.json()
-        await self._check_final(op, name, result, crc, len(data))
-        return result
+        await self._check_final(op, name, resp.json(), crc, len(data))
 
     async def _check_final(
         self, op: str, name: str, result: Mapping[str, Any], crc: int, size: int
@@ -415,33 +397,40 @@ class GoogleStorageCache(Backend):
         try:
             self._check_uploaded(op, name, result, crc, size)
         except ChecksumMismatchError:
-            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                await self._delete_object(op, name)
+            with anyio.CancelScope(shield=True), anyio.move_on_after(self.deadlines.abort_timeout):
+                try:
+                    await self._delete_object(op, name)
+                except CacheError as exc:
+                    log.warning("could not delete the damaged %s: %s", self._where(name), exc)
             raise
 
     def _check_uploaded(
         self, op: str, name: str, result: Mapping[str, Any], crc: int, size: int
     ) -> None:
         stored = result.get("crc32c")
-        if stored is None or int(result.get("size", -1)) != size:
-            raise self._error(op, name, f"unexpected answer to an upload: {_short(str(result))}", 1)
-        if crc_from_b64(stored) != crc:
+        if not isinstance(stored, str) or str(result.get("size")) != str(size):
+            raise self._error(op, name, f"unexpected answer to an upload: {_short(str(result))}")
+        if _checksum.from_b64(stored) != crc:
             raise ChecksumMismatchError(
                 f"GCS {op} of gs://{self.bucket}/{name}: GCS computed "
-                f"{_checksum.render(crc_from_b64(stored))} for what was sent, "
+                f"{_checksum.render(_checksum.from_b64(stored))} for what was sent, "
                 f"expected {_checksum.render(crc)}"
             )
 
     async def _compose(self, op: str, name: str, sources: list[str]) -> dict[str, Any]:
-        gcs = self._gcs
-        result: dict[str, Any] = await self._retry(
+        body = {
+            "sourceObjects": [{"name": source} for source in sources],
+            "destination": {"contentType": CONTENT_TYPE},
+        }
+        resp = await self._request(
             op,
             name,
-            lambda: gcs.compose(
-                self.bucket, name, sources, content_type=CONTENT_TYPE, timeout=LONG_TIMEOUT
-            ),
+            "POST",
+            self._object_url(name) + "/compose",
+            headers={"Content-Type": "application/json"},
+            data=json.dumps(body),
         )
-        return result
+        return resp.json()
 
     async def _delete_many(self, op: str, names: list[str]) -> list[str]:
         """Delete objects concurrently, ignoring those already gone; returns the errors."""
@@ -463,14 +452,8 @@ class GoogleStorageCache(Backend):
         return failures
 
     async def _delete_object(self, op: str, name: str) -> None:
-        gcs = self._gcs
         try:
-            await self._retry(
-                op,
-                name,
-                lambda: gcs.delete(self.bucket, name, timeout=SHORT_TIMEOUT),
-                allow=(404,),
-            )
+            await self._request(op, name, "DELETE", self._object_url(name), allow=(404,))
         except aiohttp.ClientResponseError:
             raise KeyNotFoundError(f"no object gs://{self.bucket}/{name}") from None
 
@@ -493,7 +476,6 @@ class GoogleStorageCache(Backend):
                 params=params,
                 headers={"Range": rng, "Accept-Encoding": "identity"},
                 allow=(404, 416),
-                seconds=LONG_TIMEOUT,
             )
         except aiohttp.ClientResponseError as exc:
             if exc.status == 416:
@@ -506,16 +488,13 @@ class GoogleStorageCache(Backend):
             raise KeyNotFoundError(f"no object gs://{self.bucket}/{name}") from None
 
     async def _metadata(self, op: str, name: str) -> dict[str, Any] | None:
-        gcs = self._gcs
         try:
-            meta: dict[str, Any] = await self._retry(
-                op,
-                name,
-                lambda: gcs.download_metadata(self.bucket, name, timeout=SHORT_TIMEOUT),
-                allow=(404,),
-            )
+            resp = await self._request(op, name, "GET", self._object_url(name), allow=(404,))
         except aiohttp.ClientResponseError:
             return None
+        meta = resp.json()
+        if not isinstance(meta.get("crc32c"), str) or "size" not in meta:
+            raise self._error(op, name, f"metadata without crc32c and size: {_short(str(meta))}")
         return meta
 
     async def _stream(self, path: Path, chunk_size: int) -> AsyncIterator[bytes]:
@@ -530,49 +509,26 @@ class GoogleStorageCache(Backend):
             meta = await self._metadata("read", name)
             if meta is None:
                 raise missing(path)
-            _checksum.verify(crc_from_b64(meta["crc32c"]), 0, repr(join(path)))
+            _checksum.verify(_checksum.from_b64(meta["crc32c"]), 0, repr(join(path)))
             return
         total, generation, expected = await self._describe(name, first)
-        crc = await _crc(0, first.body)
         if first.status == 200 or total <= step:
             if len(first.body) != total:
-                raise self._error("read", name, "short read", 1)
-            _checksum.verify(expected, crc, repr(join(path)))
-            if first.body:
-                yield first.body
-            return
-        if len(first.body) != step:
-            raise self._error("read", name, f"asked for {step} bytes, got {len(first.body)}", 1)
+                raise self._error("read", name, "short read")
+        elif len(first.body) != step:
+            raise self._error("read", name, f"asked for {step} bytes, got {len(first.body)}")
 
-        async def fetch(start: int) -> bytes:
-            last = min(start + step, total) - 1
-            resp = await self._get_range("read", name, start, last, generation)
-            if resp is None or len(resp.body) != last - start + 1:
-                raise self._error("read", name, f"short read at offset {start}", 1)
+        async def fetch(start: int, end: int) -> bytes:
+            resp = await self._get_range("read", name, start, end - 1, generation)
+            if resp is None or len(resp.body) != end - start:
+                raise self._error("read", name, f"short read at offset {start}")
             return resp.body
 
-        starts = iter(range(step, total, step))
-        pending: deque[asyncio.Task[bytes]] = deque()
-        try:
-            chunk: bytes | None = first.body
-            while chunk is not None:
-                while len(pending) < self.max_concurrency:  # keep ranges in flight
-                    start = next(starts, None)
-                    if start is None:
-                        break
-                    pending.append(asyncio.ensure_future(fetch(start)))
-                yield chunk
-                chunk = None
-                if pending:
-                    chunk = await pending.popleft()
-                    crc = await _crc(crc, chunk)
-        finally:
-            for task in pending:
-                task.cancel()
-            for task in pending:
-                with contextlib.suppress(BaseException):
-                    await task
-        _checksum.verify(expected, crc, repr(join(path)))
+        async for piece in _transfer.ordered_reads(
+            first.body, len(first.body), total, step, self.max_concurrency, fetch,
+            chunk_size, expected, repr(join(path)),
+        ):  # fmt: skip
+            yield piece
 
     async def _describe(self, name: str, resp: _Response) -> tuple[int, str | None, int]:
         """Total size, generation and stored CRC32C of the object a media response came from
@@ -590,7 +546,7 @@ class GoogleStorageCache(Backend):
             raise CacheError(
                 f"GCS read of gs://{self.bucket}/{name}: the object changed while it was read"
             )
-        return int(meta["size"]), str(meta.get("generation")), crc_from_b64(meta["crc32c"])
+        return int(meta["size"]), str(meta.get("generation")), _checksum.from_b64(meta["crc32c"])
 
     async def _read_range(self, path: Path, start: int, end: int | None) -> bytes:
         name = self._name(path)
@@ -608,7 +564,7 @@ class GoogleStorageCache(Backend):
         meta = await self._metadata("stat", self._name(path))
         if meta is None:
             return None
-        crc = crc_from_b64(meta["crc32c"])
+        crc = _checksum.from_b64(meta["crc32c"])
         return Stat(size=int(meta["size"]), checksum=_checksum.render(crc))
 
     # -- delete, listing, clear -----------------------------------------------------------------
@@ -621,20 +577,12 @@ class GoogleStorageCache(Backend):
     async def _pages(
         self, op: str, prefix: str, delimiter: str | None
     ) -> AsyncIterator[dict[str, Any]]:
-        gcs = self._gcs
+        url = f"{self._api_root}/storage/v1/b/{quote(self.bucket, safe='')}/o"
         params = {"prefix": prefix, "maxResults": str(LIST_PAGE)}
         if delimiter:
             params["delimiter"] = delimiter
         while True:
-            page_params = dict(params)
-
-            async def call(p: dict[str, str] = page_params) -> dict[str, Any]:
-                page: dict[str, Any] = await gcs.list_objects(
-                    self.bucket, params=p, timeout=SHORT_TIMEOUT
-                )
-                return page
-
-            page = await self._retry(op, prefix, call)
+            page = (await self._request(op, prefix, "GET", url, params=dict(params))).json()
             yield page
             token = page.get("nextPageToken")
             if not token:
@@ -672,98 +620,84 @@ class GoogleStorageCache(Backend):
                 )
 
 
-class _GcsWriter(BackendWriter):
-    """Receives a value's bytes and uploads them ``chunk_size`` at a time.
+class _GcsUpload(_transfer.PartTarget):
+    """One value's upload: a multipart upload if it fits one chunk; else a parallel composite
+    upload (``max_concurrency > 1``) or a resumable session (``max_concurrency == 1``)."""
 
-    At most one chunk is buffered (the chunk being filled); a full chunk is sent only once more
-    data follows, so the last chunk of a resumable session is never empty and a value that fits
-    in one chunk is one request at commit. The first chunk sent picks the mode: parallel composite
-    (``max_concurrency > 1``) or resumable session."""
-
-    def __init__(self, cache: GoogleStorageCache, path: Path) -> None:
+    def __init__(self, cache: GoogleStorageCache, name: str) -> None:
         self._cache = cache
-        self._name = cache._name(path)
-        self._buf = bytearray()
-        self._crc = 0
-        self._size = 0
-        self._mode: str | None = None  # None until the first chunk is sent
-        # resumable session
-        self._session_uri: str | None = None
-        self._sent = 0
+        self._name = name
+        self._composite = cache.max_concurrency > 1
         # parallel composite
         self._tmp_dir = f"{cache._tmp_root}{secrets.token_hex(8)}/"
         self._temps: list[str] = []  # every temporary name ever started (to clean up)
-        self._parts: list[str] = []
-        self._tasks: list[asyncio.Task[None]] = []
-        self._slots = asyncio.Semaphore(cache.max_concurrency)
-        self._closed = False
+        # resumable session
+        self._session_uri: str | None = None
+        self._sent = 0
+        self._last: memoryview | None = None
 
-    # -- feeding --------------------------------------------------------------------------------
-    async def write(self, data: memoryview) -> None:
-        self._crc = await _crc(self._crc, data)
-        self._size += len(data)
-        size = self._cache.chunk_size
-        pos = 0
-        while pos < len(data):
-            if len(self._buf) == size:  # a full chunk, and more data follows it
-                chunk, self._buf = self._buf, bytearray()
-                await self._send(chunk)
-            take = min(size - len(self._buf), len(data) - pos)
-            self._buf += data[pos : pos + take]
-            pos += take
+    async def put_single(self, data: memoryview, crc: int) -> None:
+        await self._cache._upload_whole("put", self._name, data, crc)
 
-    async def _send(self, chunk: bytearray) -> None:
-        if self._mode is None:
-            self._mode = "composite" if self._cache.max_concurrency > 1 else "resumable"
-        if self._mode == "composite":
-            await self._start_part(chunk)
-        else:
-            await self._put_chunk(chunk, final=False)
+    async def begin(self) -> None:
+        if self._composite:
+            return
+        resp = await self._cache._request(
+            "put",
+            self._name,
+            "POST",
+            self._cache._upload_url(),
+            params={"uploadType": "resumable", "name": self._name},
+            headers={"Content-Type": "application/json; charset=UTF-8"},
+            data=json.dumps({"name": self._name, "contentType": CONTENT_TYPE}),
+        )
+        location = resp.headers.get("Location")
+        if not location:
+            raise self._cache._error("put", self._name, "no resumable session URI in the answer")
+        self._session_uri = location
 
-    # -- parallel composite ---------------------------------------------------------------------
-    def _raise_failed_part(self) -> None:
-        for task in self._tasks:
-            if task.done() and not task.cancelled():
-                exc = task.exception()
-                if exc is not None:
-                    raise exc
-
-    async def _start_part(self, chunk: bytearray) -> None:
-        self._raise_failed_part()
-        await self._slots.acquire()  # back-pressure: at most max_concurrency parts in flight
-        self._raise_failed_part_releasing()
-        name = f"{self._tmp_dir}{len(self._parts):06d}"
+    async def upload_part(self, number: int, data: memoryview, crc: int, last: bool) -> Any:
+        if not self._composite:
+            if last:
+                self._last = data  # sent by complete() with the whole value's CRC32C
+            else:
+                await self._put_chunk(data, final=None)
+            return None
+        name = f"{self._tmp_dir}{number - 1:06d}"
         self._temps.append(name)
-        self._parts.append(name)
-        task = asyncio.ensure_future(self._upload_part(name, chunk))
-        task.add_done_callback(lambda _t: self._slots.release())
-        self._tasks.append(task)
-
-    def _raise_failed_part_releasing(self) -> None:
         try:
-            self._raise_failed_part()
-        except BaseException:
-            self._slots.release()
-            raise
-
-    async def _upload_part(self, name: str, chunk: bytearray) -> None:
-        crc = await _crc(0, chunk)
-        try:
-            await self._cache._upload_media("put", name, chunk, crc)
+            await self._cache._upload_media("put", name, data, crc)
         except (CacheError, ChecksumMismatchError) as exc:
-            raise self._named(exc, f"part {name.rsplit('/', 1)[-1]}") from exc
+            raise self._named(exc, f"part {number - 1:06d}") from exc
+        return name
 
     def _named(self, exc: Exception, what: str) -> Exception:
         """The error of a temporary object, restated for the key being written."""
-        where = f"gs://{self._cache.bucket}/{self._name}"
-        return type(exc)(f"GCS put of {where} failed ({what}): {exc}")
+        return type(exc)(
+            f"GCS put of gs://{self._cache.bucket}/{self._name} failed ({what}): {exc}"
+        )
 
-    async def _compose_tree(self) -> dict[str, Any]:
+    async def complete(self, parts: list[_transfer.Part], crc: int, size: int) -> None:
         cache = self._cache
-        sources = self._parts
+        if not self._composite:
+            assert self._last is not None
+            result = await self._put_chunk(self._last, final=crc)
+            await cache._check_final("put", self._name, result, crc, size)
+            return
+        done = False
+        try:
+            result = await self._compose_tree([str(p.token) for p in parts])
+            await cache._check_final("put", self._name, result, crc, size)
+            done = True
+        finally:  # the parts go in any case; after a failure, within the abort budget
+            budget = cache.deadlines.operation_timeout if done else cache.deadlines.abort_timeout
+            with anyio.CancelScope(shield=True), anyio.move_on_after(budget):
+                await self._cleanup()
+
+    async def _compose_tree(self, sources: list[str]) -> dict[str, Any]:
+        cache = self._cache
         level = 0
         limiter = anyio.CapacityLimiter(cache.max_concurrency)
-
         failures: list[Exception] = []
 
         async def one(target: str, srcs: list[str]) -> None:
@@ -777,7 +711,6 @@ class _GcsWriter(BackendWriter):
             groups = [sources[i : i + MAX_COMPOSE] for i in range(0, len(sources), MAX_COMPOSE)]
             names = [f"{self._tmp_dir}c{level}-{i:06d}" for i in range(len(groups))]
             self._temps.extend(names)
-
             async with anyio.create_task_group() as tg:
                 for target, srcs in zip(names, groups, strict=True):
                     tg.start_soon(one, target, srcs)
@@ -787,146 +720,111 @@ class _GcsWriter(BackendWriter):
             level += 1
         return await cache._compose("put", self._name, sources)
 
-    # -- resumable session ----------------------------------------------------------------------
-    async def _put_chunk(self, chunk: bytearray, *, final: bool) -> None:
+    async def _put_chunk(self, chunk: memoryview, *, final: int | None) -> dict[str, Any]:
+        """Send one chunk of the resumable session (the last one when ``final`` is the whole
+        value's CRC32C). A chunk that fails is resumed from what the session says it persisted
+        (``Content-Range: bytes */*``), under the retry policy."""
         cache = self._cache
-        if self._session_uri is None:
-            resp = await cache._request(
-                "put",
-                self._name,
-                "POST",
-                cache._upload_url(),
-                params={"uploadType": "resumable", "name": self._name},
-                headers={"Content-Type": "application/json; charset=UTF-8"},
-                data=json.dumps({"name": self._name, "contentType": CONTENT_TYPE}),
-            )
-            self._session_uri = resp.headers["Location"]
-        start = self._sent
-        total = f"{start + len(chunk)}" if final else "*"
-        offset = 0  # how much of this chunk GCS has persisted
-        view = memoryview(chunk)
-        delay = cache.backoff
-        for attempt in range(1, cache.attempts + 1):
+        assert self._session_uri is not None
+        uri, start, length = self._session_uri, self._sent, len(chunk)
+        total = f"{start + length}" if final is not None else "*"
+        state = {"tries": 0}
+
+        async def attempt() -> dict[str, Any]:
+            offset = 0
+            if state["tries"]:
+                offset, finished = await self._persisted(start, length, final)
+                if finished is not None:  # the session is complete: the answer was lost
+                    if final is None:
+                        raise cache._error("put", self._name, "upload finished early")
+                    return finished
+                if offset == length:
+                    return {}
+            state["tries"] += 1
             headers = {
-                "Content-Range": f"bytes {start + offset}-{start + len(chunk) - 1}/{total}",
-                "Content-Length": str(len(chunk) - offset),
+                "Content-Range": f"bytes {start + offset}-{start + length - 1}/{total}",
+                "Content-Length": str(length - offset),
             }
-            if final:
-                headers["X-Goog-Hash"] = f"crc32c={crc_to_b64(self._crc)}"
+            if final is not None:
+                headers["X-Goog-Hash"] = f"crc32c={crc_to_b64(final)}"
             try:
-                resp = await cache._request(
+                resp = await cache._send(
                     "put",
                     self._name,
                     "PUT",
-                    self._session_uri,
+                    uri,
                     headers=headers,
-                    data=_pieces(view[offset:]),
-                    seconds=LONG_TIMEOUT,
-                    attempts=1,  # a chunk is retried only after asking what was persisted
+                    data=_transfer.Body(chunk[offset:], stall=cache.deadlines.read_timeout),
                 )
-            except _TransientError:
-                if attempt == cache.attempts:
-                    raise
-                await anyio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, cache.max_backoff)
-                # the chunk may have been partly persisted: ask the session where it stands
-                offset = await self._persisted(start, len(chunk))
-                if offset == len(chunk):
-                    if final:
-                        raise cache._error(
-                            "put", self._name, "the session finished without an answer", attempt
-                        ) from None
-                    break
-                continue
+            except aiohttp.ClientResponseError as exc:
+                return await self._finished_object(exc, final)
             if resp.status in (200, 201):
-                if not final:
-                    raise cache._error("put", self._name, "upload finished early", 1)
-                await cache._check_final("put", self._name, resp.json(), self._crc, self._size)
-                break
-            persisted = _persisted_end(resp.headers.get("Range"))
-            if persisted >= start + len(chunk):
-                break
-            offset = max(0, persisted - start)
-        else:
-            raise cache._error("put", self._name, "the upload session made no progress", 0)
-        self._sent = start + len(chunk)
+                if final is None:
+                    raise cache._error("put", self._name, "upload finished early")
+                return resp.json()
+            if _persisted_end(resp.headers.get("Range")) < start + length:
+                raise aiohttp.ClientPayloadError("the session persisted only part of the chunk")
+            return {}
 
-    async def _persisted(self, start: int, length: int) -> int:
-        """Ask the session how much it has (``Content-Range: bytes */*``); the offset into the
-        current chunk to resume from."""
+        result: dict[str, Any] = await cache._retried("put", self._name, attempt)
+        self._sent = start + length
+        return result
+
+    async def _persisted(
+        self, start: int, length: int, final: int | None
+    ) -> tuple[int, dict[str, Any] | None]:
+        """Ask the session how much it has: the offset into the current chunk to resume from,
+        and the object if the session is already complete (its last answer was lost). A
+        session that is gone (GCS forgets completed sessions after a while; fake-gcs-server at
+        once) after the last chunk was sent: the object itself says whether it is ours."""
+        cache = self._cache
         assert self._session_uri is not None
-        resp = await self._cache._request(
-            "put",
-            self._name,
-            "PUT",
-            self._session_uri,
-            headers={"Content-Range": "bytes */*"},
-            data=b"",
-        )
+        try:
+            resp = await cache._send(
+                "put",
+                self._name,
+                "PUT",
+                self._session_uri,
+                headers={"Content-Range": "bytes */*"},
+                data=b"",
+            )
+        except aiohttp.ClientResponseError as exc:
+            return length, await self._finished_object(exc, final)
         if resp.status in (200, 201):
-            return length
+            return length, resp.json()
         persisted = _persisted_end(resp.headers.get("Range"))
         if persisted < start:
-            raise self._cache._error("put", self._name, "the upload session lost data", 1)
-        return min(persisted - start, length)
+            raise cache._error("put", self._name, "the upload session lost data")
+        return min(persisted - start, length), None
 
-    # -- commit and abort -----------------------------------------------------------------------
-    async def commit(self) -> None:
-        if self._closed:
-            raise RuntimeError("writer already closed")
-        cache = self._cache
-        chunk, self._buf = self._buf, bytearray()
-        if self._mode is None:
-            await cache._upload_whole("put", self._name, chunk, self._crc)
-        elif self._mode == "resumable":
-            await self._put_chunk(chunk, final=True)
-        else:
-            try:
-                if chunk:
-                    await self._start_part(chunk)
-                await asyncio.gather(*self._tasks)
-                result = await self._compose_tree()
-                await cache._check_final("put", self._name, result, self._crc, self._size)
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await self._cleanup()
-        self._closed = True
+    async def _finished_object(
+        self, exc: aiohttp.ClientResponseError, final: int | None
+    ) -> dict[str, Any]:
+        """After the last chunk was sent, a session that answers 404 is gone (GCS forgets
+        completed sessions after a while, fake-gcs-server at once; aiohttp itself may resend
+        a PUT whose connection closed): the object says whether it is ours."""
+        if exc.status != 404 or final is None:
+            raise exc
+        meta = await self._cache._metadata("put", self._name)
+        if meta is None or meta["crc32c"] != crc_to_b64(final):
+            raise self._cache._error("put", self._name, "the upload session is gone") from None
+        return meta
 
     async def abort(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._buf = bytearray()
-        with anyio.CancelScope(shield=True):
-            await self._cleanup()
-            if self._session_uri is not None:  # GCS answers 499: the session is cancelled
-                with contextlib.suppress(Exception):
-                    async with self._cache._http.delete(
-                        self._session_uri,
-                        headers=await self._cache._headers(),
-                        timeout=aiohttp.ClientTimeout(total=SHORT_TIMEOUT),
-                    ):
-                        pass
+        await self._cleanup()
+        if self._session_uri is not None:  # GCS answers 499: the session is cancelled
+            try:
+                await self._cache._send(
+                    "put", self._name, "DELETE", self._session_uri, ok=(499, 204, 200)
+                )
+            except (aiohttp.ClientError, TimeoutError, CacheError) as exc:
+                log.info("could not cancel the upload session of %s: %s", self._name, exc)
 
     async def _cleanup(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(BaseException):
-                await task
-        self._tasks = []
         temps, self._temps = self._temps, []
         if temps:
             for failure in await self._cache._delete_many("cleanup", temps):
                 log.warning("temporary object left behind: %s", failure)
-
-
-async def _pieces(data: bytes | bytearray | memoryview) -> AsyncIterator[memoryview]:
-    """A request body sent ``ALIGN`` bytes at a time: aiohttp waits for the socket to drain
-    between pieces, so the transport never holds a second copy of a whole chunk."""
-    view = memoryview(data)
-    for start in range(0, len(view), ALIGN):
-        yield view[start : start + ALIGN]
 
 
 def _persisted_end(range_header: str | None) -> int:
@@ -940,3 +838,6 @@ def _persisted_end(range_header: str | None) -> int:
 def _short(text: str, limit: int = 500) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+__all__ = ["TMP_SEGMENT", "GoogleStorageCache", "crc_to_b64"]

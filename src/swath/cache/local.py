@@ -23,7 +23,6 @@ GIL).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import fcntl
@@ -40,6 +39,7 @@ import anyio.to_thread
 
 from swath.cache import _checksum
 from swath.cache._base import Backend, BackendWriter, Stat, missing
+from swath.cache._transfer import ordered_reads
 from swath.cache.keys import Path, join
 from swath.errors import CacheError, ChecksumMismatchError, NotFoundError
 
@@ -574,34 +574,19 @@ class LocalFileSystemCache(Backend):
             if chunk:
                 yield chunk
             return
-        # Larger values: a pipeline over the two halves of the work. While the consumer holds
-        # chunk i, a worker thread reads chunk i+1 and another computes the CRC of chunk i, so at
-        # most three chunks are alive (the one yielded, the one read ahead, one being checked).
-        reading: asyncio.Task[bytes] | None = None
-        checking: asyncio.Task[int] | None = None
+        # Larger values: the engine's ordered reader, one block read ahead in a worker thread
+        # while the consumer holds the current one and another thread checks the one before: at
+        # most three blocks are alive.
+
+        async def fetch(start: int, end: int) -> bytes:
+            return await _run(_pread_exact, fd, end - start, start)
+
         try:
-            reading = asyncio.ensure_future(_run(_pread_exact, fd, min(block, size), 0))
-            offset = 0
-            while reading is not None:
-                chunk = await reading
-                offset += len(chunk)
-                reading = None
-                if offset < size:
-                    n = min(block, size - offset)
-                    reading = asyncio.ensure_future(_run(_pread_exact, fd, n, offset))
-                previous = checking
-                if previous is not None and not previous.done():
-                    await asyncio.wait([previous])  # keep at most one CRC behind
-                checking = asyncio.ensure_future(_crc_after(previous, chunk))
+            async for chunk in ordered_reads(
+                None, 0, size, block, 1, fetch, block, expected, repr(join(path))
+            ):
                 yield chunk
-            assert checking is not None
-            _checksum.verify(expected, await checking, repr(join(path)))
         finally:
-            with anyio.CancelScope(shield=True):
-                for task in (reading, checking):
-                    if task is not None and not task.done():
-                        task.cancel()
-                        await asyncio.wait([task])  # a read in flight must end before close
             os.close(fd)
 
     async def _read_all(self, path: Path) -> bytes:
@@ -741,11 +726,6 @@ def _pread_exact(fd: int, n: int, offset: int) -> bytes:
         parts.append(more)
         got += len(more)
     return b"".join(parts)
-
-
-async def _crc_after(previous: asyncio.Task[int] | None, chunk: bytes) -> int:
-    crc = 0 if previous is None else await previous
-    return await _run(_checksum.update, crc, chunk)
 
 
 def _read_chunk(fd: int, n: int, offset: int, crc: int) -> tuple[bytes, int]:

@@ -11,7 +11,7 @@ from swath.cache import Backend
 from swath.cache._base import CacheAPI
 from swath.cache.tilebox import ImportReport, import_tilebox_cache
 from swath.cli._common import EXIT_ERROR, clean, client, console, markup, open_cache, run, size
-from swath.client import FINISHED_JOB_STATES
+from swath.client import FINISHED_JOB_STATES, Client
 from swath.store.base import JobState
 
 URL_HELP = "Cache URL: a path, file:///path, memory://, s3://bucket/prefix, gs://bucket/prefix."
@@ -133,21 +133,27 @@ def gc(ctx: click.Context, url: str, failed: bool, dry_run: bool) -> None:
     Groups that are not jobs of the job store, and caches of jobs still active, are kept."""
     finished = set(FINISHED_JOB_STATES) if failed else set(FINISHED_JOB_STATES) - {JobState.FAILED}
 
-    async def go() -> tuple[list[str], int]:
+    async def collect(c: Client, backend: Backend) -> tuple[list[str], int]:
         removed: list[str] = []
         kept = 0
-        # the job store is only read; the cache too with --dry-run
-        async with client(ctx, read_only=True) as c, _open(url, read_only=dry_run) as backend:
-            names = [name async for name in backend.groups()]
-            for name in names:
-                job = await c.store.get_job(name)
-                if job is None or job.state not in finished:
-                    kept += 1
-                    continue
-                removed.append(f"{clean(name)} ({clean(job.name)}, {job.state})")
-                if not dry_run:
-                    await backend.group(name).clear()
+        for name in [name async for name in backend.groups()]:
+            job = await c.store.get_job(name)
+            if job is None or job.state not in finished:
+                kept += 1
+                continue
+            removed.append(f"{clean(name)} ({clean(job.name)}, {job.state})")
+            if not dry_run:
+                await backend.group(name).clear()
         return removed, kept
+
+    async def go() -> tuple[list[str], int]:
+        # the job store is only read; the cache too with --dry-run; a cache that is not there
+        # is "no cache at ...", never created
+        async with client(ctx, read_only=True) as c, _open(url, read_only=True) as backend:
+            if dry_run:
+                return await collect(c, backend)
+        async with client(ctx, read_only=True) as c, _open(url, read_only=False) as backend:
+            return await collect(c, backend)
 
     removed, kept = run(go())
     verb = "would remove" if dry_run else "removed"
