@@ -24,11 +24,18 @@ CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
+def chromium() -> str:
     path = shutil.which("chromium") or CHROMIUM
-    assert os.path.exists(path), "the browser tests need Debian's chromium: apt-get install chromium"
+    assert os.path.exists(path), (
+        "the browser tests need Debian's chromium: apt-get install chromium"
+    )
+    return path
+
+
+@pytest.fixture
+async def browser(chromium: str) -> AsyncIterator[Browser]:
     async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=path, args=["--no-sandbox"])
+        launched = await playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
         try:
             yield launched
         finally:
@@ -103,6 +110,7 @@ async def test_jobs_page_and_a_running_job_followed_live(
             await page.screenshot(path=shots / "job.png", full_page=True)
         finally:
             await running
+        assert (await client.jobs().find(job)).state == JobState.COMPLETED
         await page.goto(f"{base}/jobs/{world['fan']}")
         await expect(page.locator(".job-name")).to_have_text(XSS_NAME)
         await page.locator("tr.failure summary").first.click()
