@@ -25,7 +25,7 @@ class TaskNode:
     ``states`` counts the tasks by state; ``started_at`` is the earliest start and
     ``finished_at`` the latest end (None while any task has not ended); ``compute_time`` sums
     the tasks' own durations; ``failures`` holds up to :data:`ERROR_SAMPLES` failed tasks (all
-    of them for a single task)."""
+    of them for a single task); ``members`` the tasks themselves."""
 
     task: TaskInfo
     count: int = 0
@@ -37,6 +37,7 @@ class TaskNode:
     retries: int = 0
     failures: list[TaskInfo] = field(default_factory=list)
     children: list[TaskNode] = field(default_factory=list)
+    members: list[TaskInfo] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -70,6 +71,7 @@ class TaskNode:
 
     def add(self, task: TaskInfo) -> None:
         self.count += 1
+        self.members.append(task)
         self.states[task.state] += 1
         self.retries += task.retry_count
         if task.started_at is not None:

@@ -3,6 +3,7 @@ without recursion, as the dashboard and ``swath jobs show`` draw it."""
 
 from __future__ import annotations
 
+import io
 import time
 
 import pytest
@@ -96,3 +97,36 @@ def test_fan_out_is_at_least_two() -> None:
     """A threshold below 2 is refused (1 would make every task an aggregate)."""
     with pytest.raises(ValueError, match="at least 2"):
         task_tree([], fan_out=1)
+
+
+def test_jobs_show_draws_aggregates_with_their_failures() -> None:
+    """`swath jobs show`'s tree: a fan-out of 20 with 5 failures is one line with its counts,
+    the first 3 errors (each naming its task) and "... and 2 more failed"; with fan_out=None
+    (--expand) every task is a line of its own, as before."""
+    from rich.console import Console
+
+    from swath.cli.jobs import task_tree as cli_tree
+    from swath.store.base import JobInfo, JobState
+
+    root = task("Root")
+    leaves = [
+        task("Leaf", root, TaskState.FAILED if i % 4 == 0 else TaskState.COMPLETED,
+             display=f"leaf {i}", error=f"boom {i}" if i % 4 == 0 else None)
+        for i in range(20)
+    ]  # fmt: skip
+    job = JobInfo("j", "job", "default", JobState.FAILED, 1.0, 1.0, 2.0, root.id)
+
+    def draw(fan_out: int | None) -> str:
+        console = Console(width=200, record=True, file=io.StringIO())
+        console.print(cli_tree(job, [root, *leaves], tracebacks=False, fan_out=fan_out))
+        return console.export_text()
+
+    text = draw(10)
+    assert "Leaf x 20 v1.0 COMPLETED 15 FAILED 5" in text
+    assert "RuntimeError: boom 0 (leaf 0)" in text
+    assert "RuntimeError: boom 8 (leaf 8)" in text
+    assert "boom 12" not in text
+    assert "... and 2 more failed" in text
+    expanded = draw(None)
+    assert expanded.count("leaf ") == 20
+    assert "RuntimeError: boom 16" in expanded
