@@ -14,6 +14,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from swath import Client, LocalFileSystemCache
+from swath.cache import Backend
 from swath.dashboard import create_app
 from tests.dashboard.tasks import Broken, FanOut, Hello, Leaf
 
@@ -64,11 +65,11 @@ async def served(app: Starlette) -> AsyncIterator[str]:
         await asyncio.wait_for(task, 30)
 
 
-async def populate(db: str, cache_root: Path) -> dict[str, str]:
+async def populate(db: str, cache_root: Path | Backend) -> dict[str, str]:
     """A store with a finished fan-out job (12 leaves, an optional failure, a display and a
     name that are XSS payloads), a finished Hello job, and a queued job; a cache with the
     Hello job's value, a 3 MiB value, a key that is an XSS payload. Returns the job ids."""
-    cache = LocalFileSystemCache(cache_root)
+    cache = cache_root if isinstance(cache_root, Backend) else LocalFileSystemCache(cache_root)
     async with cache, Client(db) as client:
         fan = await client.jobs().submit(XSS_NAME, FanOut(12, display=XSS_DISPLAY))
         hello = await client.jobs().submit("hello", Hello())
@@ -80,6 +81,9 @@ async def populate(db: str, cache_root: Path) -> dict[str, str]:
     return {"fan": fan.id, "hello": hello.id, "queued": queued.id}
 
 
-def app_for(db: str, cache_root: Path | None, **options: object) -> Starlette:
-    cache = None if cache_root is None else LocalFileSystemCache(cache_root, read_only=True)
+def app_for(db: str, cache_root: Path | Backend | None, **options: object) -> Starlette:
+    if cache_root is None or isinstance(cache_root, Backend):
+        cache = cache_root
+    else:
+        cache = LocalFileSystemCache(cache_root, read_only=True)
     return create_app(Client(db), cache, **options)  # type: ignore[arg-type]
