@@ -5,6 +5,7 @@ streamed download)."""
 
 from __future__ import annotations
 
+import datetime
 import re
 from pathlib import Path
 from typing import Any
@@ -175,3 +176,22 @@ async def test_download_is_streamed_chunk_by_chunk(world: dict[str, Any]) -> Non
     assert sum(sizes) == 3 << 20
     assert max(sizes) <= DOWNLOAD_CHUNK
     assert len([s for s in sizes if s]) == 3
+
+
+async def test_jobs_filter_by_creation_time(world: dict[str, Any]) -> None:
+    """since/until (ISO, local time as a browser's datetime-local sends it) select jobs by
+    creation time, combined with paging; a malformed time is a 400."""
+    async with Client(world["db"]) as c:
+        hello = await c.jobs().find(world["hello"])
+    at = datetime.datetime.fromtimestamp(hello.created_at)
+    app = app_for(world["db"], world["cache"])
+    async with http(app) as client:
+        since = (await client.get("/api/jobs", params={"since": at.isoformat()})).json()
+        assert [j["id"] for j in since["jobs"]] == [world["queued"], world["hello"]]
+        until = (await client.get("/api/jobs", params={"until": at.isoformat()})).json()
+        assert [j["id"] for j in until["jobs"]] == [world["fan"]]
+        page = await client.get("/jobs", params={"since": at.isoformat(), "limit": "1"})
+        assert world["queued"] in page.text
+        assert world["hello"] not in page.text
+        assert "since=" in page.text  # the next page keeps the filter
+        assert (await client.get("/jobs", params={"since": "yesterday"})).status_code == 400

@@ -122,3 +122,27 @@ def _wait_up(base: str, token: str | None = None) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"the dashboard at {base} did not start")
         time.sleep(0.1)
+
+
+async def test_jobs_page_rows_follow_new_jobs(tmp_path: Path) -> None:
+    """The jobs page's event stream sends the table's rows again when a job is submitted or
+    changes state, so the list and its counts follow the store without reloading."""
+    db = f"sqlite:///{tmp_path}/jobs.db"
+    async with Client(db) as client:
+        await client.jobs().submit("first", FanOut(2))
+        app = app_for(db, None, poll=(0.05, 0.5))
+        async with (
+            served(app) as base,
+            httpx.AsyncClient(base_url=base, timeout=60) as http,
+            http.stream("GET", "/events/jobs?limit=50") as response,
+        ):
+            lines = response.aiter_lines()
+            await asyncio.sleep(0.5)
+            await client.jobs().submit("second <job>", FanOut(2))
+            async with asyncio.timeout(60):
+                async for line in lines:
+                    if line.startswith("data: "):
+                        rows = json.loads(line[6:])["rows"]
+                        break
+    assert "second &lt;job&gt;" in rows
+    assert "first" in rows

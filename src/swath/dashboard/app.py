@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import math
 import time
@@ -68,6 +69,15 @@ def _when(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
+
+
+def _local_time(value: str | None) -> float | None:
+    """Unix seconds of an ISO date or time (``2026-05-01``, ``2026-05-01T12:30``; without a
+    zone, this machine's local time, as a browser's datetime-local input gives it)."""
+    if not value:
+        return None
+    when = dt.datetime.fromisoformat(value)
+    return (when if when.tzinfo else when.astimezone()).timestamp()
 
 
 def _took(start: float | None, end: float | None) -> str:
@@ -180,16 +190,26 @@ class Dashboard:
         try:
             limit = max(1, min(MAX_PAGE, int(q.get("limit", PAGE))))
             before = float(q["before"]) if q.get("before") else None
+            since = _local_time(q.get("since"))
+            until = _local_time(q.get("until"))
         except ValueError as exc:
-            raise ValueError(f"bad paging parameter: {exc}") from None
+            raise ValueError(f"bad paging or time parameter: {exc}") from None
+        if before is not None:
+            until = before if until is None else min(until, before)
         # keyset paging: the next page is the jobs created before the last one shown, so a page
         # costs one indexed query however many jobs there are
         jobs = await self.client.jobs().query(
-            state=states or None, name=name, until=before, limit=limit + 1
+            state=states or None, name=name, since=since, until=until, limit=limit + 1
         )
         more = len(jobs) > limit
         jobs = jobs[:limit]
-        filters = {"state": states, "name": name or "", "limit": limit}
+        filters: dict[str, Any] = {
+            "state": states,
+            "name": name or "",
+            "limit": limit,
+            "since": q.get("since") or "",
+            "until": q.get("until") or "",
+        }
         filters["next"] = jobs[-1].created_at if more and jobs else None
         return jobs, filters
 
@@ -198,22 +218,56 @@ class Dashboard:
             jobs, filters = await self._jobs(request)
         except ValueError as exc:
             return self.error(request, 400, str(exc))
+        params = [("state", s) for s in filters["state"]]
+        params += [(k, filters[k]) for k in ("name", "since", "until") if filters[k]]
+        params.append(("limit", str(filters["limit"])))
+        if request.query_params.get("before"):
+            params.append(("before", request.query_params["before"]))
+        this_query = "&".join(f"{_quote(k)}={_quote(v)}" for k, v in params)
         next_query = None
         if filters["next"] is not None:
-            params = [("state", s) for s in filters["state"]]
-            if filters["name"]:
-                params.append(("name", filters["name"]))
-            params += [("limit", str(filters["limit"])), ("before", repr(filters["next"]))]
+            params = [p for p in params if p[0] != "before"] + [("before", repr(filters["next"]))]
             next_query = "&".join(f"{_quote(k)}={_quote(v)}" for k, v in params)
         return self.page(
             request,
             "jobs.html",
             jobs=jobs,
             filters=filters,
+            this_query=this_query,
             states=[s.value for s in JobState],
             next_query=next_query,
             finished=FINISHED_JOB_STATES,
         )
+
+    async def jobs_events(self, request: Request) -> Response:
+        """Server-sent events: ``rows`` (the jobs table's rows, rendered) whenever the jobs of
+        this page (same filters) change: new jobs, states, task counts, progress."""
+        try:
+            await self._jobs(request)
+        except ValueError as exc:
+            return self.error(request, 400, str(exc))
+        return StreamingResponse(
+            self._follow_jobs(request),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-store", "x-accel-buffering": "no"},
+        )
+
+    async def _follow_jobs(self, request: Request) -> AsyncIterator[str]:
+        low, high = self.poll[0] * 4, self.poll[1]
+        delay = low
+        seen: Any = None
+        while True:
+            jobs, _ = await self._jobs(request)
+            mark = [(j.id, j.state, j.progress, j.execution_stats) for j in jobs]
+            if mark != seen:
+                if seen is not None:
+                    rows = self.fragment("_job_rows.html", jobs=jobs)
+                    yield f"event: rows\ndata: {json.dumps({'rows': rows})}\n\n"
+                seen = mark
+                delay = low
+            else:
+                delay = min(high, delay * 1.5)
+            await asyncio.sleep(delay)
 
     async def jobs_api(self, request: Request) -> Response:
         try:
@@ -498,6 +552,7 @@ def create_app(
         Route("/", home),
         Route("/healthz", health),
         Route("/jobs", dash.jobs_page),
+        Route("/events/jobs", dash.jobs_events),
         Route("/jobs/{job_id}", dash.job_page),
         Route("/jobs/{job_id}/events", dash.job_events),
         Route("/jobs/{job_id}/{action:str}", dash.job_action, methods=["POST"]),

@@ -36,7 +36,16 @@ function follow(live) {
   };
 }
 
+function followJobs(rows) {
+  const source = new EventSource(rows.getAttribute("data-events"));
+  source.addEventListener("rows", (event) => {
+    rows.innerHTML = JSON.parse(event.data).rows;
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   const live = document.getElementById("live");
   if (live) follow(live);
+  const rows = document.getElementById("job-rows");
+  if (rows) followJobs(rows);
 });
