@@ -142,9 +142,11 @@ async def test_browse_the_cache(browser: Browser, world: dict[str, Any], shots: 
     async with served(app) as base:
         page, dialogs = await new_page(browser)
         await page.goto(f"{base}/cache")
+        await expect(page.locator("ul.groups")).to_contain_text("big/")
+        await page.screenshot(path=shots / "cache.png", full_page=True)
         await page.get_by_role("link", name=f"{world['hello']}/").click()
         await expect(page.locator("table.keys")).to_contain_text("crc32c:")
-        await page.screenshot(path=shots / "cache.png", full_page=True)
+        await page.screenshot(path=shots / "cache-group.png", full_page=True)
         await page.get_by_role("link", name="hello.txt").click()
         await expect(page.locator("pre.preview")).to_have_text("hello, world\n")
         await page.screenshot(path=shots / "cache-value.png", full_page=True)
