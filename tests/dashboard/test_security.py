@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from swath import Client
 from swath.cli import main
-from swath.dashboard.security import CSRF_COOKIE, TOKEN_COOKIE
+from swath.dashboard.security import CSRF_COOKIE, TOKEN_COOKIE, is_loopback
 from swath.store.base import JobState
 from tests.dashboard.harness import XSS_DISPLAY, XSS_KEY, XSS_NAME, app_for, http, populate
 
@@ -62,21 +62,19 @@ async def test_a_token_is_required_off_loopback(world: dict[str, Any]) -> None:
         assert world["hello"] in page.text
 
 
-def test_the_command_refuses_no_token_off_loopback(tmp_path: Path) -> None:
-    """`swath dashboard --host 0.0.0.0` without --token makes one and prints the address with
-    it (checked without serving: the store is missing, so the command stops before binding);
-    an empty --token is a usage error."""
-    result = CliRunner().invoke(
-        main, ["dashboard", "--database", f"sqlite:///{tmp_path}/none.db", "--token", ""]
-    )
-    assert result.exit_code != 0
-    from swath.dashboard.security import is_loopback
-
-    assert is_loopback("127.0.0.1")
-    assert is_loopback("::1")
-    assert is_loopback("localhost")
-    assert not is_loopback("0.0.0.0")
-    assert not is_loopback("192.168.1.2")
+def test_an_empty_token_is_refused_and_loopback_is_recognised(tmp_path: Path) -> None:
+    """`swath dashboard --token ''` is a usage error (exit 2, before anything is opened);
+    loopback addresses and names are told from others (the command makes and prints a token
+    for any other: tests/dashboard/test_live.py::test_swath_dashboard_serves_the_demo)."""
+    db = tmp_path / "jobs.db"
+    result = CliRunner().invoke(main, ["dashboard", "--database", f"sqlite:///{db}", "--token", ""])
+    assert result.exit_code == 2
+    assert "--token is empty" in result.output
+    assert not db.exists()
+    for host in ("127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost", "app.localhost"):
+        assert is_loopback(host), host
+    for host in ("0.0.0.0", "::", "192.168.1.2", "example.com", "localhost.example.com"):
+        assert not is_loopback(host), host
 
 
 async def test_actions_need_the_csrf_token(world: dict[str, Any]) -> None:

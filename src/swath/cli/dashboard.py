@@ -59,14 +59,14 @@ def dashboard(
             "pip install 'swath[dashboard]'",
             EXIT_USAGE,
         ) from None
+    if token is not None and not token:
+        raise CommandError("--token is empty", EXIT_USAGE)
     url = database_url if database_url is not None else database(ctx)
     if url is not None:
         ctx.find_root().obj["database"] = url
     run_coroutine(require_store(ctx))  # a typo names no new, empty database
     if token is None and not is_loopback(host):
         token = new_token()
-    if token is not None and not token:
-        raise CommandError("--token is empty", EXIT_USAGE)
     client = Client(store=store_from_url(url, read_only=read_only))
     if cache_url is None and os.path.isdir(DEFAULT_CACHE_ROOT):
         cache_url = DEFAULT_CACHE_ROOT  # where `swath demo` and runners made without one write
