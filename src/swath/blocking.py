@@ -24,7 +24,8 @@ import threading
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, Self, TypeVar, overload
 
-from swath.cache import Cache
+from swath.cache import Backend, Cache
+from swath.cache.blocking import BlockingCache
 from swath.client import (
     Client,
     Cluster,
@@ -89,6 +90,7 @@ class BlockingClient:
     ) -> None:
         self._loop = _Loop()
         self.client = Client(url, store=store, cache=cache)
+        self._entered = contextlib.AsyncExitStack()
 
     @property
     def store(self) -> JobStore:
@@ -106,8 +108,24 @@ class BlockingClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def blocking_cache(self, cache: Cache | None = None) -> BlockingCache:
+        """A cache (by default the client's) as the blocking, Tilebox-style mapping, for
+        scripts: ``client.blocking_cache(cache).group(job.id)["result"]``. Its I/O runs on the
+        client's loop, where a backend is entered once (its connections opened) and left again
+        when the client closes."""
+        target = self.cache if cache is None else cache
+        if isinstance(target, Backend):
+
+            async def enter() -> None:
+                await self._entered.enter_async_context(target)
+
+            self._loop.call(enter)
+        return BlockingCache(target, self._loop.loop)
+
     def close(self) -> None:
         """Close the store and stop the client's thread; the client cannot be used after."""
+        with contextlib.suppress(RuntimeError):  # closed already
+            self._loop.call(self._entered.aclose)
         with contextlib.suppress(RuntimeError):  # closed already
             self._loop.call(self.client.close)
         self._loop.close()

@@ -255,8 +255,9 @@ class _Loop:
         self.signal = runner.store.work_signal(runner.cluster)
         self.stop_signal = runner.store.work_signal(STOPPED_SIGNAL)
         self.inflight: dict[asyncio.Task[None], _Flight] = {}
-        #: ids of the tasks this runner executes or has outcomes of not yet committed
-        self.running: set[str] = set()
+        #: the tasks this runner executes or has outcomes of not yet committed: id -> attempt
+        #: (``retry_count``)
+        self.running: dict[str, int] = {}
         self.pending: list[TaskOutcome] = []
         self.pending_jobs: set[str] = set()
         self.to_release: list[str] = []
@@ -318,7 +319,8 @@ class _Loop:
 
     async def _release(self) -> None:
         ids, self.to_release = self.to_release, []
-        self.running.difference_update(ids)
+        for task_id in ids:
+            self.running.pop(task_id, None)
         if ids:
             released = await self.store.release(self.r.id, ids)
             self.r.stats.released += released
@@ -404,17 +406,22 @@ class _Loop:
         return bool(self.pending) or self.flushing > 0
 
     def _start(self, claimed: ClaimedTask) -> None:
-        if claimed.id in self.running:
+        if self.running.get(claimed.id) == claimed.retry_count:
             # our own lease had expired (a stalled store, a frozen process) and we claimed the
-            # task again: the execution in flight, or its outcome waiting to be committed,
-            # carries on under the new lease; never a second execution beside it
+            # same attempt again: the execution in flight, or its outcome waiting to be
+            # committed, carries on under the new lease; never a second execution beside it.
+            # (A later attempt means the earlier one's outcome was committed: it is started.)
             log.info("runner %s re-claimed task %s it still holds", self.r.id, claimed.id)
             return
-        self.running.add(claimed.id)
+        self.running[claimed.id] = claimed.retry_count
         flight = _Flight(claimed, self.claim_began)
         task = self.loop.create_task(self._execute(flight))
         self.inflight[task] = flight
         task.add_done_callback(self._finished)
+
+    def _forget(self, task_id: str, attempt: int | None) -> None:
+        if self.running.get(task_id) == attempt:
+            del self.running[task_id]
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self.inflight.pop(task, None)
@@ -464,7 +471,9 @@ class _Loop:
             subtasks, progress = context._collected()
             if subtasks:
                 await self._check_clusters({s.cluster for s in subtasks})
-            outcome: TaskOutcome = TaskSuccess(claimed.id, context._display(), subtasks, progress)
+            outcome: TaskOutcome = TaskSuccess(
+                claimed.id, context._display(), subtasks, progress, attempt=claimed.retry_count
+            )
             self.r.stats.succeeded += 1
         except asyncio.CancelledError:
             if flight.fenced:
@@ -511,7 +520,7 @@ class _Loop:
             self.r.id,
             flight.claimed.id,
         )
-        self.running.discard(flight.claimed.id)
+        self._forget(flight.claimed.id, flight.claimed.retry_count)
         return False
 
     def _failure(
@@ -530,7 +539,7 @@ class _Loop:
             error.type,
             error.message,
         )
-        return TaskFailure(claimed.id, error, delay, display)
+        return TaskFailure(claimed.id, error, delay, display, attempt=claimed.retry_count)
 
     async def _run_async_limited(
         self, task: Task, context: ExecutionContext, seconds: float
@@ -601,7 +610,8 @@ class _Loop:
             try:
                 accepted = await self._complete(batch)
             finally:
-                self.running.difference_update(o.task_id for o in batch)
+                for o in batch:
+                    self._forget(o.task_id, o.attempt)
             if self.r.cleanup != "never":
                 cleanup = asyncio.create_task(self._cleanup(jobs))
                 self.cleanups.add(cleanup)
@@ -656,6 +666,7 @@ class _Loop:
             error_info(refusal),
             self.r.retry_delay,
             storable_text(outcome.display),
+            attempt=outcome.attempt,
         )
         try:
             return await self.store.complete(self.r.id, [failure])
@@ -696,6 +707,9 @@ class _Loop:
                 next_beat = time.monotonic() + interval
             if not busy:
                 continue
+            # a heartbeat that comes late (the process was starved of CPU, or frozen) may find
+            # leases that can already be gone: their async tasks stop before it renews the rest
+            self._fence()
             try:
                 if not stopped:
                     began = time.monotonic()
@@ -718,7 +732,7 @@ class _Loop:
             if now - renewed < self.r.lease * FENCE_AFTER:
                 continue
             flight.fenced = True
-            self.running.discard(flight.claimed.id)  # a new claim of it may start it afresh
+            self._forget(flight.claimed.id, flight.claimed.retry_count)  # a new claim restarts it
             log.warning(
                 "runner %s: the lease of task %s was not renewed for %.1f s; cancelling it",
                 self.r.id,

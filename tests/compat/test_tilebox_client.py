@@ -26,6 +26,7 @@ from swath import (
     TaskState,
     UnknownClusterError,
 )
+from tests.conformance.backends import BackendFactory
 from tests.store.stores import StoreFactory
 
 
@@ -138,6 +139,21 @@ def test_blocking_client_runs_a_tilebox_script(tmp_path: Path) -> None:
         assert client.jobs().diagram(job).startswith("graph TD")
     with pytest.raises(RuntimeError, match="closed"):
         client.jobs().find(job)
+
+
+def test_blocking_client_reads_the_runner_cache(cache_factory: BackendFactory) -> None:
+    """A script reads the runner cache as Tilebox scripts do (``cache.group(job.id)["k"]``)
+    through ``client.blocking_cache(cache)``, on every backend: the client enters the backend
+    on its loop and leaves it when it closes."""
+    backend = cache_factory.make()
+    with BlockingClient(":memory:", cache=backend) as client:
+        job = client.jobs().submit("leaf", Leaf(4))
+        client.runner(tasks=[Leaf]).run_all()
+        job_cache = client.blocking_cache().group(job.id)
+        assert job_cache["leaf_4"] == b"4"
+        assert list(job_cache.items()) == [("leaf_4", b"4")]
+        job_cache["from-script"] = b"x"
+        assert "from-script" in client.blocking_cache(backend).group(job.id)
 
 
 async def test_clusters_update() -> None:

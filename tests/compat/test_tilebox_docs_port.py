@@ -57,6 +57,7 @@ def test_swath_ports_run(tmp_path: Path) -> None:
     out = run(sync_port, tmp_path)
     assert out.startswith("COMPLETED [ProgressInfo(label='tiles', total=16, done=16)]")
     assert "<TaskState.COMPLETED: 'COMPLETED'>: 18" in out
+    assert out.splitlines()[1].startswith("S2A_T32UNE: 0.")
     out = run(async_port, tmp_path)
     assert out.startswith("COMPLETED ")
     assert "graph TD" in out

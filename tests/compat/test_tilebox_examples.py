@@ -40,9 +40,7 @@ def test_producer_consumer(tmp_path: Path) -> None:
         job = client.jobs().submit("producer-consumer", ProducerTask())
         client.runner(tasks=[ProducerTask, ConsumerTask], cache=cache).run_all()
         assert client.jobs().find(job).state == JobState.COMPLETED
-    with BlockingClient(":memory:") as reader:
-        # read back through the blocking mapping of a runner-less client's loop
-        seen = reader._loop.call(cache.group(job.id).get, "seen")
+        seen = client.blocking_cache(cache).group(job.id)["seen"]
     assert seen == b"Read my_binary_data_to_store from cache"
 
 
@@ -92,11 +90,12 @@ def test_cache_group_demo() -> None:
         job = client.jobs().submit("cache-groups", CacheGroupDemo(20))
         client.runner(tasks=tasks, cache=cache).run_all()
         assert client.jobs().find(job).state == JobState.COMPLETED
-        get = client._loop.call
-        group = cache.group(job.id).group("random_numbers")
-        numbers = [int.from_bytes(get(group.get, f"key_{i}"), "big") for i in range(20)]
-        assert int(get(cache.group(job.id).get, "sum")) == sum(numbers)
-        assert get(cache.group(job.id).get, "count") == b"20"
+        job_cache = client.blocking_cache(cache).group(job.id)
+        group = job_cache.group("random_numbers")
+        numbers = [int.from_bytes(group[key], "big") for key in group]
+        assert len(numbers) == 20
+        assert int(job_cache["sum"]) == sum(numbers)
+        assert job_cache["count"] == b"20"
 
 
 # -- the Fibonacci workflow (Tilebox runner tests) ----------------------------------------------
@@ -142,9 +141,9 @@ def test_runner_with_fibonacci_workflow() -> None:
         job = client.jobs().submit("fibonacci", FibonacciTask(7))
         runner = client.runner(tasks=[FibonacciTask, SumResultTask], cache=cache)
         runner.run_all()
-        job_cache = cache.group(job.id)
-        numbers = [bytes_to_int(client._loop.call(job_cache.get, f"fib_{i}")) for i in range(1, 8)]
-        assert numbers == [1, 1, 2, 3, 5, 8, 13]
+        job_cache = client.blocking_cache(cache).group(job.id)
+        fibonacci_numbers = [bytes_to_int(job_cache[f"fib_{i}"]) for i in range(1, 8)]
+        assert fibonacci_numbers == [1, 1, 2, 3, 5, 8, 13]
         assert client.jobs().find(job).state == JobState.COMPLETED
 
 
@@ -169,7 +168,7 @@ def test_runner_with_flaky_task() -> None:
         runner.run_all()
         assert job_client.find(job).state == JobState.FAILED
         job_client.retry(job)
-        client._loop.call(cache.group(job.id).put, "succeed", b"1")
+        client.blocking_cache(cache).group(job.id)["succeed"] = b"1"
         runner.run_all()
         assert job_client.find(job).state == JobState.COMPLETED
 
@@ -202,7 +201,7 @@ def test_optional_subtask() -> None:
         states = {t.name: t.state for t in client.jobs().tasks(job)}
         assert states["FailingTask"] == TaskState.FAILED_OPTIONAL
         assert states["AfterTask"] == TaskState.COMPLETED
-        assert client._loop.call(cache.group(job.id).get, "after") == b"ran"
+        assert client.blocking_cache(cache).group(job.id)["after"] == b"ran"
 
 
 # -- progress (Tilebox runner tests) ------------------------------------------------------------

@@ -237,6 +237,19 @@ def _why_rerun(
     return _lapsed(e, later, recs, lease)
 
 
+def _frozen_before_start(e: Execution, recs: Records, events: Events, lease: float) -> bool:
+    """Whether ``e``'s process was frozen (SIGSTOP, or its event loop starved) between the claim
+    that leased it the task and the start: it may have checked its lease just before the freeze
+    and started the task after it. No check can close that window (a freeze may fall between the
+    check and the start), so such a run is a zombie like one frozen while it ran."""
+    t0, _ = _claimed_at(e, recs)
+    if any(t0 <= t <= e.start for t, _ in events.stopped.get(e.pid, [])):
+        return True
+    return any(
+        s0 < e.start and s1 > t0 and s1 - s0 >= lease / 3 for s0, s1 in recs.stalls.get(e.pid, [])
+    )
+
+
 def _committed(e: Execution, recs: Records) -> bool:
     """Whether the store accepted ``e``'s outcome: its process recorded an accepted outcome of
     that attempt after ``e`` ended, and ran that attempt only once (with two runs in one process,
@@ -270,6 +283,9 @@ def _lapsed(e: Execution, later: Execution, recs: Records, lease: float) -> str 
     bug."""
     t0, t1 = _claimed_at(e, recs)
     until = t0 + lease
+    for s0, s1 in recs.stalls.get(e.pid, []):
+        if s0 < later.start and s1 > t0 and s1 - s0 >= lease / 3:
+            return "lease lapsed: its runner's event loop stalled (the machine was overloaded)"
     if t1 > until:
         return None  # the claim handed out a lease that had run out already: a store bug
     failed = False
@@ -302,6 +318,8 @@ def _check_reruns(
             for i, later in enumerate(same[1:], 1):
                 reasons = [_why_rerun(e, later, recs, events, lease) for e in same[:i]]
                 found = [r for r in reasons if r]
+                if not found and _frozen_before_start(later, recs, events, lease):
+                    found = ["zombie start: its runner was frozen between claim and start"]
                 if found:
                     out.reruns[found[0]] += 1
                     continue
@@ -377,9 +395,10 @@ def _check_overlaps(
             a_end = a.end if a.end is not None else events.death(a.pid)
             if b.start >= a_end:
                 continue
-            # a overlaps b: fine only if a's process was frozen (SIGSTOP) before b started
+            # a overlaps b: fine only if a's process was frozen (SIGSTOP) before b started, or
+            # b's process was frozen between b's claim and its start (a zombie either way)
             frozen = [s for s, _ in events.stopped.get(a.pid, []) if a.start <= s <= b.start]
-            if frozen:
+            if frozen or _frozen_before_start(b, recs, events, lease):
                 out.zombies += 1
                 continue
             out.bad(

@@ -16,6 +16,8 @@ processes of one machine). The lines:
 ``K t runner id:attempt:ok|fail ...``  the store accepted every outcome of one ``complete``
 ``P t runner accepted/sent``           it accepted only some (which ones is not known)
 ``F t op n when``                      the fault injector failed call ``n`` of ``op``
+``L t0 t1``                            the runner's event loop did not run from t0 to t1 (a
+                                       starved process, as good as frozen)
 """
 
 from __future__ import annotations
@@ -95,6 +97,8 @@ class Records:
     claims: dict[tuple[int, str], list[tuple[float, float]]] = field(
         default_factory=lambda: defaultdict(list)
     )
+    #: pid -> the spans its event loop did not run (t0, t1)
+    stalls: dict[int, list[tuple[float, float]]] = field(default_factory=lambda: defaultdict(list))
     #: pid -> the store calls of its heartbeat loop (t0, t1, "ok" | "fail" | "poll")
     heartbeats: dict[int, list[tuple[float, float, str]]] = field(
         default_factory=lambda: defaultdict(list)
@@ -136,6 +140,8 @@ def read(directory: Path) -> Records:
                         out.claims[(pid, task_id)].append(span)
                 elif kind == "H":
                     out.heartbeats[pid].append((float(f[1]), float(f[2]), f[3]))
+                elif kind == "L":
+                    out.stalls[pid].append((float(f[1]), float(f[2])))
                 elif kind == "P":
                     out.partial += 1
                 elif kind == "F":

@@ -217,3 +217,29 @@ def test_a_stalled_heartbeat_explains_a_rerun(tmp_path: Path) -> None:
     out = w.result(tmp_path)
     assert out.violations == []
     assert out.reruns == {"lease lapsed: a heartbeat stalled (store unreachable or locked)": 1}
+
+
+def test_a_start_after_a_freeze_between_claim_and_start_is_a_zombie(tmp_path: Path) -> None:
+    """A runner frozen right after its claim starts the task when it wakes, though the task ran
+    elsewhere meanwhile: no check can close that window, so it counts as a zombie run."""
+    w = clean()
+    w.run(300, 1, T + 4.0, T + 4.01)  # claimed at T + 3.998, frozen from T + 3.999 to T + 4.0
+    w.lines[300] = [line for line in w.lines[300] if not line.startswith("K ")]
+    w.events.stopped[300].append((T + 3.999, T + 4.0))
+    out = w.result(tmp_path)
+    assert out.violations == []
+    assert out.reruns == {"zombie start: its runner was frozen between claim and start": 1}
+
+
+def test_a_starved_event_loop_explains_a_lapse(tmp_path: Path) -> None:
+    """A runner whose event loop did not run for a second (an overloaded machine) could not
+    renew its leases: a run elsewhere afterwards is legitimate."""
+    w = clean()
+    w.lines[100] = [line for line in w.lines[100] if not line.startswith("K ")]
+    w.lines[100].append(f"L {T + 1.2!r} {T + 2.9!r}")
+    w.run(200, 1, T + 3.0, T + 3.01)
+    out = w.result(tmp_path)
+    assert out.violations == []
+    assert list(out.reruns) == [
+        "lease lapsed: its runner's event loop stalled (the machine was overloaded)"
+    ]

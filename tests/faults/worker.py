@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from typing import cast
 
 from swath import Client, LocalFileSystemCache
@@ -55,8 +56,23 @@ async def main() -> None:
             poll_interval=(0.02, 0.25),
             handle_signals=True,
         )
-        await runner.run_all()
+        watch = asyncio.create_task(_watch_loop())
+        try:
+            await runner.run_all()
+        finally:
+            watch.cancel()
     print(f"runner {os.getpid()} done: {runner.stats}", file=sys.stderr)
+
+
+async def _watch_loop(every: float = 0.05, late: float = 0.25) -> None:
+    """Record the spans this process's event loop did not run for ``late`` seconds or more (an
+    overloaded machine starves a runner as a SIGSTOP would: its heartbeats stop)."""
+    while True:
+        began = time.time()
+        await asyncio.sleep(every)
+        ended = time.time()
+        if ended - began - every >= late:
+            records.write("L", repr(began + every), repr(ended))
 
 
 def _die_with_parent() -> None:

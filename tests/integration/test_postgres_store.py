@@ -196,3 +196,54 @@ async def test_runner_polls_when_it_cannot_listen(
         finally:
             runner.stop()
             await running
+
+
+def failing_and_counting(batch: list[Any], i: int) -> list[Any]:
+    """Outcomes for a claimed batch: every 7th a final failure, the rest successes that bump
+    two progress counters."""
+    from swath.store import ErrorInfo, TaskFailure
+
+    error = ErrorInfo("ValueError", "boom", "")
+    return [
+        TaskFailure(t.id, error)
+        if (i + k) % 7 == 0
+        else TaskSuccess(t.id, progress={"p": (1, 1), "q": (1, 0)})
+        for k, t in enumerate(batch)
+    ]
+
+
+async def test_completions_that_fail_a_job_do_not_deadlock(postgres_dsn: str) -> None:
+    """Eight stores complete the 200 subtasks of one job at once, each batch with progress
+    upserts and some with a final failure of a non-optional task (which fails the job): no
+    transaction deadlocks (pg_stat_database counts none). Before, a failing completion took the
+    job row's lock as shared and upgraded it to fail the job, while another held the progress
+    row and waited for the job row: PostgreSQL broke the cycle after a second each time, and
+    heartbeats queued behind it."""
+    stores = [PostgresJobStore(postgres_dsn) for _ in range(8)]
+    await asyncio.gather(*(s.open() for s in stores))
+    conn = await asyncpg.connect(postgres_dsn)
+    try:
+        before = await conn.fetchval(
+            "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
+        )
+        for round_ in range(3):
+            job_id = new_id()
+            root = NewTask(new_id(), "Root", "v0.0", b"{}", "default")
+            await stores[0].submit_job(job_id, f"deadlocks-{round_}", "default", root)
+            [claimed_root] = await stores[0].claim("default", "r0", 1, 30.0)
+            subtasks = [NewTask(new_id(), "Leaf", "v0.0", b"{}", "default") for _ in range(200)]
+            await stores[0].complete("r0", [TaskSuccess(claimed_root.id, subtasks=subtasks)])
+            batches = [await s.claim("default", f"r{i}", 25, 30.0) for i, s in enumerate(stores)]
+            completions = [
+                s.complete(f"r{i}", failing_and_counting(b, i))
+                for i, (s, b) in enumerate(zip(stores, batches, strict=True))
+            ]
+            await asyncio.gather(*completions)
+            assert await stores[0].get_job(job_id) is not None
+        after = await conn.fetchval(
+            "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
+        )
+        assert after - before == 0
+    finally:
+        await conn.close()
+        await asyncio.gather(*(s.close() for s in stores))

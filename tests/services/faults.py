@@ -4,7 +4,8 @@ It sits between a cache and a real server (moto, rclone, fake-gcs-server) and de
 request, what happens (:attr:`FaultProxy.rule`): relay it (``"pass"``), answer ``503`` itself,
 answer ``200`` with an HTML page (``"html"``: a plain web server), take the request and never
 answer (``"silent"``), relay it and then close without answering (``"drop"``: a lost response),
-or relay the answer and reset the connection after ``cut_after`` bytes of it (``"reset"``).
+relay the answer and reset the connection after ``cut_after`` bytes of it (``"reset"``), or
+reset the connection while the request's body is still coming (``"cut_request"``).
 :meth:`FaultProxy.freeze` makes it behave like a server stopped with SIGSTOP: connections are
 still accepted (the kernel does that) but nothing is read or answered until :meth:`thaw`.
 
@@ -109,6 +110,9 @@ class FaultProxy:
         body = bytearray()
         while len(body) < length:
             await self._thawed.wait()
+            if action == "cut_request" and len(body) >= min(self.cut_after, length // 2):
+                _reset(writer)  # the connection breaks while the body is being sent
+                return
             body += await reader.readexactly(min(1 << 16, length - len(body)))
         request.body = bytes(body)
         head_only = request.method == "HEAD"

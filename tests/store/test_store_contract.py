@@ -519,3 +519,22 @@ async def test_two_outcomes_of_one_task_in_a_batch_count_once(store: JobStore) -
     assert claimed_y.id == y.id
     await store.complete("r1", [TaskSuccess(y.id)])
     assert await job_state(store, job_id) == JobState.COMPLETED
+
+
+async def test_an_outcome_counts_only_for_the_attempt_it_ran(store: JobStore) -> None:
+    """A failure re-sent after a lost reply arrives when the same runner has claimed the task's
+    next attempt: it is refused (it belongs to attempt 0), so the failure is not counted twice.
+    (Found by the fault-injection suite: attempts [0, 2] ran, 1 was skipped.)"""
+    root = task("Root", max_retries=2)
+    job_id = await submit(store, root)
+    [first] = await claim(store)
+    assert first.retry_count == 0
+    failure = TaskFailure(first.id, err(), 0.0, attempt=0)
+    assert await store.complete("r1", [failure]) == 1
+    [second] = await claim(store)
+    assert (second.id, second.retry_count) == (first.id, 1)
+    assert await store.complete("r1", [failure]) == 0  # the re-sent one: not this attempt
+    [info] = await store.list_tasks(job_id)
+    assert (info.state, info.retry_count) == (TaskState.RUNNING, 1)
+    assert await store.complete("r1", [TaskSuccess(first.id, attempt=1)]) == 1
+    assert await job_state(store, job_id) == JobState.COMPLETED

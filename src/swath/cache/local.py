@@ -23,6 +23,7 @@ GIL).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import fcntl
@@ -64,6 +65,27 @@ _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 async def _run(fn: Callable[..., T], *args: object) -> T:
     return await anyio.to_thread.run_sync(fn, *args)
+
+
+async def _run_to_end(
+    fn: Callable[..., T], *args: object, undo: Callable[[T], object] | None = None
+) -> T:
+    """``_run``, but a cancellation arriving meanwhile waits for the thread to finish before it
+    is raised: a writer's file descriptor and directories are never used by two threads at once
+    (an abort racing a commit closed one descriptor twice). If the call succeeded all the same,
+    ``undo(result)`` runs (in a thread, to its end) before the cancellation is raised."""
+    call = asyncio.ensure_future(anyio.to_thread.run_sync(fn, *args))
+    cancelled = False
+    while not call.done():
+        try:
+            await asyncio.shield(call)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        if not call.cancelled() and call.exception() is None and undo is not None:
+            await _run_to_end(undo, call.result())
+        raise asyncio.CancelledError
+    return call.result()
 
 
 def _escape(segment: str) -> str:
@@ -378,16 +400,16 @@ class _LocalWriter(BackendWriter):
 
     # async face -------------------------------------------------------------------------------
     async def write(self, data: memoryview) -> None:
-        await _run(self._write_sync, data)
+        await _run_to_end(self._write_sync, data)
 
     async def copy_from(self, src: str) -> int:
-        return await _run(self._copy_from_sync, src)
+        return await _run_to_end(self._copy_from_sync, src)
 
     async def commit(self) -> None:
-        await _run(self._commit_sync)
+        await _run_to_end(self._commit_sync)
 
     async def abort(self) -> None:
-        await _run(self._abort_sync)
+        await _run_to_end(self._abort_sync)
 
 
 def _temp_is_stale(name: str, dir_fd: int, now: float) -> bool:
@@ -547,7 +569,8 @@ class LocalFileSystemCache(Backend):
 
     # -- writes ---------------------------------------------------------------------------------
     async def _open_writer(self, path: Path) -> BackendWriter:
-        return await _run(_LocalWriter, self.root, path)
+        # cancelled while its temporary was being made: removed, never left locked behind
+        return await _run_to_end(_LocalWriter, self.root, path, undo=_LocalWriter._abort_sync)
 
     async def _put_file(self, path: Path, src: str) -> int:
         writer = await self._open_writer(path)

@@ -28,7 +28,9 @@ def main(ctx: click.Context, database: str | None, debug: bool) -> None:
     ctx.obj = {"database": database, "debug": debug}
     # swath's warnings (a store retrying) are not printed by Python's last-resort handler: an
     # error is the one line the command prints; `swath runner` configures logging itself
-    logging.getLogger("swath").addHandler(logging.NullHandler())
+    swath_log = logging.getLogger("swath")
+    if not any(isinstance(h, logging.NullHandler) for h in swath_log.handlers):
+        swath_log.addHandler(logging.NullHandler())
 
 
 main.add_command(demo)

@@ -232,6 +232,9 @@ class TaskSuccess(msgspec.Struct, frozen=True):
     display: str = ""
     subtasks: list[NewTask] = []
     progress: dict[str, tuple[int, int]] = {}
+    #: the ``retry_count`` of the claim it ran under: an outcome re-sent after a lost reply never
+    #: counts for a later attempt the same runner claimed meanwhile (None: not checked)
+    attempt: int | None = None
 
 
 class TaskFailure(msgspec.Struct, frozen=True):
@@ -242,6 +245,7 @@ class TaskFailure(msgspec.Struct, frozen=True):
     error: ErrorInfo
     retry_delay: float = 0.0
     display: str = ""
+    attempt: int | None = None  # as TaskSuccess.attempt
 
 
 TaskOutcome = TaskSuccess | TaskFailure

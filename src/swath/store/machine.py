@@ -339,7 +339,7 @@ class SQLJobStore(abc.ABC):
 
     async def cancel_job(self, job_id: str) -> int:
         async with self._transaction() as tx:
-            if not await tx.fetchall("job_state", {"id": job_id}):
+            if not await tx.fetchall("job_state_for_update", {"id": job_id}):
                 raise UnknownJobError(f"no job with id {job_id!r}")
             if not await tx.execute("job_cancel", {"id": job_id, "now": time.time()}):
                 return 0
@@ -350,7 +350,7 @@ class SQLJobStore(abc.ABC):
     async def retry_job(self, job_id: str) -> int:
         now = time.time()
         async with self._transaction() as tx:
-            state = await tx.fetchall("job_state", {"id": job_id})
+            state = await tx.fetchall("job_state_for_update", {"id": job_id})
             if not state:
                 raise UnknownJobError(f"no job with id {job_id!r}")
             if state[0]["state"] not in (JobState.FAILED.value, JobState.CANCELED.value):
@@ -487,13 +487,28 @@ class SQLJobStore(abc.ABC):
             # one outcome per task: a runner that re-claimed its own expired lease may report
             # two executions of a task at once; the later one ran under the live lease
             latest = {o.task_id: o for o in outcomes}
-            accepted = [o for o in latest.values() if o.task_id in held]
+            accepted = [
+                o
+                for o in latest.values()
+                if o.task_id in held and o.attempt in (None, held[o.task_id].retry_count)
+            ]
             if not accepted:
                 return 0
             job_active = {}
             job_canceled = set()
-            for job_id in {held[o.task_id].job_id for o in accepted}:
-                rows = await tx.fetchall("job_state", {"id": job_id})
+            # a job this batch may fail (a final failure of a non-optional task) is locked for
+            # update at once: taking a shared lock and upgrading it later to fail the job
+            # deadlocks against another completion doing the same (PostgreSQL)
+            may_fail = {
+                held[o.task_id].job_id
+                for o in accepted
+                if isinstance(o, TaskFailure)
+                and not held[o.task_id].optional
+                and held[o.task_id].retry_count >= held[o.task_id].max_retries
+            }
+            for job_id in sorted({held[o.task_id].job_id for o in accepted}):
+                query = "job_state_for_update" if job_id in may_fail else "job_state"
+                rows = await tx.fetchall(query, {"id": job_id})
                 job_active[job_id] = bool(rows) and rows[0]["state"] in ("QUEUED", "RUNNING")
                 if rows and rows[0]["state"] == JobState.CANCELED.value:
                     job_canceled.add(job_id)
@@ -679,14 +694,14 @@ class SQLJobStore(abc.ABC):
         for r in rows:
             lost_count = r["lost_count"]
             if lost_count + 1 > MAX_LOST:  # lost more than MAX_LOST times
-                held = _Held.of(r)  # no retries: a lost runner costs none, too many fail it
+                held = _Held.of(r, retries=False)  # lost too often: it fails, no retry
                 error = ErrorInfo(
                     "RunnerLostError",
                     f"the runner of this task was lost {lost_count + 1} times (lease expired)",
                     "",
                 )
                 lost.append((held, TaskFailure(held.id, error)))
-                states = await tx.fetchall("job_state", {"id": held.job_id})
+                states = await tx.fetchall("job_state_for_update", {"id": held.job_id})
                 job_active[held.job_id] = bool(states) and states[0]["state"] in (
                     "QUEUED",
                     "RUNNING",
@@ -738,13 +753,13 @@ class _Held:
         self.has_dependents = bool(has_dependents)
 
     @classmethod
-    def of(cls, r: Row) -> _Held:
-        """From a ``held_tasks`` or ``expired_leases`` row (the latter without retries)."""
-        keys = r.keys()
+    def of(cls, r: Row, *, retries: bool = True) -> _Held:
+        """From a ``held_tasks`` row, or (``retries=False``) an ``expired_leases`` row, which has
+        no retry columns: a task lost too often fails without a retry."""
         return cls(
             r["id"], r["job_id"], r["parent_id"], r["cluster"],
-            r["retry_count"] if "retry_count" in keys else 0,
-            r["max_retries"] if "max_retries" in keys else 0,
+            r["retry_count"] if retries else 0,
+            r["max_retries"] if retries else 0,
             r["optional"], r["has_dependents"],
         )  # fmt: skip
 

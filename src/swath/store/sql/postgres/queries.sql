@@ -79,6 +79,11 @@ GROUP BY t.state;
 -- name: job_state
 SELECT state FROM jobs WHERE id = :id FOR SHARE;
 
+-- name: job_state_for_update
+-- job_state for a transaction that may fail the job: the row is locked for update at once
+-- (upgrading a shared lock later deadlocks against another completion doing the same).
+SELECT state FROM jobs WHERE id = :id FOR UPDATE;
+
 -- name: job_complete
 UPDATE jobs SET state = 'COMPLETED', finished_at = :now
 WHERE id = :id AND state IN ('QUEUED', 'RUNNING');

@@ -68,6 +68,11 @@ GROUP BY t.state;
 -- name: job_state
 SELECT state FROM jobs WHERE id = :id;
 
+-- name: job_state_for_update
+-- job_state for a transaction that may fail the job: the row is locked for update at once
+-- (upgrading a shared lock later deadlocks against another completion doing the same).
+SELECT state FROM jobs WHERE id = :id;
+
 -- name: job_start
 -- The jobs of claimed tasks start (SQLJobStore._start_jobs; PostgreSQL's claim does it itself).
 UPDATE jobs SET state = 'RUNNING', started_at = COALESCE(started_at, :now)
