@@ -183,7 +183,8 @@ async def test_jobs_filter_by_creation_time(world: dict[str, Any]) -> None:
     creation time, combined with paging; a malformed time is a 400."""
     async with Client(world["db"]) as c:
         hello = await c.jobs().find(world["hello"])
-    at = datetime.datetime.fromtimestamp(hello.created_at)
+    # fromtimestamp rounds to the nearest microsecond: a microsecond earlier is surely before
+    at = datetime.datetime.fromtimestamp(hello.created_at) - datetime.timedelta(microseconds=1)
     app = app_for(world["db"], world["cache"])
     async with http(app) as client:
         since = (await client.get("/api/jobs", params={"since": at.isoformat()})).json()
