@@ -242,7 +242,8 @@ async def swath_throughput(
             t0 = time.perf_counter()
             job = await client.jobs().submit("bench", FanOut(tasks))
             finished = ("COMPLETED", "FAILED")
-            while (await client.jobs().find(job.id)).state.value not in finished:  # noqa: ASYNC110
+            jobs = client.jobs()
+            while (await jobs.find(job.id, execution_stats=False)).state.value not in finished:  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
             seconds = time.perf_counter() - t0
             cpu1, pg1 = workers.cpu(), _postgres_cpu(port)

@@ -36,7 +36,14 @@ from swath.client import (
 )
 from swath.diagram import DiagramFormat, JobDiagram
 from swath.runner import Cleanup, Runner, RunnerStats
-from swath.store.base import DEFAULT_CLUSTER, ExecutionStats, JobState, JobStore, TaskInfo
+from swath.store.base import (
+    DEFAULT_CLUSTER,
+    ExecutionStats,
+    JobState,
+    JobStore,
+    TaskInfo,
+    TaskLogRecord,
+)
 from swath.task import Task
 
 T = TypeVar("T")
@@ -239,8 +246,8 @@ class BlockingJobClient:
     ) -> Job:
         return self._call(self._jobs.submit, name, task, cluster, max_retries, timeout)
 
-    def find(self, job: Job | str) -> Job:
-        return self._call(self._jobs.find, job)
+    def find(self, job: Job | str, *, execution_stats: bool = True) -> Job:
+        return self._call(self._jobs.find, job, execution_stats=execution_stats)
 
     def query(
         self,
@@ -286,6 +293,17 @@ class BlockingJobClient:
 
     def execution_stats(self, job: Job | str) -> ExecutionStats:
         return self._call(self._jobs.execution_stats, job)
+
+    def logs(
+        self,
+        job: Job | str,
+        task: TaskInfo | str | None = None,
+        level: int | str | None = None,
+        *,
+        after: int = 0,
+    ) -> list[TaskLogRecord]:
+        """:meth:`swath.client.JobClient.logs`, blocking."""
+        return self._call(self._jobs.logs, job, task, level, after=after)
 
 
 class BlockingClusterClient:

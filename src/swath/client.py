@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import functools
+import logging
 import os
 import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, ParamSpec, Self, TypeVar, overload
 
+from swath import _observe
 from swath._validate import check_text
 from swath.cache import Cache, LocalFileSystemCache, cache_from_url
 from swath.context import check_max_retries, task_timeout
@@ -31,6 +33,7 @@ from swath.store.base import (
     JobStore,
     NewTask,
     TaskInfo,
+    TaskLogRecord,
     UnknownClusterError,
     UnknownJobError,
     new_id,
@@ -74,6 +77,23 @@ def needs_event_loop(
 
 def _job_id(job: Job | str) -> str:
     return job.id if isinstance(job, JobInfo) else str(job)
+
+
+def _log_level(level: int | str | None) -> int:
+    """A ``logging`` level number from a number or a name (``"info"``, ``"WARNING"``)."""
+    if level is None:
+        return 0
+    if isinstance(level, bool):
+        raise TypeError(f"a log level is a logging level number or name, not {level!r}")
+    if isinstance(level, int):
+        return level
+    if isinstance(level, str):
+        found = logging.getLevelNamesMapping().get(level.strip().upper())
+        if found is not None:
+            return found
+    raise ValueError(
+        f"unknown log level {level!r}: use DEBUG, INFO, WARNING, ERROR, CRITICAL or a number"
+    )
 
 
 def _slug(cluster: Cluster | str) -> str:
@@ -353,23 +373,34 @@ class JobClient:
                     "or one per root task"
                 )
         roots = []
+        otel = _observe.otel()
+        traceparent = None if otel is None else otel.current_traceparent()
         for root, slug in zip(tasks, clusters, strict=True):
             data = encode_input(root)  # TypeError for non-tasks and unserializable inputs
             task_name, version = type(root).identifier()
             limit = task_timeout(root, timeout)
             roots.append(
                 NewTask(
-                    new_id(), task_name, version, data, slug, max_retries=max_retries, timeout=limit
+                    new_id(),
+                    task_name,
+                    version,
+                    data,
+                    slug,
+                    max_retries=max_retries,
+                    timeout=limit,
+                    traceparent=traceparent,
                 )
             )
         store = await self._client._ensure_open()
         return await store.submit_job(new_id(), name, clusters[0], roots)
 
     @needs_event_loop
-    async def find(self, job: Job | str) -> Job:
-        """The job as it is now; ``UnknownJobError`` if there is none."""
+    async def find(self, job: Job | str, *, execution_stats: bool = True) -> Job:
+        """The job as it is now, with its ``execution_stats`` (as Tilebox's ``find``; they take
+        a scan of all its tasks: pass ``execution_stats=False`` to poll a large job);
+        ``UnknownJobError`` if there is none."""
         store = await self._client._ensure_open()
-        found = await store.get_job(_job_id(job))
+        found = await store.get_job(_job_id(job), stats=execution_stats)
         if found is None:
             raise UnknownJobError(f"no job with id {_job_id(job)!r}")
         return found
@@ -430,9 +461,9 @@ class JobClient:
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = poll_interval
         while True:
-            found = await self.find(job)
+            found = await self.find(job, execution_stats=False)
             if found.state in FINISHED_JOB_STATES:
-                return found
+                return await self.find(job)
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"job {found.id} is still {found.state} after {timeout} s")
             await asyncio.sleep(delay)
@@ -466,6 +497,31 @@ class JobClient:
         """The job's task graph as an object notebooks display (SVG with Graphviz, else the
         Mermaid text), as Tilebox's ``jobs().display``."""
         return JobDiagram(await self.tasks(job))
+
+    @needs_event_loop
+    async def logs(
+        self,
+        job: Job | str,
+        task: TaskInfo | str | None = None,
+        level: int | str | None = None,
+        *,
+        after: int = 0,
+    ) -> list[TaskLogRecord]:
+        """The log records the job's tasks wrote with ``context.logger`` (of ``task`` only, a
+        task or its id, when given), at ``level`` or above (a ``logging`` level number or name:
+        ``"WARNING"``), in the order they were committed (with their task's outcome). ``after``
+        (a record's ``id``) gives only newer records, to follow a running job. Where the store
+        dropped a task's oldest records (it keeps the newest per task and per job), a marker
+        record (``dropped`` > 0) says how many. ``UnknownJobError`` if there is no such job."""
+        job_id = _job_id(job)
+        task_id = task.id if isinstance(task, TaskInfo) else task
+        store = await self._client._ensure_open()
+        records = await store.task_logs(
+            job_id, task_id=task_id, level=_log_level(level), after=after
+        )
+        if not records and after <= 0 and await store.get_job(job_id) is None:
+            raise UnknownJobError(f"no job with id {job_id!r}")
+        return records
 
     @needs_event_loop
     async def execution_stats(self, job: Job | str) -> ExecutionStats:

@@ -7,13 +7,20 @@ in one transaction, and only if ``execute`` returns normally.
 from __future__ import annotations
 
 import asyncio
+import collections
+import json
 import logging
 import math
+import threading
+import time
+import traceback
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from swath._validate import INT64_MAX, check_count, check_text
-from swath.store.base import ClaimedTask, NewTask, new_id
+import msgspec
+
+from swath._validate import INT64_MAX, check_count, check_text, storable_text
+from swath.store.base import MAX_TASK_LOGS, ClaimedTask, LogEntry, NewTask, new_id
 from swath.task import Task, encode_input
 
 #: The most retries a task can have (every store holds it in a 32-bit column).
@@ -136,32 +143,107 @@ _RECORD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", None, None)._
 }
 
 
+class TaskLogBook:
+    """The log records one execution keeps for the job store: records at ``level`` or above,
+    the newest ``limit`` of them (older ones are counted in ``dropped``). Thread-safe: a sync
+    task logs from its worker thread."""
+
+    __slots__ = ("_lock", "dropped", "level", "records")
+
+    def __init__(self, level: int = logging.INFO, limit: int = MAX_TASK_LOGS) -> None:
+        self.level = level
+        self.records: collections.deque[LogEntry] = collections.deque(maxlen=max(1, limit))
+        self.dropped = 0
+        self._lock = threading.Lock()
+
+    def add(
+        self, level: int, msg: object, args: tuple[Any, ...], exc_info: Any, fields: dict[str, Any]
+    ) -> None:
+        try:
+            text = str(msg) % args if args else str(msg)
+        except Exception:
+            text = f"{msg!r} % {args!r}"
+        exc = _exc_text(exc_info)
+        if exc:
+            text = f"{text}\n{exc}"
+        entry = LogEntry(
+            time.time(),
+            min(max(level, 0), 2**31 - 1),
+            storable_text(text),
+            storable_text(_json_fields(fields)),
+        )
+        with self._lock:
+            if len(self.records) == self.records.maxlen:
+                self.dropped += 1
+            self.records.append(entry)
+
+    def taken(self) -> tuple[tuple[LogEntry, ...], int]:
+        with self._lock:
+            return tuple(self.records), self.dropped
+
+
+def _exc_text(exc_info: Any) -> str:
+    if not exc_info:
+        return ""
+    if isinstance(exc_info, BaseException):
+        return "".join(traceback.format_exception(exc_info)).rstrip()
+    if not isinstance(exc_info, tuple):
+        import sys
+
+        exc_info = sys.exc_info()
+    if len(exc_info) == 3 and exc_info[1] is not None:
+        return "".join(traceback.format_exception(*exc_info)).rstrip()
+    return ""
+
+
+def _json_fields(fields: Mapping[str, Any]) -> str:
+    if not fields:
+        return "{}"
+    try:
+        return json.dumps({str(k): v for k, v in fields.items()}, default=repr, ensure_ascii=False)
+    except Exception:  # a field whose repr raises, a circular structure
+        return json.dumps({str(k): _safe_repr(v) for k, v in fields.items()}, ensure_ascii=False)
+
+
+def _safe_repr(value: object) -> str:
+    try:
+        return repr(value)
+    except Exception:
+        return f"<unrepresentable {type(value).__name__}>"
+
+
 class TaskLogger:
     """``context.logger``: Tilebox-style structured logging over the standard ``logging``
-    module (logger ``swath.task``).
+    module (logger ``swath.task``), kept per task in the job store too.
 
     ``context.logger.info("tile done", scene_id=s, ms=12)``: keyword fields go on the record as
     ``record.fields`` (a dict) and as attributes of the record (``record.scene_id``) unless a
-    ``LogRecord`` attribute has that name. Every record also carries ``job_id``, ``task_id``
-    and ``task``. ``exc_info``, ``stack_info``, ``stacklevel`` and ``extra`` keep their
-    ``logging`` meaning; ``%``-style ``args`` work as in ``logging``. Logging never raises
-    because of its fields."""
+    ``LogRecord`` attribute has that name. Every record also carries ``job_id``, ``task_id``,
+    ``task`` (the task's name), ``task_version`` and ``runner_id``. ``exc_info``,
+    ``stack_info``, ``stacklevel`` and ``extra`` keep their ``logging`` meaning; ``%``-style
+    ``args`` work as in ``logging``. Logging never raises because of its fields.
 
-    __slots__ = ("_base", "_bound", "logger")
+    Records at the runner's ``log_level`` (INFO unless changed) or above are also committed to
+    the job store with the task's outcome (``jobs().logs``, ``swath jobs logs``), whatever the
+    ``logging`` configuration of the process; the newest ``MAX_TASK_LOGS`` per execution."""
+
+    __slots__ = ("_base", "_book", "_bound", "logger")
 
     def __init__(
         self,
         logger: logging.Logger,
         base: Mapping[str, Any],
         bound: Mapping[str, Any] | None = None,
+        book: TaskLogBook | None = None,
     ) -> None:
         self.logger = logger
         self._base = dict(base)
         self._bound = dict(bound or {})
+        self._book = book
 
     def bind(self, **fields: Any) -> TaskLogger:
         """A logger that adds ``fields`` to every record."""
-        return TaskLogger(self.logger, self._base, {**self._bound, **fields})
+        return TaskLogger(self.logger, self._base, {**self._bound, **fields}, self._book)
 
     def isEnabledFor(self, level: int) -> bool:
         return self.logger.isEnabledFor(level)
@@ -189,13 +271,22 @@ class TaskLogger:
         self._log(level, msg, args, fields)
 
     def _log(self, level: int, msg: object, args: tuple[Any, ...], fields: dict[str, Any]) -> None:
-        if not isinstance(level, int) or not self.logger.isEnabledFor(level):
+        if not isinstance(level, int):
+            return
+        book = self._book
+        keep = book is not None and level >= book.level
+        if not keep and not self.logger.isEnabledFor(level):
             return
         exc_info = fields.pop("exc_info", None)
         stack_info = bool(fields.pop("stack_info", False))
         stacklevel = fields.pop("stacklevel", 1)
         extra = fields.pop("extra", None)
         merged = {**self._bound, **(dict(extra) if isinstance(extra, Mapping) else {}), **fields}
+        if keep:
+            assert book is not None
+            book.add(level, msg, args, exc_info, merged)
+            if not self.logger.isEnabledFor(level):
+                return
         attributes = {k: v for k, v in merged.items() if k not in _RECORD_ATTRIBUTES}
         self.logger.log(
             level,
@@ -214,6 +305,10 @@ class ExecutionContext:
     Sync tasks (a plain ``def execute``) get a :class:`SyncExecutionContext`, whose
     ``job_cache`` is the blocking, Tilebox-style mapping."""
 
+    #: made with ``logger`` on first use; the traceparent of the execution's span, on first use
+    _book: TaskLogBook | None = None
+    _traceparent: str | None = None
+
     def __new__(cls, *args: Any, blocking: bool = False, **kwargs: Any) -> ExecutionContext:
         if blocking and cls is ExecutionContext:
             cls = SyncExecutionContext
@@ -227,8 +322,15 @@ class ExecutionContext:
         runner_context: Any = None,
         loop: asyncio.AbstractEventLoop | None = None,
         blocking: bool = False,
+        runner_id: str = "",
+        log_level: int = logging.INFO,
+        telemetry: tuple[Any, Any] | None = None,
     ) -> None:
         self._claimed = claimed
+        #: (swath._otel.Telemetry, the execution's span) when OpenTelemetry is in use
+        self._telemetry = telemetry
+        self._runner_id = runner_id
+        self._log_level = log_level
         self._cache = cache
         self._loop = loop
         self._blocking = blocking
@@ -318,6 +420,8 @@ class ExecutionContext:
                     timeout=type(task)._swath_timeout if timeout is None else timeout,
                 )
             )
+        if self._telemetry is not None:
+            new = [msgspec.structs.replace(t, traceparent=self._span_traceparent()) for t in new]
         first = len(self._subtasks)
         self._subtasks += new
         return [
@@ -365,7 +469,18 @@ class ExecutionContext:
     def _async_job_cache(self) -> Cache:
         if self._job_cache is None:
             self._job_cache = self._cache.group(self._claimed.job_id)
+            if self._telemetry is not None:
+                telemetry, span = self._telemetry
+                self._job_cache = telemetry.job_cache(self._job_cache, span, self._claimed)
         return self._job_cache
+
+    def _span_traceparent(self) -> str | None:
+        """The trace context subtasks are submitted under: this execution's span."""
+        if self._traceparent is None and self._telemetry is not None:
+            from swath._otel import traceparent_of
+
+            self._traceparent = traceparent_of(self._telemetry[1])
+        return self._traceparent
 
     @property
     def blocking_job_cache(self) -> BlockingCache:
@@ -396,15 +511,21 @@ class ExecutionContext:
     @property
     def logger(self) -> TaskLogger:
         """Structured logging (``context.logger.info("msg", scene_id=s)``) to
-        ``logging.getLogger("swath.task")``, with ``job_id`` and ``task_id`` on every record."""
+        ``logging.getLogger("swath.task")`` and the job store (see :class:`TaskLogger`), with
+        ``job_id``, ``task_id``, ``task``, ``task_version`` and ``runner_id`` on every
+        record."""
         if self._logger is None:
+            self._book = TaskLogBook(self._log_level)
             self._logger = TaskLogger(
                 logger,
                 {
                     "job_id": self._claimed.job_id,
                     "task_id": self._claimed.id,
                     "task": self._claimed.name,
+                    "task_version": self._claimed.version,
+                    "runner_id": self._runner_id,
                 },
+                book=self._book,
             )
         return self._logger
 
@@ -415,7 +536,13 @@ class ExecutionContext:
     def _display(self) -> str:
         return self._claimed.display if self._current is None else self._current.display
 
+    def _logs(self) -> tuple[tuple[LogEntry, ...], int]:
+        """The execution's log records for the store and how many older ones were dropped."""
+        return ((), 0) if self._book is None else self._book.taken()
+
     def _collected(self) -> tuple[list[NewTask], dict[str, tuple[int, int]]]:
+        if not self._progress:
+            return self._subtasks, {}
         progress = {p.label or "": (p._total, p._done) for p in self._progress.values()}
         return self._subtasks, {k: v for k, v in progress.items() if v != (0, 0)}
 

@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from swath import _observe
 from swath._validate import storable_text
 from swath.cache import Cache
 from swath.context import ExecutionContext
@@ -121,6 +122,10 @@ class _Flight:
     abandoned: bool = False
     #: its lease could not be renewed in time: cancelled, as another runner may take it
     fenced: bool = False
+    #: with OpenTelemetry: the execution's span, and how the execution ended
+    span: Any = None
+    outcome: str = "released"
+    error: BaseException | None = None
 
 
 @dataclass
@@ -136,6 +141,9 @@ class RunnerStats:
 
 class Runner:
     """Made by :meth:`swath.Client.runner`; see there for the options."""
+
+    #: ``context.logger`` records at this level or above are kept in the job store
+    log_level: int = logging.INFO
 
     def __init__(
         self,
@@ -267,6 +275,9 @@ class _Loop:
         self.known_clusters: set[str] = {runner.cluster}
         self.fatal: BaseException | None = None
         self.claim_began = time.monotonic()
+        otel = _observe.otel()
+        #: spans and metrics (swath._otel) when this process uses OpenTelemetry, else None
+        self.tel = None if otel is None else otel.Telemetry(runner.id, runner.cluster)
         #: when the last heartbeat that renewed this runner's leases began
         self.renewed_at = float("-inf")
         assert runner._stopping is not None
@@ -275,6 +286,9 @@ class _Loop:
     async def run(self) -> None:
         flusher = asyncio.create_task(self._flusher(), name="swath-flusher")
         heartbeat = asyncio.create_task(self._heartbeat(), name="swath-heartbeat")
+        depth = None
+        if self.tel is not None:
+            depth = asyncio.create_task(self._watch_queue_depth(), name="swath-queue-depth")
         cancelled = False
         try:
             await self._claim_loop()
@@ -291,9 +305,10 @@ class _Loop:
                 except asyncio.CancelledError:
                     cancelled = True
             # the flusher is idle now (a commit in progress is never cut off)
-            heartbeat.cancel()
-            flusher.cancel()
-            await asyncio.gather(heartbeat, flusher, return_exceptions=True)
+            helpers = [heartbeat, flusher] if depth is None else [heartbeat, flusher, depth]
+            for helper in helpers:
+                helper.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
         shutdown.result()
         if cancelled:
             raise asyncio.CancelledError
@@ -373,6 +388,16 @@ class _Loop:
                 stop_wait.cancel()
 
     async def _claim(self, limit: int) -> list[ClaimedTask]:
+        if self.tel is None:
+            return await self._claim_leased(limit)
+        attributes = {"swath.cluster": self.r.cluster, "swath.claim.limit": limit}
+        with self.tel.span("swath.claim", **attributes) as span:
+            claimed = await self._claim_leased(limit)
+            span.set_attribute("swath.claim.claimed", len(claimed))
+        self.tel.claimed(len(claimed))
+        return claimed
+
+    async def _claim_leased(self, limit: int) -> list[ClaimedTask]:
         """Claim up to ``limit`` tasks this runner can execute; if we are cancelled meanwhile,
         the claim still finishes and what it took is given back at once (rather than left to
         lease expiry)."""
@@ -415,7 +440,10 @@ class _Loop:
             return
         self.running[claimed.id] = claimed.retry_count
         flight = _Flight(claimed, self.claim_began)
-        task = self.loop.create_task(self._execute(flight))
+        if self.tel is None:
+            task = self.loop.create_task(self._execute(flight))
+        else:
+            task = self.loop.create_task(self._execute_traced(flight))
         self.inflight[task] = flight
         task.add_done_callback(self._finished)
 
@@ -428,6 +456,17 @@ class _Loop:
         self.signal.set()  # a slot is free
 
     # -- one task ----------------------------------------------------------------------------------
+    async def _execute_traced(self, flight: _Flight) -> None:
+        """``_execute`` inside a span of its own (OpenTelemetry in use)."""
+        tel = self.tel
+        assert tel is not None
+        flight.span = tel.start_task(flight.claimed)
+        try:
+            with tel.current(flight.span):
+                await self._execute(flight)
+        finally:
+            tel.end_task(flight.span, flight.claimed, flight.outcome, flight.error)
+
     async def _execute(self, flight: _Flight) -> None:
         claimed = flight.claimed
         context: ExecutionContext | None = None
@@ -456,6 +495,9 @@ class _Loop:
                 runner_context=self.user_context,
                 loop=self.loop,
                 blocking=not run_async,
+                runner_id=self.r.id,
+                log_level=self.r.log_level,
+                telemetry=None if flight.span is None else (self.tel, flight.span),
             )
             if not run_async:
                 flight.sync = True
@@ -471,28 +513,47 @@ class _Loop:
             subtasks, progress = context._collected()
             if subtasks:
                 await self._check_clusters({s.cluster for s in subtasks})
-            outcome: TaskOutcome = TaskSuccess(
-                claimed.id, context._display(), subtasks, progress, attempt=claimed.retry_count
-            )
+            outcome: TaskOutcome
+            if context._book is None:  # nothing logged
+                outcome = TaskSuccess(
+                    claimed.id, context._display(), subtasks, progress, attempt=claimed.retry_count
+                )
+            else:
+                logs, dropped = context._book.taken()
+                outcome = TaskSuccess(
+                    claimed.id,
+                    context._display(),
+                    subtasks,
+                    progress,
+                    logs,
+                    dropped,
+                    attempt=claimed.retry_count,
+                )
             self.r.stats.succeeded += 1
+            flight.outcome = "success"
         except asyncio.CancelledError:
             if flight.fenced:
+                flight.outcome = "fenced"
                 # its lease may be gone (the store could not be reached): no outcome, no
                 # release; the store hands it out again once the lease has run out
                 return
             # stopping, or its job stopped: back to the queue (or CANCELED/SKIPPED with its job)
             self.to_release.append(claimed.id)
             if flight.abandoned:
+                flight.outcome = "abandoned"
                 await self._release()
                 return
             raise
         except BaseException as exc:
             if flight.fenced:
+                flight.outcome = "fenced"
                 return
             if flight.abandoned:
+                flight.outcome = "abandoned"
                 self.to_release.append(claimed.id)
                 await self._release()
                 return
+            flight.outcome, flight.error = "failure", exc
             if not isinstance(exc, Exception):
                 # KeyboardInterrupt or SystemExit from task code: record it as this task's
                 # failure, stop the runner gracefully, and re-raise it from run_all
@@ -539,7 +600,10 @@ class _Loop:
             error.type,
             error.message,
         )
-        return TaskFailure(claimed.id, error, delay, display, attempt=claimed.retry_count)
+        logs, dropped = context._logs() if context is not None else ((), 0)
+        return TaskFailure(
+            claimed.id, error, delay, display, logs, dropped, attempt=claimed.retry_count
+        )
 
     async def _run_async_limited(
         self, task: Task, context: ExecutionContext, seconds: float
@@ -608,7 +672,11 @@ class _Loop:
         self.flushing += 1
         try:
             try:
-                accepted = await self._complete(batch)
+                if self.tel is None:
+                    accepted = await self._complete(batch)
+                else:
+                    with self.tel.span("swath.commit", **{"swath.commit.outcomes": len(batch)}):
+                        accepted = await self._complete(batch)
             finally:
                 for o in batch:
                     self._forget(o.task_id, o.attempt)
@@ -666,6 +734,8 @@ class _Loop:
             error_info(refusal),
             self.r.retry_delay,
             storable_text(outcome.display),
+            outcome.logs,  # already store-safe text (see TaskLogBook)
+            outcome.logs_dropped,
             attempt=outcome.attempt,
         )
         try:
@@ -691,6 +761,17 @@ class _Loop:
                     await self.r.cache.group(job_id).clear()
             except Exception:
                 log.exception("runner %s: clearing the cache of job %s failed", self.r.id, job_id)
+
+    async def _watch_queue_depth(self) -> None:
+        """With OpenTelemetry: look up the queued tasks per cluster now and then, for the
+        ``swath.queue.depth`` gauge."""
+        assert self.tel is not None
+        while True:
+            try:
+                self.tel.queue_depth(await self.store.queue_depth())
+            except Exception:
+                log.debug("runner %s: reading the queue depth failed", self.r.id, exc_info=True)
+            await asyncio.sleep(self.tel.depth_interval)
 
     # -- leases ------------------------------------------------------------------------------------
     async def _heartbeat(self) -> None:

@@ -275,19 +275,20 @@ def _lapsed(e: Execution, later: Execution, recs: Records, lease: float) -> str 
     trying to renew it: a claim or heartbeat call that took so long (the store was down, or
     waited behind a lock) or failed so that no renewal reached the store in time.
 
-    A claim call from t0 to t1 leases the task until at least t0 + lease, from t1 on; a heartbeat
-    call likewise. The lease may lapse at a moment no renewal covers; it counts as lost only if a
+    A claim call from t0 to t1 leases the task from the moment it holds the store's locks
+    (between t0 and t1), and a runner whose claim took more than a third of the lease renews the
+    lease before it starts the task (and does not start it if the lease is gone): so a started
+    task's lease runs at least until max(t0 + lease, t1 + 2/3 lease). A heartbeat call renews
+    from its start. The lease may lapse at a moment no renewal covers; it counts as lost only if a
     renewal had been attempted in time (started before the lease ran out) and was late or failed,
     or the heartbeat loop was held up in its other store call (``stop_requested``) past the
     deadline. If the runner simply stopped renewing a lease it held, that is not a loss but a
     bug."""
     t0, t1 = _claimed_at(e, recs)
-    until = t0 + lease
+    until = max(t0 + lease, t1 + lease * 2 / 3)
     for s0, s1 in recs.stalls.get(e.pid, []):
         if s0 < later.start and s1 > t0 and s1 - s0 >= lease / 3:
             return "lease lapsed: its runner's event loop stalled (the machine was overloaded)"
-    if t1 > until:
-        return None  # the claim handed out a lease that had run out already: a store bug
     failed = False
     for h0, h1, how in sorted(recs.heartbeats.get(e.pid, [])):
         if h1 < t0:
@@ -338,15 +339,11 @@ def _hint(first: Execution, later: Execution, recs: Records, events: Events, lea
         t0, t1 = _claimed_at(e, recs)
         if t1 - t0 > lease:
             frozen = any(t0 <= t <= t1 for t, _ in events.stopped.get(e.pid, []))
-            why = (
-                "its process was frozen (SIGSTOP) during the call"
-                if frozen
-                else "the store took the lease's start from before it got the write lock"
-            )
+            why = "its process was frozen (SIGSTOP) during the call" if frozen else "a slow store"
             hints.append(
                 f"the claim that leased it to pid {e.pid} took {t1 - t0:.2f} s ({t0:.3f} to "
-                f"{t1:.3f}), longer than the {lease} s lease, so the lease had run out before "
-                f"the task started ({why}); the runner started it all the same"
+                f"{t1:.3f}), longer than the {lease} s lease ({why}); the runner renews such a "
+                "claim's leases before it starts their tasks"
             )
     failed = [
         f"{op} call {n} ({when})"

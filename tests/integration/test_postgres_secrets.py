@@ -137,13 +137,14 @@ def test_password_never_in_cli_output(postgres_password_dsn: str) -> None:
 
 
 # -- any password, through the parser, the server, the CLI ----------------------------------------
-def _pieces(secret: str, n: int = 4) -> list[str]:
+def _pieces(secret: str, n: int = 6) -> list[str]:
     return [secret] if len(secret) <= n else [secret[i : i + n] for i in range(len(secret) - n + 1)]
 
 
 def _leaked(secret: str, texts: list[str], context: str) -> list[str]:
-    """4-character pieces of ``secret`` found in ``texts`` (pieces that are also part of the
-    rest of the URL, such as the host, do not count: they are not the secret's)."""
+    """6-character pieces of ``secret`` found in ``texts`` (pieces that are also part of the
+    rest of the URL, such as the host, do not count: they are not the secret's). Six, not four:
+    a random "Errn" is in every "[Errno 111]" without being the password's."""
     return [p for p in _pieces(secret) for t in texts if p in t and p not in context]
 
 
@@ -167,7 +168,7 @@ def test_any_password_connects_and_never_shows(
     """The password-role gets a random printable password (any of # / ? @ : % & =). Written
     percent-encoded into the URL, it connects: ``swath jobs ls`` (click's runner, in process)
     succeeds, and with a wrong password and with the server unreachable fails with exit code 3;
-    no piece of the password (4 characters) is in the output, any log record, url or repr.
+    no piece of the password (6 characters) is in the output, any log record, url or repr.
     Written raw, the URL either connects the same way or is refused in one line that quotes
     none of it (libpq's rules: a raw '@' or '/' cannot be told from the URL's own)."""
     database = postgres_password_dsn.rsplit("/", 1)[1]

@@ -1,8 +1,10 @@
-"""``swath jobs ls|show|watch|cancel|retry|diagram``."""
+"""``swath jobs ls|show|watch|logs|cancel|retry|diagram``."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+from collections.abc import Mapping, Sequence
 
 import click
 from rich.live import Live
@@ -30,7 +32,7 @@ from swath.cli._common import (
     when,
 )
 from swath.client import FINISHED_JOB_STATES, Job, JobClient
-from swath.store.base import JobState, TaskInfo, TaskState
+from swath.store.base import JobState, TaskInfo, TaskLogRecord, TaskState
 from swath.tasktree import DEFAULT_FAN_OUT, TaskNode
 from swath.tasktree import task_tree as aggregate
 
@@ -85,13 +87,19 @@ def ls(ctx: click.Context, states: tuple[str, ...], name: str | None, limit: int
 
 
 def task_tree(
-    job: Job, tasks: list[TaskInfo], tracebacks: bool, *, fan_out: int | None = DEFAULT_FAN_OUT
+    job: Job,
+    tasks: list[TaskInfo],
+    tracebacks: bool,
+    logs: Mapping[str, Sequence[TaskLogRecord]] | None = None,
+    *,
+    fan_out: int | None = DEFAULT_FAN_OUT,
 ) -> Tree:
     """The job and its tasks as a tree; every piece of user text is escaped (:func:`markup`).
     ``fan_out`` or more sibling tasks of one class are one line, ``Name x N`` with counts by
     state, their subtasks aggregated below it (:mod:`swath.tasktree`); None shows every task.
     In a finished job, a task that never ended is not "running": a COMPUTED task (its own
-    execute done) says that its subtasks did not complete, and shows no duration."""
+    execute done) says that its subtasks did not complete, and shows no duration. ``logs``:
+    the last log records of failed tasks, by task id, shown beside their errors."""
     job_over = job.state in FINISHED_JOB_STATES
     tree = Tree(f"[bold]{markup(job.name)}[/] {job.id} {_state(job.state)}")
     finished = {t.id for t in tasks if t.state in (TaskState.COMPLETED, TaskState.FAILED_OPTIONAL)}
@@ -121,6 +129,11 @@ def task_tree(
             branch.add(f"[red]{markup(t.error.type)}: {markup(t.error.message)}[/]{which}")
             if tracebacks:
                 branch.add(markup(t.error.traceback.rstrip(), multiline=True))
+            last = (logs or {}).get(t.id)
+            if last:
+                lines = branch.add(f"[dim]last {len(last)} log lines[/]")
+                for record in last:
+                    lines.add(log_line(record, task=False))
         failed = node.states.get(TaskState.FAILED, 0) + node.states.get(
             TaskState.FAILED_OPTIONAL, 0
         )
@@ -165,14 +178,84 @@ def _aggregate_line(node: TaskNode, job_over: bool) -> str:
 def show(ctx: click.Context, job_id: str, tracebacks: bool, expand: bool) -> None:
     """Show a job: its state, progress and task tree with errors."""
 
-    async def go() -> tuple[Job, list[TaskInfo]]:
+    async def go() -> tuple[Job, list[TaskInfo], dict[str, list[TaskLogRecord]]]:
         async with client(ctx, read_only=True) as c:
-            return await c.jobs().find(job_id), await c.jobs().tasks(job_id)
+            job, tasks = await c.jobs().find(job_id), await c.jobs().tasks(job_id)
+            logs = {}
+            for t in tasks:
+                if t.error is not None and t.state in (TaskState.FAILED, TaskState.FAILED_OPTIONAL):
+                    records = await c.jobs().logs(job_id, task=t.id)
+                    logs[t.id] = records[-SHOW_LOG_LINES:]
+            return job, tasks, logs
 
-    job, tasks = run(go())
-    console.print(task_tree(job, tasks, tracebacks, fan_out=None if expand else DEFAULT_FAN_OUT))
+    job, tasks, logs = run(go())
+    fan_out = None if expand else DEFAULT_FAN_OUT
+    console.print(task_tree(job, tasks, tracebacks, logs, fan_out=fan_out))
     for p in job.progress:
         console.print(f"  {markup(p.label)}: {p.done}/{p.total}")
+
+
+#: how many of a failed task's last log records ``swath jobs show`` prints beside its error
+SHOW_LOG_LINES = 10
+
+_LEVEL_COLORS = {"DEBUG": "dim", "INFO": "cyan", "WARNING": "yellow", "ERROR": "red"}
+
+
+def log_line(record: TaskLogRecord, *, task: bool = True) -> str:
+    """One log record as a line of rich markup: time, level, task (name and short id),
+    message and fields; every piece of user text escaped (:func:`markup`)."""
+    stamp = dt.datetime.fromtimestamp(record.created_at).strftime("%H:%M:%S.%f")[:-3]
+    name = record.levelname
+    level = f"[{_LEVEL_COLORS.get(name, 'bold red')}]{markup(name):<8}[/]"
+    who = f" [dim]{markup(record.task_name)} {markup(record.task_id[-12:])}[/]" if task else ""
+    fields = " ".join(f"{markup(k)}={markup(repr(v))}" for k, v in record.fields.items())
+    text = markup(record.message, multiline=True)
+    return f"[dim]{stamp}[/] {level}{who} {text}" + (f" [dim]{fields}[/]" if fields else "")
+
+
+@jobs.command()
+@click.argument("job_id")
+@click.option("--task", "task_id", default=None, help="Only the records of this task (its id).")
+@click.option(
+    "--level",
+    default=None,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False),
+    help="Only records at this level or above.",
+)
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new records until the job ends.")
+@click.option(
+    "--interval",
+    default=0.5,
+    show_default=True,
+    type=Seconds(0.0, inclusive=False),
+    help="With --follow: how often to look for new records, seconds.",
+)
+@click.pass_context
+def logs(
+    ctx: click.Context,
+    job_id: str,
+    task_id: str | None,
+    level: str | None,
+    follow: bool,
+    interval: float,
+) -> None:
+    """Print the log records a job's tasks wrote (context.logger), oldest first."""
+
+    async def go() -> None:
+        async with client(ctx, read_only=True) as c:
+            job_client = c.jobs()
+            after = 0
+            while True:
+                job = await job_client.find(job_id) if follow else None
+                records = await job_client.logs(job_id, task=task_id, level=level, after=after)
+                for record in records:
+                    console.print(log_line(record, task=task_id is None))
+                    after = max(after, record.id)
+                if not follow or (job is not None and job.state in FINISHED_JOB_STATES):
+                    return
+                await asyncio.sleep(interval)
+
+    run(go())
 
 
 @jobs.command()
@@ -222,7 +305,7 @@ async def follow(
     ids: dict[str, TaskID] = {}
     with Live(bars, console=console, refresh_per_second=8, transient=False):
         while True:
-            job = await job_client.find(job_id)
+            job = await job_client.find(job_id, execution_stats=False)
             rank = {label: i for i, label in enumerate(order)}
             for p in sorted(job.progress, key=lambda p: (rank.get(p.label, len(rank)), p.label)):
                 if p.label in hide:

@@ -42,6 +42,25 @@ def load_task(spec: str) -> list[type[Task]]:
     return tasks
 
 
+def serve_metrics(port: int, host: str) -> None:
+    """Start the Prometheus endpoint (``swath._otel.serve_metrics``), or a usage error."""
+    try:
+        from swath._otel import serve_metrics as serve
+    except ImportError as exc:
+        raise click.UsageError(
+            f"--metrics-port needs the OpenTelemetry extra: pip install 'swath[otel]' ({exc})"
+        ) from None
+    try:
+        serve(port, host)
+    except ImportError as exc:
+        raise click.UsageError(
+            f"--metrics-port needs the OpenTelemetry extra: pip install 'swath[otel]' ({exc})"
+        ) from None
+    except OSError as exc:
+        raise click.UsageError(f"--metrics-port: cannot listen on {host}:{port}: {exc}") from None
+    console.print(f"metrics on http://{markup(host)}:{port}/metrics")
+
+
 class _CleanFormatter(logging.Formatter):
     """Log lines with control characters escaped (task errors carry user text); tracebacks
     keep their newlines."""
@@ -73,6 +92,18 @@ class _CleanFormatter(logging.Formatter):
     help="Grace period on stop, seconds.",
 )
 @click.option("--until-idle", is_flag=True, help="Stop when no runnable work remains.")
+@click.option(
+    "--metrics-port",
+    default=None,
+    type=click.IntRange(0, 65535),
+    help="Serve OpenTelemetry metrics for Prometheus on this port (/metrics); needs swath[otel].",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="The address --metrics-port listens on.",
+)
 @click.pass_context
 def runner(
     ctx: click.Context,
@@ -83,9 +114,13 @@ def runner(
     lease: float,
     grace: float,
     until_idle: bool,
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> None:
     """Run TASKS (``module:TaskClass`` or ``module`` for all its tasks) until SIGINT/SIGTERM."""
     classes = [cls for spec in tasks for cls in load_task(spec)]
+    if metrics_port is not None:
+        serve_metrics(metrics_port, metrics_host)
     handler = logging.StreamHandler()
     handler.setFormatter(_CleanFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])

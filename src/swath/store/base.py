@@ -74,6 +74,11 @@ DEFAULT_CLUSTER = "default"
 #: The name of the task that is the parent of a job's root tasks when it has several (never
 #: executed: it completes when they all have).
 ROOTS_TASK = "swath.roots"
+#: How many log records a store keeps per task (over all its executions) and per job; the oldest
+#: go first, counted by a marker record (see :class:`TaskLogRecord`). A store object's
+#: ``max_task_logs`` and ``max_job_logs`` attributes override them.
+MAX_TASK_LOGS = 1_000
+MAX_JOB_LOGS = 100_000
 #: The wake-up signal set when jobs stop (canceled or failed): not a cluster name (slugs are
 #: ``[a-z0-9_-]``), so it never collides with one.
 STOPPED_SIGNAL = "!stopped"
@@ -206,6 +211,8 @@ class NewTask(msgspec.Struct, frozen=True):
     optional: bool = False
     depends_on: list[str] = []
     timeout: float | None = None  # seconds one execution may take (None: no limit)
+    #: the W3C trace context (``traceparent`` header) it was submitted under, if tracing is on
+    traceparent: str | None = None
 
 
 class ClaimedTask(msgspec.Struct, frozen=True):
@@ -222,6 +229,46 @@ class ClaimedTask(msgspec.Struct, frozen=True):
     max_retries: int
     optional: bool
     timeout: float | None = None
+    traceparent: str | None = None
+
+
+class LogEntry(msgspec.Struct, frozen=True, array_like=True):
+    """One record of ``context.logger``, as a runner hands it to the store with its task's
+    outcome: Unix time, ``logging`` level number, the formatted message (traceback included)
+    and the record's structured fields as JSON text. Text is store-safe
+    (:func:`swath._validate.storable_text`)."""
+
+    created_at: float
+    level: int
+    message: str
+    fields: str = "{}"
+
+
+class TaskLogRecord(msgspec.Struct, frozen=True):
+    """A task's log record as stored (``jobs().logs``): the job, task (id and identifier),
+    runner, time, ``logging`` level, message and structured fields.
+
+    A *marker* record (``dropped > 0``, level WARNING, ``id`` 0) stands where a task's oldest
+    records were: it says how many the store dropped to stay within its bounds."""
+
+    id: int
+    job_id: str
+    task_id: str
+    task_name: str
+    task_version: str
+    runner_id: str
+    created_at: float
+    level: int
+    message: str
+    fields: dict[str, object] = {}
+    dropped: int = 0
+
+    @property
+    def levelname(self) -> str:
+        """``INFO``, ``WARNING``, ... (``logging.getLevelName``)."""
+        import logging
+
+        return logging.getLevelName(self.level)
 
 
 class TaskSuccess(msgspec.Struct, frozen=True):
@@ -232,6 +279,9 @@ class TaskSuccess(msgspec.Struct, frozen=True):
     display: str = ""
     subtasks: list[NewTask] = []
     progress: dict[str, tuple[int, int]] = {}
+    #: the execution's log records (the newest ones) and how many older ones it dropped
+    logs: tuple[LogEntry, ...] = ()
+    logs_dropped: int = 0
     #: the ``retry_count`` of the claim it ran under: an outcome re-sent after a lost reply never
     #: counts for a later attempt the same runner claimed meanwhile (None: not checked)
     attempt: int | None = None
@@ -245,6 +295,8 @@ class TaskFailure(msgspec.Struct, frozen=True):
     error: ErrorInfo
     retry_delay: float = 0.0
     display: str = ""
+    logs: tuple[LogEntry, ...] = ()
+    logs_dropped: int = 0
     attempt: int | None = None  # as TaskSuccess.attempt
 
 
@@ -395,7 +447,9 @@ class JobStore(Protocol):
         group task (named ``ROOTS_TASK``, never executed, COMPUTED from the start) whose
         subtasks they are: it completes, and the job with it, when they all have."""
 
-    async def get_job(self, job_id: str) -> JobInfo | None: ...
+    async def get_job(self, job_id: str, *, stats: bool = False) -> JobInfo | None:
+        """The job, with its progress; with ``stats=True`` also its ``execution_stats`` (a scan
+        of all its tasks: for when they are asked for, not for polling)."""
 
     async def query_jobs(
         self,
@@ -407,7 +461,7 @@ class JobStore(Protocol):
         limit: int = 100,
     ) -> list[JobInfo]:
         """Jobs newest first, filtered by state, exact name, and creation time in
-        ``[since, until)``."""
+        ``[since, until)`` (without ``execution_stats``: see ``get_job``)."""
 
     async def cancel_job(self, job_id: str) -> int:
         """Cancel an active job; returns how many queued tasks were canceled. ``UnknownJobError``
@@ -448,6 +502,26 @@ class JobStore(Protocol):
         """Apply outcomes in one transaction (see the module docstring); returns how many were
         accepted (the rest had lost their lease). A value the store cannot save raises
         :class:`RefusedError` (or another ``ValueError``/``TypeError``) and changes nothing."""
+
+    async def task_logs(
+        self,
+        job_id: str,
+        *,
+        task_id: str | None = None,
+        level: int = 0,
+        after: int = 0,
+        limit: int = 100_000,
+    ) -> list[TaskLogRecord]:
+        """The log records of a job's tasks (of ``task_id`` only, when given) at ``level`` or
+        above, in the order they were committed, from the record after id ``after`` (0: from
+        the first), at most ``limit``. Records arrive with their task's outcome
+        (:meth:`complete`, in the same transaction); a store keeps the newest ``max_task_logs``
+        per task and ``max_job_logs`` per job. With ``after=0``, a task some of whose records
+        were dropped has a marker record (``dropped`` > 0) before its oldest kept one."""
+
+    async def queue_depth(self) -> dict[str, int]:
+        """How many tasks are QUEUED, per cluster (clusters without queued tasks left out):
+        the ``swath.queue.depth`` metric."""
 
     async def release(self, runner_id: str, task_ids: Sequence[str]) -> int:
         """Give leased tasks back to the queue without charging anything; returns how many."""

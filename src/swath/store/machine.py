@@ -15,17 +15,22 @@ from __future__ import annotations
 import abc
 import functools
 import json
+import logging
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from importlib import resources
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+
+import msgspec
 
 from swath.store.base import (
     DEFAULT_CLUSTER,
+    MAX_JOB_LOGS,
     MAX_LOST,
+    MAX_TASK_LOGS,
     ROOTS_TASK,
     STOPPED_SIGNAL,
     ClaimedTask,
@@ -42,6 +47,7 @@ from swath.store.base import (
     TaskFailure,
     TaskInfo,
     TaskKind,
+    TaskLogRecord,
     TaskOutcome,
     TaskState,
     UnknownClusterError,
@@ -50,6 +56,8 @@ from swath.store.base import (
     new_id,
 )
 
+S = TypeVar("S", bound=msgspec.Struct)
+
 
 class Row(Protocol):
     """A result row, read by column name (``sqlite3.Row``, asyncpg's ``Record``)."""
@@ -57,6 +65,8 @@ class Row(Protocol):
     def __getitem__(self, column: str, /) -> Any: ...
 
     def keys(self) -> Iterable[str]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
 
 
 Params = Mapping[str, Any]
@@ -301,14 +311,14 @@ class SQLJobStore(abc.ABC):
                     f"unknown cluster {cluster!r}: create it with clusters().create({cluster!r})"
                 )
 
-    async def get_job(self, job_id: str) -> JobInfo | None:
+    async def get_job(self, job_id: str, *, stats: bool = False) -> JobInfo | None:
         async with self._transaction() as tx:
             rows = await tx.fetchall("job_get", {"id": job_id})
             if not rows:
                 return None
             progress = await tx.fetchall("job_progress", {"id": job_id})
-            stats = await tx.fetchall("job_execution_stats", {"id": job_id})
-        return _job(rows[0], progress, stats)
+            counts = await tx.fetchall("job_execution_stats", {"id": job_id}) if stats else []
+        return _job(rows[0], progress, counts)
 
     async def query_jobs(
         self,
@@ -332,7 +342,6 @@ class SQLJobStore(abc.ABC):
                 _job(
                     row,
                     await tx.fetchall("job_progress", {"id": row["id"]}),
-                    await tx.fetchall("job_execution_stats", {"id": row["id"]}),
                 )
                 for row in rows
             ]
@@ -421,16 +430,7 @@ class SQLJobStore(abc.ABC):
             )
             if rows:
                 await self._start_jobs(tx, {r["job_id"] for r in rows}, now)
-            claimed = [
-                ClaimedTask(
-                    id=r["id"], job_id=r["job_id"], job_name=r["job_name"] or "",
-                    parent_id=r["parent_id"], cluster=r["cluster"], name=r["name"],
-                    version=r["version"], input=bytes(r["input"]), display=r["display"],
-                    retry_count=r["retry_count"], max_retries=r["max_retries"],
-                    optional=bool(r["optional"]), timeout=r["timeout"],
-                )
-                for r in rows
-            ]  # fmt: skip
+            claimed = records(rows, ClaimedTask)
         claimed.sort(key=lambda t: t.id)
         return claimed
 
@@ -517,8 +517,11 @@ class SQLJobStore(abc.ABC):
             progress: list[dict[str, Any]] = []
             done: list[_Done] = []
             failures: list[tuple[_Held, TaskFailure]] = []
+            logged = False
             for outcome in accepted:
                 task = held[outcome.task_id]
+                if outcome.logs or outcome.logs_dropped:
+                    logged = True
                 if isinstance(outcome, TaskFailure):
                     failures.append((task, outcome))
                     continue
@@ -563,11 +566,128 @@ class SQLJobStore(abc.ABC):
             for job_id in failed_jobs:
                 await tx.execute("job_fail", {"id": job_id, "now": now})
                 await tx.execute("job_skip_queued", {"id": job_id})
+            if logged:
+                await self._save_logs(tx, runner_id, accepted, held)
         if wake is None or wake:
             self._notify(wake)
         if failed_jobs:
             self._notify({STOPPED_SIGNAL})  # runners holding their tasks cancel them
         return len(accepted)
+
+    # -- logs ------------------------------------------------------------------------------------
+    #: the bounds of the kept log records (see ``swath.store.base.MAX_TASK_LOGS``)
+    max_task_logs: int = MAX_TASK_LOGS
+    max_job_logs: int = MAX_JOB_LOGS
+
+    async def _save_logs(
+        self,
+        tx: Tx,
+        runner_id: str,
+        outcomes: Sequence[TaskOutcome],
+        held: Mapping[str, _Held],
+    ) -> None:
+        """Insert the log records of accepted outcomes, then drop the oldest records of their
+        tasks and jobs beyond the bounds, counting the drops per task (the marker records)."""
+        rows = []
+        drops: Counter[tuple[str, str]] = Counter()
+        for outcome in outcomes:
+            task = held[outcome.task_id]
+            if outcome.logs_dropped:
+                drops[task.id, task.job_id] += outcome.logs_dropped
+            rows += [
+                {
+                    "job_id": task.job_id,
+                    "task_id": task.id,
+                    "runner": runner_id,
+                    "created_at": e.created_at,
+                    "level": e.level,
+                    "message": e.message,
+                    "fields": e.fields,
+                }
+                for e in outcome.logs
+            ]
+        await tx.executemany("log_insert", rows)
+        jobs: set[str] = set()
+        for outcome in outcomes:
+            if outcome.logs:
+                task = held[outcome.task_id]
+                jobs.add(task.job_id)
+                params = {"task_id": task.id, "keep": self.max_task_logs}
+                dropped = await tx.execute("log_trim_task", params)
+                if dropped:
+                    drops[task.id, task.job_id] += dropped
+        for job_id in sorted(jobs):
+            params = {"job_id": job_id, "keep": self.max_job_logs}
+            for r in await tx.fetchall("log_trim_job", params):
+                drops[r["task_id"], job_id] += 1
+        await tx.executemany(
+            "log_drops_add",
+            [
+                {"task_id": task_id, "job_id": job_id, "dropped": n}
+                for (task_id, job_id), n in sorted(drops.items())
+            ],
+        )
+
+    async def task_logs(
+        self,
+        job_id: str,
+        *,
+        task_id: str | None = None,
+        level: int = 0,
+        after: int = 0,
+        limit: int = 100_000,
+    ) -> list[TaskLogRecord]:
+        params = {
+            "job_id": job_id,
+            "task_id": task_id,
+            "level": int(level),
+            "after": int(after),
+            "limit": int(limit),
+        }
+        async with self._transaction() as tx:
+            rows = await tx.fetchall("log_query", params)
+            drops = await tx.fetchall("log_drops", params) if after <= 0 else []
+        records = [
+            TaskLogRecord(
+                id=int(r["id"]), job_id=r["job_id"], task_id=r["task_id"], task_name=r["name"],
+                task_version=r["version"], runner_id=r["runner"],
+                created_at=float(r["created_at"]), level=int(r["level"]), message=r["message"],
+                fields=_fields(r["fields"]),
+            )
+            for r in rows
+        ]  # fmt: skip
+        if not drops or level > logging.WARNING:
+            return records
+        first: dict[str, int] = {}
+        for i, record in enumerate(records):
+            first.setdefault(record.task_id, i)
+        markers: list[tuple[int, TaskLogRecord]] = []
+        for d in drops:
+            at = first.get(d["task_id"], len(records))
+            created = records[at].created_at if at < len(records) else 0.0
+            n = int(d["dropped"])
+            markers.append(
+                (
+                    at,
+                    TaskLogRecord(
+                        id=0, job_id=job_id, task_id=d["task_id"], task_name=d["name"],
+                        task_version=d["version"], runner_id="", created_at=created,
+                        level=logging.WARNING,
+                        message=f"{n} older log record{'s' if n != 1 else ''} of this task "
+                        "dropped (a store keeps the newest "
+                        f"{self.max_task_logs} per task and {self.max_job_logs} per job)",
+                        dropped=n,
+                    ),
+                )
+            )  # fmt: skip
+        for at, marker in sorted(markers, key=lambda m: m[0], reverse=True):
+            records.insert(at, marker)
+        return records
+
+    async def queue_depth(self) -> dict[str, int]:
+        async with self._transaction() as tx:
+            rows = await tx.fetchall("queue_depth", {})
+        return {r["cluster"]: int(r["queued"]) for r in rows}
 
     # -- the rules -------------------------------------------------------------------------------
     async def _insert_tasks(
@@ -593,6 +713,7 @@ class SQLJobStore(abc.ABC):
                     "version_major": versions[t.version][0],
                     "version_minor": versions[t.version][1],
                     "timeout": t.timeout,
+                    "traceparent": t.traceparent,
                     "input": t.input,
                     "display": t.display,
                     "max_retries": t.max_retries,
@@ -795,6 +916,26 @@ def _stats(rows: Iterable[Row]) -> ExecutionStats:
         last_task_stopped_at=max(stops, default=None),
         compute_time=compute,
     )
+
+
+def records(rows: Sequence[Row], cls: type[S]) -> list[S]:
+    """``rows`` as ``cls`` records (msgspec structs), matched by column name: the columns must
+    be the struct's fields, in order (checked once per result), so each row is then built
+    without a lookup per column: the claim's hot path."""
+    if not rows:
+        return []
+    fields = cls.__struct_fields__
+    if tuple(rows[0].keys()) != fields:
+        raise StoreError(f"columns {tuple(rows[0].keys())} do not make a {cls.__name__} {fields}")
+    return [cls(*row) for row in rows]
+
+
+def _fields(text: str) -> dict[str, object]:
+    try:
+        found = json.loads(text)
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 def _cluster(row: Row) -> ClusterInfo:

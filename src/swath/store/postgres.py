@@ -466,8 +466,10 @@ class PostgresJobStore(SQLJobStore):
 
         return await self._retrying("submit_job", op)
 
-    async def get_job(self, job_id: str) -> JobInfo | None:
-        return await self._retrying("get_job", lambda: SQLJobStore.get_job(self, job_id))
+    async def get_job(self, job_id: str, *, stats: bool = False) -> JobInfo | None:
+        return await self._retrying(
+            "get_job", lambda: SQLJobStore.get_job(self, job_id, stats=stats)
+        )
 
     async def query_jobs(
         self,

@@ -103,29 +103,30 @@ WHERE id = :id AND state IN ('FAILED', 'CANCELED');
 -- name: task_insert
 INSERT INTO tasks (id, job_id, parent_id, cluster, name, version, version_major, version_minor,
                    input, display, state, max_retries, optional, pending_deps, has_dependents,
-                   timeout, run_after, created_at)
+                   timeout, traceparent, run_after, created_at)
 VALUES (:id, :job_id, :parent_id, :cluster, :name, :version, :version_major, :version_minor,
         :input, :display, 'QUEUED', :max_retries, :optional, :pending_deps, :has_dependents,
-        :timeout, :now, :now);
+        :timeout, :traceparent, :now, :now);
 
 -- name: task_insert__bulk
 -- task_insert for a whole batch in one statement (each parameter is an array, one element per
 -- row): one round trip and one trigger call instead of one per subtask.
 INSERT INTO tasks (id, job_id, parent_id, cluster, name, version, version_major, version_minor,
                    input, display, state, max_retries, optional, pending_deps, has_dependents,
-                   timeout, run_after, created_at)
+                   timeout, traceparent, run_after, created_at)
 SELECT id, job_id, parent_id, cluster, name, version, version_major, version_minor,
        input, display, 'QUEUED', max_retries, optional, pending_deps, has_dependents,
-       timeout, now, now
+       timeout, traceparent, now, now
 FROM unnest(CAST(:id AS text[]), CAST(:job_id AS text[]), CAST(:parent_id AS text[]),
             CAST(:cluster AS text[]), CAST(:name AS text[]), CAST(:version AS text[]),
             CAST(:version_major AS integer[]), CAST(:version_minor AS integer[]),
             CAST(:input AS bytea[]), CAST(:display AS text[]), CAST(:max_retries AS integer[]),
             CAST(:optional AS integer[]), CAST(:pending_deps AS integer[]),
             CAST(:has_dependents AS integer[]), CAST(:timeout AS double precision[]),
-            CAST(:now AS double precision[]))
+            CAST(:traceparent AS text[]), CAST(:now AS double precision[]))
      AS t(id, job_id, parent_id, cluster, name, version, version_major, version_minor, input,
-          display, max_retries, optional, pending_deps, has_dependents, timeout, now);
+          display, max_retries, optional, pending_deps, has_dependents, timeout, traceparent,
+          now);
 
 -- name: task_group_of_roots
 -- A job submitted with several root tasks gets one more task as their parent: never executed,
@@ -177,13 +178,13 @@ WITH known AS MATERIALIZED (
         FOR UPDATE SKIP LOCKED
     )
     RETURNING id, job_id, parent_id, cluster, name, version, input, display, retry_count,
-              max_retries, optional, timeout
+              max_retries, optional, timeout, traceparent
 ), started AS (
     UPDATE jobs SET state = 'RUNNING', started_at = COALESCE(started_at, :now)
     WHERE id IN (SELECT job_id FROM claimed) AND state = 'QUEUED'
 )
-SELECT c.id, c.job_id, c.parent_id, c.cluster, c.name, c.version, c.input, c.display,
-       c.retry_count, c.max_retries, c.optional, c.timeout, j.name AS job_name
+SELECT c.id, c.job_id, j.name AS job_name, c.parent_id, c.cluster, c.name, c.version, c.input,
+       c.display, c.retry_count, c.max_retries, c.optional, c.timeout, c.traceparent
 FROM claimed c JOIN jobs j ON j.id = c.job_id;
 
 -- name: heartbeat
@@ -347,3 +348,54 @@ SET state = CASE (SELECT state FROM jobs WHERE jobs.id = tasks.job_id)
                  WHEN 'CANCELED' THEN 'CANCELED' ELSE 'SKIPPED' END,
     lease_owner = NULL, lease_expires = NULL, started_at = NULL
 WHERE lease_owner = :runner AND state = 'RUNNING' AND started_at >= :since;
+
+-- name: log_insert
+-- Log records of tasks (context.logger), inserted with the outcomes of their tasks.
+INSERT INTO task_logs (job_id, task_id, runner, created_at, level, message, fields)
+VALUES (:job_id, :task_id, :runner, :created_at, :level, :message, :fields);
+
+-- name: log_insert__bulk
+INSERT INTO task_logs (job_id, task_id, runner, created_at, level, message, fields)
+SELECT * FROM unnest(CAST(:job_id AS text[]), CAST(:task_id AS text[]), CAST(:runner AS text[]),
+                     CAST(:created_at AS double precision[]), CAST(:level AS integer[]),
+                     CAST(:message AS text[]), CAST(:fields AS text[]));
+
+-- name: log_trim_task
+-- Keep the newest :keep records of a task (the oldest go first); the caller counts the rest off.
+DELETE FROM task_logs
+WHERE task_id = :task_id AND id <= (
+    SELECT id FROM task_logs WHERE task_id = :task_id ORDER BY id DESC LIMIT 1 OFFSET :keep
+);
+
+-- name: log_trim_job
+-- Keep the newest :keep records of a job; returns the task of each record dropped.
+DELETE FROM task_logs
+WHERE job_id = :job_id AND id <= (
+    SELECT id FROM task_logs WHERE job_id = :job_id ORDER BY id DESC LIMIT 1 OFFSET :keep
+)
+RETURNING task_id;
+
+-- name: log_drops_add
+INSERT INTO task_log_drops (task_id, job_id, dropped) VALUES (:task_id, :job_id, :dropped)
+ON CONFLICT (task_id) DO UPDATE SET dropped = task_log_drops.dropped + excluded.dropped;
+
+-- name: log_query
+-- A job's log records (of one task when :task_id is set) from :level up, after record :after,
+-- in the order they were committed; with each task's identifier.
+SELECT l.id, l.job_id, l.task_id, t.name, t.version, l.runner, l.created_at, l.level,
+       l.message, l.fields
+FROM task_logs l JOIN tasks t ON t.id = l.task_id
+WHERE l.job_id = :job_id AND (CAST(:task_id AS text) IS NULL OR l.task_id = :task_id)
+  AND l.level >= :level AND l.id > :after
+ORDER BY l.id
+LIMIT :limit;
+
+-- name: log_drops
+-- How many records of each task of a job were dropped (the marker records).
+SELECT d.task_id, d.dropped, t.name, t.version
+FROM task_log_drops d JOIN tasks t ON t.id = d.task_id
+WHERE d.job_id = :job_id AND (CAST(:task_id AS text) IS NULL OR d.task_id = :task_id);
+
+-- name: queue_depth
+-- Queued tasks per cluster (the swath.queue.depth metric).
+SELECT cluster, COUNT(*) AS queued FROM tasks WHERE state = 'QUEUED' GROUP BY cluster;

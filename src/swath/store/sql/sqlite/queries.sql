@@ -97,10 +97,10 @@ WHERE id = :id AND state IN ('FAILED', 'CANCELED');
 -- name: task_insert
 INSERT INTO tasks (id, job_id, parent_id, cluster, name, version, version_major, version_minor,
                    input, display, state, max_retries, optional, pending_deps, has_dependents,
-                   timeout, run_after, created_at)
+                   timeout, traceparent, run_after, created_at)
 VALUES (:id, :job_id, :parent_id, :cluster, :name, :version, :version_major, :version_minor,
         :input, :display, 'QUEUED', :max_retries, :optional, :pending_deps, :has_dependents,
-        :timeout, :now, :now);
+        :timeout, :traceparent, :now, :now);
 
 -- name: task_group_of_roots
 -- A job submitted with several root tasks gets one more task as their parent: never executed,
@@ -141,9 +141,9 @@ WHERE id IN (
     ORDER BY run_after, id
     LIMIT :limit
 )
-RETURNING id, job_id, parent_id, cluster, name, version, input, display, retry_count,
-          max_retries, optional, timeout,
-          (SELECT name FROM jobs WHERE jobs.id = tasks.job_id) AS job_name;
+RETURNING id, job_id, COALESCE((SELECT name FROM jobs WHERE jobs.id = tasks.job_id), '') AS job_name,
+          parent_id, cluster, name, version, input, display, retry_count, max_retries, optional,
+          timeout, traceparent;
 
 -- name: heartbeat
 UPDATE tasks SET lease_expires = :expires
@@ -261,3 +261,48 @@ SELECT task_id FROM task_deps WHERE depends_on = :id;
 
 -- name: task_skip
 UPDATE tasks SET state = 'SKIPPED', finished_at = :now WHERE id = :id AND state = 'QUEUED';
+
+-- name: log_insert
+-- Log records of tasks (context.logger), inserted with the outcomes of their tasks.
+INSERT INTO task_logs (job_id, task_id, runner, created_at, level, message, fields)
+VALUES (:job_id, :task_id, :runner, :created_at, :level, :message, :fields);
+
+-- name: log_trim_task
+-- Keep the newest :keep records of a task (the oldest go first); the caller counts the rest off.
+DELETE FROM task_logs
+WHERE task_id = :task_id AND id <= (
+    SELECT id FROM task_logs WHERE task_id = :task_id ORDER BY id DESC LIMIT 1 OFFSET :keep
+);
+
+-- name: log_trim_job
+-- Keep the newest :keep records of a job; returns the task of each record dropped.
+DELETE FROM task_logs
+WHERE job_id = :job_id AND id <= (
+    SELECT id FROM task_logs WHERE job_id = :job_id ORDER BY id DESC LIMIT 1 OFFSET :keep
+)
+RETURNING task_id;
+
+-- name: log_drops_add
+INSERT INTO task_log_drops (task_id, job_id, dropped) VALUES (:task_id, :job_id, :dropped)
+ON CONFLICT (task_id) DO UPDATE SET dropped = task_log_drops.dropped + excluded.dropped;
+
+-- name: log_query
+-- A job's log records (of one task when :task_id is set) from :level up, after record :after,
+-- in the order they were committed; with each task's identifier.
+SELECT l.id, l.job_id, l.task_id, t.name, t.version, l.runner, l.created_at, l.level,
+       l.message, l.fields
+FROM task_logs l JOIN tasks t ON t.id = l.task_id
+WHERE l.job_id = :job_id AND (:task_id IS NULL OR l.task_id = :task_id)
+  AND l.level >= :level AND l.id > :after
+ORDER BY l.id
+LIMIT :limit;
+
+-- name: log_drops
+-- How many records of each task of a job were dropped (the marker records).
+SELECT d.task_id, d.dropped, t.name, t.version
+FROM task_log_drops d JOIN tasks t ON t.id = d.task_id
+WHERE d.job_id = :job_id AND (:task_id IS NULL OR d.task_id = :task_id);
+
+-- name: queue_depth
+-- Queued tasks per cluster (the swath.queue.depth metric).
+SELECT cluster, COUNT(*) AS queued FROM tasks WHERE state = 'QUEUED' GROUP BY cluster;
