@@ -8,6 +8,7 @@ import click
 
 from swath.cli._common import DATABASE_HELP, SwathGroup
 from swath.cli.cache import cache
+from swath.cli.dashboard import dashboard
 from swath.cli.demo import demo
 from swath.cli.jobs import jobs
 from swath.cli.runner import runner
@@ -36,5 +37,6 @@ main.add_command(demo)
 main.add_command(runner)
 main.add_command(jobs)
 main.add_command(cache)
+main.add_command(dashboard)
 
 __all__ = ["main"]

@@ -33,6 +33,8 @@ from swath.cli._common import (
 )
 from swath.client import FINISHED_JOB_STATES, Job, JobClient
 from swath.store.base import JobState, TaskInfo, TaskLogRecord, TaskState
+from swath.tasktree import DEFAULT_FAN_OUT, TaskNode
+from swath.tasktree import task_tree as aggregate
 
 _COLORS = {
     "COMPLETED": "green",
@@ -89,50 +91,91 @@ def task_tree(
     tasks: list[TaskInfo],
     tracebacks: bool,
     logs: Mapping[str, Sequence[TaskLogRecord]] | None = None,
+    *,
+    fan_out: int | None = DEFAULT_FAN_OUT,
 ) -> Tree:
     """The job and its tasks as a tree; every piece of user text is escaped (:func:`markup`).
+    ``fan_out`` or more sibling tasks of one class are one line, ``Name x N`` with counts by
+    state, their subtasks aggregated below it (:mod:`swath.tasktree`); None shows every task.
     In a finished job, a task that never ended is not "running": a COMPUTED task (its own
     execute done) says that its subtasks did not complete, and shows no duration. ``logs``:
     the last log records of failed tasks, by task id, shown beside their errors."""
     job_over = job.state in FINISHED_JOB_STATES
     tree = Tree(f"[bold]{markup(job.name)}[/] {job.id} {_state(job.state)}")
-    nodes: dict[str | None, Tree] = {None: tree}
     finished = {t.id for t in tasks if t.state in (TaskState.COMPLETED, TaskState.FAILED_OPTIONAL)}
-    for t in tasks:  # creation order: parents come first
-        if t.display:
-            label = f"{markup(t.display)} [dim]{markup(t.name)} {markup(t.version)}[/]"
-        else:
-            label = f"{markup(t.name)} [dim]{markup(t.version)}[/]"
-        extra = f" retries {t.retry_count}/{t.max_retries}" if t.retry_count else ""
-        state = _state(t.state)
-        if job_over and t.state == TaskState.COMPUTED:
-            state += " [dim](its subtasks did not complete)[/]"
-        took = duration(t.started_at, t.finished_at, finished=job_over)
-        node = nodes.get(t.parent_id, tree).add(f"{label} {state} [dim]{took}{extra}[/]")
-        if t.state == TaskState.QUEUED and all(d in finished for d in t.depends_on):
+    roots = aggregate(tasks, fan_out=max(2, len(tasks) + 1) if fan_out is None else fan_out)
+    # (node, where its line goes): depth first, no recursion (a chain may be deep)
+    todo: list[tuple[TaskNode, Tree]] = [(node, tree) for node in reversed(roots)]
+    while todo:
+        node, parent = todo.pop()
+        line = _aggregate_line(node, job_over) if node.aggregated else _task_line(node, job_over)
+        branch = parent.add(line)
+        waiting = [
+            t
+            for t in node.members
+            if t.state == TaskState.QUEUED and all(d in finished for d in t.depends_on)
+        ]
+        if waiting:
             # ready: runners claim only identifiers they registered, so this is what it needs
-            node.add(
-                f"[yellow]waits for a runner of cluster {markup(t.cluster)} that knows "
+            t = waiting[0]
+            who = "waits" if not node.aggregated else f"{len(waiting)} of them wait"
+            branch.add(
+                f"[yellow]{who} for a runner of cluster {markup(t.cluster)} that knows "
                 f"{markup(t.name)} {markup(t.version)}[/]"
             )
-        if t.error is not None and t.state in (TaskState.FAILED, TaskState.FAILED_OPTIONAL):
-            node.add(f"[red]{markup(t.error.type)}: {markup(t.error.message)}[/]")
+        for t in node.failures:
+            assert t.error is not None
+            which = f" [dim]({markup(t.display or t.id)})[/]" if node.aggregated else ""
+            branch.add(f"[red]{markup(t.error.type)}: {markup(t.error.message)}[/]{which}")
             if tracebacks:
-                node.add(markup(t.error.traceback.rstrip(), multiline=True))
+                branch.add(markup(t.error.traceback.rstrip(), multiline=True))
             last = (logs or {}).get(t.id)
             if last:
-                branch = node.add(f"[dim]last {len(last)} log lines[/]")
+                lines = branch.add(f"[dim]last {len(last)} log lines[/]")
                 for record in last:
-                    branch.add(log_line(record, task=False))
-        nodes[t.id] = node
+                    lines.add(log_line(record, task=False))
+        failed = node.states.get(TaskState.FAILED, 0) + node.states.get(
+            TaskState.FAILED_OPTIONAL, 0
+        )
+        if failed > len(node.failures):
+            branch.add(f"[red]... and {failed - len(node.failures)} more failed[/]")
+        todo.extend((child, branch) for child in reversed(node.children))
     return tree
+
+
+def _task_line(node: TaskNode, job_over: bool) -> str:
+    t = node.task
+    if t.display:
+        label = f"{markup(t.display)} [dim]{markup(t.name)} {markup(t.version)}[/]"
+    else:
+        label = f"{markup(t.name)} [dim]{markup(t.version)}[/]"
+    extra = f" retries {t.retry_count}/{t.max_retries}" if t.retry_count else ""
+    state = _state(t.state)
+    if job_over and t.state == TaskState.COMPUTED:
+        state += " [dim](its subtasks did not complete)[/]"
+    took = duration(t.started_at, t.finished_at, finished=job_over)
+    return f"{label} {state} [dim]{took}{extra}[/]"
+
+
+def _aggregate_line(node: TaskNode, job_over: bool) -> str:
+    label = f"[bold]{markup(node.name)} x {node.count}[/] [dim]{markup(node.version)}[/]"
+    states = " ".join(f"{_state(s)} {n}" for s, n in sorted(node.states.items()))
+    took = duration(node.started_at, node.ended_at, finished=job_over)
+    extra = f" retries {node.retries}" if node.retries else ""
+    return f"{label} {states} [dim]{took}{extra}[/]"
 
 
 @jobs.command()
 @click.argument("job_id")
 @click.option("--tracebacks/--no-tracebacks", default=True, show_default=True)
+@click.option(
+    "--expand",
+    is_flag=True,
+    help=f"One line per task (default: {DEFAULT_FAN_OUT} or more "
+    "sibling tasks of one class are one line, Name x N).",
+)
 @click.pass_context
-def show(ctx: click.Context, job_id: str, tracebacks: bool) -> None:
+def show(ctx: click.Context, job_id: str, tracebacks: bool, expand: bool) -> None:
     """Show a job: its state, progress and task tree with errors."""
 
     async def go() -> tuple[Job, list[TaskInfo], dict[str, list[TaskLogRecord]]]:
@@ -146,7 +189,8 @@ def show(ctx: click.Context, job_id: str, tracebacks: bool) -> None:
             return job, tasks, logs
 
     job, tasks, logs = run(go())
-    console.print(task_tree(job, tasks, tracebacks, logs))
+    fan_out = None if expand else DEFAULT_FAN_OUT
+    console.print(task_tree(job, tasks, tracebacks, logs, fan_out=fan_out))
     for p in job.progress:
         console.print(f"  {markup(p.label)}: {p.done}/{p.total}")
 
