@@ -188,12 +188,16 @@ SELECT c.id, c.job_id, j.name AS job_name, c.parent_id, c.cluster, c.name, c.ver
 FROM claimed c JOIN jobs j ON j.id = c.job_id;
 
 -- name: heartbeat
+-- SKIP LOCKED: a row locked by another transaction is one this runner's own completion is
+-- committing (held_tasks locks them), or an expired lease another claim is taking back. Waiting
+-- for it would hold up every other lease of the runner behind a completion that waits, in
+-- turn, for a lock a frozen process holds: and then all of them would lapse.
 UPDATE tasks SET lease_expires = :expires
 WHERE id IN (
     SELECT id FROM tasks
     WHERE lease_owner = :runner AND state = 'RUNNING' AND lease_expires >= :now
     ORDER BY id
-    FOR UPDATE
+    FOR UPDATE SKIP LOCKED
 );
 
 -- name: task_renew
