@@ -235,21 +235,21 @@ class _Runners:
     def kill(self, pid: int) -> None:
         """SIGKILL, and a replacement at once."""
         if self.send(pid, signal.SIGKILL):
-            self.events.killed[pid] = time.time()
+            self.events.killed[pid] = _settled(pid, "ZX")
             self.spawn()
 
     def freeze(self, pid: int, seconds: float) -> None:
         """SIGSTOP now, SIGCONT after ``seconds`` (by :meth:`thaw_due`)."""
         if self.send(pid, signal.SIGSTOP):
-            self.events.stopped[pid].append((time.time(), None))
+            self.events.stopped[pid].append((_settled(pid, "TtZX"), None))
             self.thaw_at[pid] = time.time() + seconds
 
     def thaw_due(self) -> None:
         for pid, at in list(self.thaw_at.items()):
             if time.time() >= at:
-                self.send(pid, signal.SIGCONT)
                 spans = self.events.stopped[pid]
-                spans[-1] = (spans[-1][0], time.time())
+                spans[-1] = (spans[-1][0], time.time())  # before: it runs once it is sent
+                self.send(pid, signal.SIGCONT)
                 del self.thaw_at[pid]
 
     def terminate(self, pid: int) -> None:
@@ -421,3 +421,24 @@ async def _collect(
             except (SwathError, OSError, KeyError) as exc:
                 values[key] = exc
     return job, tasks, values
+
+
+def _settled(pid: int, states: str, within: float = 2.0) -> float:
+    """The time by which every thread of ``pid`` is in one of ``states`` (``/proc``'s letters:
+    T stopped, Z zombie, X dead) after a signal, or gone: a signal is delivered asynchronously,
+    so the process may run (and write records) for a moment after ``kill()`` returns, and the
+    moment the signal was sent would make those records look as if they came after it."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            threads = os.listdir(f"/proc/{pid}/task")
+            letters = []
+            for tid in threads:
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    letters.append(f.read().rsplit(")", 1)[1].split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            return time.time()
+        if all(letter in states for letter in letters):
+            return time.time()
+        time.sleep(0.0005)
+    return time.time()

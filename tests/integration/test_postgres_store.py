@@ -247,3 +247,44 @@ async def test_completions_that_fail_a_job_do_not_deadlock(postgres_dsn: str) ->
     finally:
         await conn.close()
         await asyncio.gather(*(s.close() for s in stores))
+
+
+async def test_a_completion_waiting_for_a_lock_leaves_the_runners_other_leases_renewable(
+    postgres_dsn: str,
+) -> None:
+    """A runner holds A and B; its completion of A waits for the parent's row, which another
+    connection holds locked (as a process frozen inside its own completion of a sibling would).
+    Meanwhile the runner's heartbeat still renews B's lease: the completion locks only the tasks
+    it reports. (Before: it locked every lease of the runner, the heartbeat skipped them all,
+    B's lease lapsed and B ran a second time. Found by the fault-injection trials on PostgreSQL,
+    seed 1 trials 1, 7 and 13.) Once the lock is released, A's completion commits."""
+    store = PostgresJobStore(postgres_dsn)
+    await store.open()
+    frozen = await asyncpg.connect(postgres_dsn)
+    try:
+        job_id = new_id()
+        root = NewTask(new_id(), "Root", "v0.0", b"{}", "default")
+        await store.submit_job(job_id, "locks", "default", root)
+        [claimed_root] = await store.claim("default", "r1", 1, 30.0)
+        a, b = (NewTask(new_id(), n, "v0.0", b"{}", "default") for n in ("A", "B"))
+        assert await store.complete("r1", [TaskSuccess(claimed_root.id, subtasks=[a, b])]) == 1
+        assert {t.id for t in await store.claim("default", "r1", 2, 1.0)} == {a.id, b.id}
+
+        frozen_tx = frozen.transaction()
+        await frozen_tx.start()
+        await frozen.execute("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE", root.id)
+        completing = asyncio.create_task(store.complete("r1", [TaskSuccess(a.id)]))
+        await asyncio.sleep(0.3)
+        assert not completing.done()  # it waits for the parent's row
+        assert await store.heartbeat("r1", 30.0) == 1  # B's lease (A's row is locked)
+        expires = await frozen.fetchval("SELECT lease_expires FROM tasks WHERE id = $1", b.id)
+        await asyncio.sleep(1.0)  # past the claim's 1-second lease
+        assert await store.claim("default", "r2", 10, 30.0) == []  # B is still r1's
+        await frozen_tx.rollback()
+        assert await asyncio.wait_for(completing, 10) == 1
+        assert expires > (await frozen.fetchval("SELECT extract(epoch FROM now())")) + 20
+        tasks = {t.name: t.state for t in await store.list_tasks(job_id)}
+        assert tasks == {"Root": TaskState.COMPUTED, "A": TaskState.COMPLETED, "B": TaskState.RUNNING}
+    finally:
+        await frozen.close()
+        await store.close()

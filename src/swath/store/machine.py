@@ -481,12 +481,14 @@ class SQLJobStore(abc.ABC):
         wake: set[str] | None = set()
         async with self._transaction() as tx:
             now = time.time()
-            held = {
-                r["id"]: _Held.of(r) for r in await tx.fetchall("held_tasks", {"runner": runner_id})
-            }
             # one outcome per task: a runner that re-claimed its own expired lease may report
             # two executions of a task at once; the later one ran under the live lease
             latest = {o.task_id: o for o in outcomes}
+            ids = json.dumps(sorted(latest))
+            held = {
+                r["id"]: _Held.of(r)
+                for r in await tx.fetchall("held_tasks", {"runner": runner_id, "ids": ids})
+            }
             accepted = [
                 o
                 for o in latest.values()

@@ -5,8 +5,9 @@
 -- queries that read rows a transaction later changes lock them:
 -- * claim and expired_leases take rows with FOR UPDATE SKIP LOCKED: two runners never get the
 --   same task, and a lease is re-queued by one transaction only, never after a fresh claim;
--- * held_tasks locks the runner's own leases (in id order, like heartbeat), so a lease cannot be
---   re-queued between "is it still mine" and the completion that relies on it;
+-- * held_tasks locks the leases of the tasks a completion reports, and only those (in id order,
+--   like heartbeat), so a lease cannot be re-queued between "is it still mine" and the
+--   completion that relies on it, while the runner's other leases stay free for its heartbeat;
 -- * job_state takes FOR SHARE: a cancel or a job failure waits for completions in flight, then
 --   sees (and cancels or skips) the subtasks they committed.
 -- Parameters whose type PostgreSQL cannot infer are cast explicitly.
@@ -206,8 +207,14 @@ UPDATE tasks SET lease_expires = :expires
 WHERE id = :id AND lease_owner = :runner AND state = 'RUNNING' AND lease_expires >= :now;
 
 -- name: held_tasks
+-- The reported tasks this runner still holds, locked. Only these: a completion may wait (for a
+-- parent's or a job's row that a frozen process holds), and every row it locks meanwhile is one
+-- the heartbeat skips, so locking all the runner's leases would let all of them lapse. :ids is a
+-- JSON array (as in the SQLite dialect).
 SELECT id, job_id, parent_id, cluster, retry_count, max_retries, optional, has_dependents
-FROM tasks WHERE lease_owner = :runner AND state = 'RUNNING'
+FROM tasks
+WHERE id IN (SELECT jsonb_array_elements_text(CAST(:ids AS text)::jsonb))
+  AND lease_owner = :runner AND state = 'RUNNING'
 ORDER BY id
 FOR UPDATE;
 

@@ -155,8 +155,10 @@ UPDATE tasks SET lease_expires = :expires
 WHERE id = :id AND lease_owner = :runner AND state = 'RUNNING' AND lease_expires >= :now;
 
 -- name: held_tasks
+-- The reported tasks (a JSON array of ids) this runner still holds.
 SELECT id, job_id, parent_id, cluster, retry_count, max_retries, optional, has_dependents
-FROM tasks WHERE lease_owner = :runner AND state = 'RUNNING';
+FROM tasks
+WHERE id IN (SELECT value FROM json_each(:ids)) AND lease_owner = :runner AND state = 'RUNNING';
 
 -- name: task_finish
 UPDATE tasks
