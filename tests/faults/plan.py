@@ -191,7 +191,7 @@ def generate(rng: random.Random, seed: str, *, hang: bool, shape: Shape | None =
     outside = [
         n.idx for n in nodes[1:] if not n.optional and plan.nearest_optional_ancestor(n.idx) is None
     ]
-    if rng.random() < s.job_fatal:
+    if rng.random() < s.job_fatal and outside:  # empty when every group drawn is optional
         victim = nodes[rng.choice(outside)]
         victim.fail_attempts = victim.max_retries + 1
     if hang:
