@@ -109,7 +109,7 @@ def _refused(exc: BaseException) -> bool:
     return isinstance(exc, ValueError | TypeError | OverflowError | UnknownClusterError)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Flight:
     """A task this runner holds, while it runs."""
 
