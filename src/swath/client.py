@@ -416,13 +416,18 @@ class JobClient:
         since: TimeLike | None = None,
         until: TimeLike | None = None,
         limit: int = 100,
+        before: Job | tuple[float, str] | None = None,
     ) -> list[Job]:
         """Jobs newest first, by state(s), exact name and creation time.
 
         Tilebox's form: ``temporal_extent`` is ``(start, end)`` for ``[start, end)`` (datetimes,
         dates, ISO strings or Unix seconds), an object with ``.start`` and ``.end``, or one
         date (that day); ``job_states`` takes Tilebox's names too (``SUBMITTED`` is QUEUED,
-        ``STARTED`` is RUNNING). swath's form: ``state=``, ``since=``, ``until=``."""
+        ``STARTED`` is RUNNING). swath's form: ``state=``, ``since=``, ``until=``.
+
+        Paging: pass a page's last job as ``before`` for the next page (the jobs after it in
+        this order, newest first and then by id: none lost or repeated, even among jobs created
+        at the same instant)."""
         if job_states is not None and state is not None:
             raise ValueError("pass job_states or state, not both")
         if temporal_extent is not None and (since is not None or until is not None):
@@ -432,8 +437,14 @@ class JobClient:
             start, end = _extent(temporal_extent)
         else:
             start, end = _timestamp(since), _timestamp(until)
+        if isinstance(before, JobInfo):
+            before = (before.created_at, before.id)
+        elif before is not None:
+            before = (float(before[0]), str(before[1]))
         store = await self._client._ensure_open()
-        return await store.query_jobs(states=states, name=name, since=start, until=end, limit=limit)
+        return await store.query_jobs(
+            states=states, name=name, since=start, until=end, limit=limit, before=before
+        )
 
     @needs_event_loop
     async def cancel(self, job: Job | str) -> int:

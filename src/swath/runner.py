@@ -46,6 +46,7 @@ from swath.store.base import (
     ErrorInfo,
     JobState,
     JobStore,
+    RunnerInfo,
     TaskFailure,
     TaskOutcome,
     TaskSuccess,
@@ -280,10 +281,13 @@ class _Loop:
         self.tel = None if otel is None else otel.Telemetry(runner.id, runner.cluster)
         #: when the last heartbeat that renewed this runner's leases began
         self.renewed_at = float("-inf")
+        self.started_at = time.time()
         assert runner._stopping is not None
         self.stopping = runner._stopping
 
     async def run(self) -> None:
+        self.started_at = time.time()
+        await self._report_alive()  # listed (list_runners) from its start, busy or idle
         flusher = asyncio.create_task(self._flusher(), name="swath-flusher")
         heartbeat = asyncio.create_task(self._heartbeat(), name="swath-heartbeat")
         depth = None
@@ -310,6 +314,12 @@ class _Loop:
                 helper.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
         shutdown.result()
+        try:
+            await asyncio.shield(self.store.runner_stopped(self.r.id))
+        except asyncio.CancelledError:
+            cancelled = True
+        except Exception:  # a store without runner rows, or unreachable: the row expires
+            log.debug("runner %s: removing its runner row failed", self.r.id, exc_info=True)
         if cancelled:
             raise asyncio.CancelledError
 
@@ -787,6 +797,8 @@ class _Loop:
             if not stopped:
                 next_beat = time.monotonic() + interval
             if not busy:
+                if not stopped:
+                    await self._report_alive()
                 continue
             # a heartbeat that comes late (the process was starved of CPU, or frozen) may find
             # leases that can already be gone: their async tasks stop before it renews the rest
@@ -801,6 +813,27 @@ class _Loop:
             except Exception:
                 log.exception("runner %s: heartbeat failed", self.r.id)
                 self._fence()
+            if not stopped:
+                await self._report_alive()
+
+    async def _report_alive(self) -> None:
+        """Upsert this runner's row (``list_runners``: the dashboard's runners page), once per
+        heartbeat period, after the leases were renewed; a failure costs nothing but the row's
+        freshness."""
+        info = RunnerInfo(
+            id=self.r.id,
+            cluster=self.r.cluster,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            concurrency=self.r.max_concurrency,
+            lease=self.r.lease,
+            started_at=self.started_at,
+            tasks=len(self.running),
+        )
+        try:
+            await self.store.runner_alive(info)
+        except Exception:
+            log.debug("runner %s: reporting itself failed", self.r.id, exc_info=True)
 
     def _fence(self) -> None:
         """Cancel the in-flight tasks whose leases were not renewed for FENCE_AFTER of the

@@ -454,6 +454,37 @@ async def test_query_jobs_by_state_name_and_time(store: JobStore) -> None:
     assert len(await store.query_jobs(limit=1)) == 1
 
 
+async def test_query_jobs_pages_jobs_of_one_instant_by_keyset(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Jobs created at the same instant (a batch submitted within the clock's resolution) page
+    by ``before=(created_at, id)`` without loss or duplicates, in (created_at, id) order newest
+    first; older jobs follow. (Paging by time alone lost every job of the instant after the
+    first page.)"""
+    from swath.store import machine
+
+    older = await submit(store, name="older")
+    await asyncio.sleep(0.01)
+    clock = time.time()
+    monkeypatch.setattr(machine, "time", type("Frozen", (), {"time": staticmethod(lambda: clock)}))
+    same = [await submit(store, name=f"same-{i}") for i in range(7)]
+    monkeypatch.undo()
+    listed = await store.query_jobs()
+    assert [j.id for j in listed] == sorted(same, reverse=True) + [older]
+    assert {j.created_at for j in listed[:7]} == {clock}
+    seen: list[str] = []
+    before: tuple[float, str] | None = None
+    for _ in range(10):
+        page = await store.query_jobs(limit=3, before=before)
+        seen += [j.id for j in page]
+        if len(page) < 3:
+            break
+        before = (page[-1].created_at, page[-1].id)
+    assert seen == [j.id for j in listed]
+    named = await store.query_jobs(name="same-3", before=(clock, max(same)))
+    assert [j.id for j in named] == ([same[3]] if same[3] < max(same) else [])
+
+
 async def test_work_signal_wakes_on_new_work_for_its_cluster(store: JobStore) -> None:
     """Submitting (or committing subtasks) sets the signals of that cluster at once and not the
     signals of other clusters."""

@@ -38,7 +38,7 @@ from starlette.staticfiles import StaticFiles
 
 from swath.cache import Backend
 from swath.cache._base import CacheAPI
-from swath.client import FINISHED_JOB_STATES, Client, Job
+from swath.client import FINISHED_JOB_STATES, Client, Job, _log_level
 from swath.dashboard.security import CSRF_COOKIE, Guard, cookie, csrf_ok, csrf_token
 from swath.errors import InvalidKeyError, KeyNotFoundError
 from swath.store.base import JobState, StoreError, TaskInfo, TaskState, UnknownJobError
@@ -54,8 +54,12 @@ KEYS_PAGE = 200
 PREVIEW_BYTES = 64 * 1024
 #: download chunk size: memory per download is about one chunk
 DOWNLOAD_CHUNK = 1 << 20
+#: log records per page of a job's logs (the job page shows the first page)
+LOGS_PAGE = 200
 #: live updates: the store is polled every MIN s after a change, backing off to MAX s
 POLL = (0.25, 5.0)
+
+LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 STATE_CLASS = {state.value: state.value.lower().replace("_", "-") for state in TaskState}
 
@@ -69,6 +73,11 @@ def _when(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
+
+
+def _clock(seconds: float) -> str:
+    """A log record's time: the date and the time to the millisecond."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds)) + f".{int(seconds * 1000) % 1000:03d}"
 
 
 def _local_time(value: str | None) -> float | None:
@@ -113,8 +122,10 @@ def templates() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(q=_quote, when=_when, size=_size)
-    env.globals.update(took=_took, percent=_percent, state_class=STATE_CLASS)
+    env.filters.update(q=_quote, when=_when, size=_size, clock=_clock)
+    env.globals.update(
+        took=_took, percent=_percent, state_class=STATE_CLASS, name_level=_log_level
+    )
     return env
 
 
@@ -194,12 +205,22 @@ class Dashboard:
             until = _local_time(q.get("until"))
         except ValueError as exc:
             raise ValueError(f"bad paging or time parameter: {exc}") from None
-        if before is not None:
+        before_id = q.get("before_id") or None
+        keyset: tuple[float, str] | None = None
+        if before is not None and before_id is not None:
+            keyset = (before, before_id)
+        elif before is not None:  # a time only: the jobs created before it
             until = before if until is None else min(until, before)
-        # keyset paging: the next page is the jobs created before the last one shown, so a page
-        # costs one indexed query however many jobs there are
+        # keyset paging: the next page is the jobs after the last one shown, by (created_at,
+        # id), so a page costs one indexed query however many jobs there are, and jobs created
+        # at the same instant are neither skipped nor shown twice
         jobs = await self.client.jobs().query(
-            state=states or None, name=name, since=since, until=until, limit=limit + 1
+            state=states or None,
+            name=name,
+            since=since,
+            until=until,
+            limit=limit + 1,
+            before=keyset,
         )
         more = len(jobs) > limit
         jobs = jobs[:limit]
@@ -210,7 +231,7 @@ class Dashboard:
             "since": q.get("since") or "",
             "until": q.get("until") or "",
         }
-        filters["next"] = jobs[-1].created_at if more and jobs else None
+        filters["next"] = (jobs[-1].created_at, jobs[-1].id) if more and jobs else None
         return jobs, filters
 
     async def jobs_page(self, request: Request) -> Response:
@@ -221,12 +242,15 @@ class Dashboard:
         params = [("state", s) for s in filters["state"]]
         params += [(k, filters[k]) for k in ("name", "since", "until") if filters[k]]
         params.append(("limit", str(filters["limit"])))
-        if request.query_params.get("before"):
-            params.append(("before", request.query_params["before"]))
+        for key in ("before", "before_id"):
+            if request.query_params.get(key):
+                params.append((key, request.query_params[key]))
         this_query = "&".join(f"{_quote(k)}={_quote(v)}" for k, v in params)
         next_query = None
         if filters["next"] is not None:
-            params = [p for p in params if p[0] != "before"] + [("before", repr(filters["next"]))]
+            at, last_id = filters["next"]
+            params = [p for p in params if p[0] not in ("before", "before_id")]
+            params += [("before", repr(at)), ("before_id", last_id)]
             next_query = "&".join(f"{_quote(k)}={_quote(v)}" for k, v in params)
         return self.page(
             request,
@@ -274,7 +298,14 @@ class Dashboard:
             jobs, filters = await self._jobs(request)
         except ValueError as exc:
             return self.error(request, 400, str(exc))
-        return JSONResponse({"jobs": _jsonable(jobs), "next_before": filters["next"]})
+        after = filters["next"]
+        return JSONResponse(
+            {
+                "jobs": _jsonable(jobs),
+                "next_before": None if after is None else after[0],
+                "next_before_id": None if after is None else after[1],
+            }
+        )
 
     async def _job(self, job_id: str) -> tuple[Job, list[TaskInfo]]:
         jobs = self.client.jobs()
@@ -298,7 +329,63 @@ class Dashboard:
             job, tasks = await self._job(job_id)
         except UnknownJobError:
             return self.error(request, 404, f"no job with id {job_id!r}")
-        return self.page(request, "job.html", **self._job_context(job, tasks))
+        logs = await self._logs(job.id, None, 0, 0)
+        return self.page(request, "job.html", **self._job_context(job, tasks), **logs)
+
+    async def _logs(self, job_id: str, task: str | None, level: int, after: int) -> dict[str, Any]:
+        """A page of the job's log records (of one task, from a level, after a record id)."""
+        records = await self.client.store.task_logs(
+            job_id, task_id=task, level=level, after=after, limit=LOGS_PAGE + 1
+        )
+        more = len(records) > LOGS_PAGE
+        records = records[:LOGS_PAGE]
+        last = max((r.id for r in records), default=after)
+        return {
+            "logs": records,
+            "logs_filter": {"task": task or "", "level": level, "after": after},
+            "logs_next": last if more else None,
+        }
+
+    def _logs_query(self, request: Request) -> tuple[str | None, int, int]:
+        q = request.query_params
+        task = q.get("task") or None
+        try:
+            raw = (q.get("level") or "").strip()
+            level = int(raw) if raw.isdigit() else _log_level(raw or None)
+            after = max(0, int(q.get("after") or 0))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"bad log filter: {exc}") from None
+        return task, level, after
+
+    async def logs_page(self, request: Request) -> Response:
+        """``/jobs/ID/logs?task=&level=&after=``: the job's log records, a page at a time."""
+        job_id = request.path_params["job_id"]
+        try:
+            task, level, after = self._logs_query(request)
+            job = await self.client.jobs().find(job_id, execution_stats=False)
+        except ValueError as exc:
+            return self.error(request, 400, str(exc))
+        except UnknownJobError:
+            return self.error(request, 404, f"no job with id {job_id!r}")
+        logs = await self._logs(job.id, task, level, after)
+        return self.page(request, "logs.html", job=job, levels=LEVELS, **logs)
+
+    async def logs_api(self, request: Request) -> Response:
+        job_id = request.path_params["job_id"]
+        try:
+            task, level, after = self._logs_query(request)
+            job = await self.client.jobs().find(job_id, execution_stats=False)
+        except ValueError as exc:
+            return self.error(request, 400, str(exc))
+        except UnknownJobError:
+            return self.error(request, 404, f"no job with id {job_id!r}")
+        logs = await self._logs(job.id, task, level, after)
+        return JSONResponse(
+            {
+                "logs": [_jsonable(r) | {"levelname": r.levelname} for r in logs["logs"]],
+                "next_after": logs["logs_next"],
+            }
+        )
 
     async def job_api(self, request: Request) -> Response:
         job_id = request.path_params["job_id"]
@@ -338,10 +425,12 @@ class Dashboard:
                 started = time.monotonic()
                 tasks = await self.client.jobs().tasks(job)
                 context = self._job_context(job, tasks)
+                logs = await self._logs(job.id, None, 0, 0)
                 data = {
                     "state": job.state.value,
                     "summary": self.fragment("_summary.html", **context),
                     "tree": self.fragment("_tree.html", **context),
+                    "logs": self.fragment("_logs.html", job=job, **logs),
                 }
                 yield f"event: update\ndata: {json.dumps(data)}\n\n"
                 # a large job costs a while to read: poll it no more than a third of the time
@@ -555,6 +644,7 @@ def create_app(
         Route("/events/jobs", dash.jobs_events),
         Route("/jobs/{job_id}", dash.job_page),
         Route("/jobs/{job_id}/events", dash.job_events),
+        Route("/jobs/{job_id}/logs", dash.logs_page),
         Route("/jobs/{job_id}/{action:str}", dash.job_action, methods=["POST"]),
         Route("/clusters", dash.clusters_page),
         Route("/cache", dash.cache_page),
@@ -562,6 +652,7 @@ def create_app(
         Route("/cache/download", dash.download),
         Route("/api/jobs", dash.jobs_api),
         Route("/api/jobs/{job_id}", dash.job_api),
+        Route("/api/jobs/{job_id}/logs", dash.logs_api),
         Route("/api/clusters", dash.clusters_api),
         Route("/api/cache", dash.cache_api),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),

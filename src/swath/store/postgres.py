@@ -479,11 +479,18 @@ class PostgresJobStore(SQLJobStore):
         since: float | None = None,
         until: float | None = None,
         limit: int = 100,
+        before: tuple[float, str] | None = None,
     ) -> list[JobInfo]:
         return await self._retrying(
             "query_jobs",
             lambda: SQLJobStore.query_jobs(
-                self, states=states, name=name, since=since, until=until, limit=limit
+                self,
+                states=states,
+                name=name,
+                since=since,
+                until=until,
+                limit=limit,
+                before=before,
             ),
         )
 
