@@ -470,7 +470,7 @@ async def test_query_jobs_pages_jobs_of_one_instant_by_keyset(
     same = [await submit(store, name=f"same-{i}") for i in range(7)]
     monkeypatch.undo()
     listed = await store.query_jobs()
-    assert [j.id for j in listed] == sorted(same, reverse=True) + [older]
+    assert [j.id for j in listed] == [*sorted(same, reverse=True), older]
     assert {j.created_at for j in listed[:7]} == {clock}
     seen: list[str] = []
     before: tuple[float, str] | None = None

@@ -77,7 +77,8 @@ def _when(seconds: float | None) -> str:
 
 def _clock(seconds: float) -> str:
     """A log record's time: the date and the time to the millisecond."""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds)) + f".{int(seconds * 1000) % 1000:03d}"
+    millis = int(seconds * 1000) % 1000
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds)) + f".{millis:03d}"
 
 
 def _local_time(value: str | None) -> float | None:
@@ -123,9 +124,7 @@ def templates() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(q=_quote, when=_when, size=_size, clock=_clock)
-    env.globals.update(
-        took=_took, percent=_percent, state_class=STATE_CLASS, name_level=_log_level
-    )
+    env.globals.update(took=_took, percent=_percent, state_class=STATE_CLASS, name_level=_log_level)
     return env
 
 
