@@ -31,7 +31,9 @@ from swath.store.base import (
     JobInfo,
     JobState,
     JobStore,
+    LeaseInfo,
     NewTask,
+    RunnerInfo,
     TaskInfo,
     TaskLogRecord,
     UnknownClusterError,
@@ -585,3 +587,24 @@ class ClusterClient:
     async def delete(self, slug: Cluster | str) -> bool:
         store = await self._client._ensure_open()
         return await store.delete_cluster(_slug(slug))
+
+    @needs_event_loop
+    async def runners(self, cluster: Cluster | str | None = None) -> list[RunnerInfo]:
+        """The runners that reported themselves (at start and with each heartbeat, every
+        ``lease / 3`` seconds, busy or idle) and have not stopped, of ``cluster`` or of all:
+        host, process, concurrency, ``last_heartbeat`` and how many tasks each held then. A
+        runner silent for longer than its ``lease`` is probably gone (its leases run out and
+        other runners take its tasks); its row goes after a day."""
+        store = await self._client._ensure_open()
+        found = await store.list_runners()
+        if cluster is not None:
+            slug = _slug(cluster)
+            found = [r for r in found if r.cluster == slug]
+        return found
+
+    @needs_event_loop
+    async def leases(self, limit: int = 1000) -> list[LeaseInfo]:
+        """Which runner holds which task: every RUNNING task with its runner's id, its job and
+        when its lease runs out, by runner (at most ``limit``)."""
+        store = await self._client._ensure_open()
+        return await store.list_leases(limit)

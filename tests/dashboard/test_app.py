@@ -5,18 +5,21 @@ streamed download)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime
 import re
+import socket
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from swath import Client
+from swath import Client, LocalFileSystemCache
 from swath.dashboard.app import DOWNLOAD_CHUNK
-from tests.dashboard.harness import app_for, http, populate
-from tests.dashboard.tasks import Hello
+from tests.dashboard.harness import TASKS, app_for, http, populate
+from tests.dashboard.tasks import FanOut, Hello
 
 
 @pytest.fixture
@@ -197,6 +200,56 @@ async def test_clusters_page(world: dict[str, Any]) -> None:
         assert "GPU &lt;machines&gt;" in page.text
         api = (await client.get("/api/clusters")).json()
         assert {c["slug"] for c in api["clusters"]} == {"default", "gpu"}
+
+
+async def test_runners_page_shows_who_holds_which_task(tmp_path: Path) -> None:
+    """The clusters and runners page lists each runner that reports itself (host, process,
+    last heartbeat, alive or silent for longer than its lease) with the tasks it holds and
+    their jobs; tasks held by a runner that does not report itself are listed under its id;
+    a runner's host that is an HTML payload is shown as text; /api/runners gives the same."""
+    from swath.store import RunnerInfo
+
+    db = f"sqlite:///{tmp_path}/jobs.db"
+    cache = LocalFileSystemCache(tmp_path / "cache")
+    async with Client(db) as c:
+        other = await c.jobs().submit("orphan", Hello())
+        await c.store.claim("default", "old-runner:1", 1, 600.0)  # takes `other`'s root
+        job = await c.jobs().submit("slow <job>", FanOut(2, sleep=30))
+        silent = RunnerInfo("gone:7:x", "default", "<b>gone</b>", 7, 2, 0.1, time.time() - 60)
+        await c.store.runner_alive(silent)
+        runner = c.runner(TASKS, cache, lease=3.0, max_concurrency=4, grace=0.2)
+        running = asyncio.create_task(runner.run_forever())
+        try:
+            async with asyncio.timeout(60):
+                while len([x for x in await c.clusters().leases() if x.name == "Leaf"]) < 2:
+                    await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)  # the silent runner is now silent for more than its lease
+            app = app_for(db, None)
+            async with http(app) as client:
+                page = (await client.get("/clusters")).text
+                api = (await client.get("/api/runners")).json()
+        finally:
+            runner.stop()
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+    assert runner.id in page
+    assert socket.gethostname() in page
+    assert "slow &lt;job&gt;" in page
+    assert page.count('class="lease"') == 3  # two leaves, and the orphan's root
+    assert "old-runner:1" in page
+    assert "does not report itself" in page
+    assert "&lt;b&gt;gone&lt;/b&gt;" in page
+    assert "<b>gone</b>" not in page
+    assert "probably gone" in page
+    assert 'class="runner alive"' in page
+    assert 'class="runner silent"' in page
+    by_id = {r["id"]: r for r in api["runners"]}
+    assert by_id[runner.id]["alive"] is True
+    assert by_id["gone:7:x"]["alive"] is False
+    assert {x["job_id"] for x in by_id[runner.id]["leases"]} == {job.id}
+    assert len(by_id[runner.id]["leases"]) == 2
+    assert [x["job_id"] for x in api["unreported_leases"]] == [other.id]
 
 
 async def test_cache_browser_lists_previews_and_streams(world: dict[str, Any]) -> None:

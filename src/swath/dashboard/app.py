@@ -41,7 +41,14 @@ from swath.cache._base import CacheAPI
 from swath.client import FINISHED_JOB_STATES, Client, Job, _log_level
 from swath.dashboard.security import CSRF_COOKIE, Guard, cookie, csrf_ok, csrf_token
 from swath.errors import InvalidKeyError, KeyNotFoundError
-from swath.store.base import JobState, StoreError, TaskInfo, TaskState, UnknownJobError
+from swath.store.base import (
+    JobState,
+    LeaseInfo,
+    StoreError,
+    TaskInfo,
+    TaskState,
+    UnknownJobError,
+)
 from swath.tasktree import TaskNode, flatten, task_tree
 
 HERE = Path(__file__).parent
@@ -54,6 +61,8 @@ KEYS_PAGE = 200
 PREVIEW_BYTES = 64 * 1024
 #: download chunk size: memory per download is about one chunk
 DOWNLOAD_CHUNK = 1 << 20
+#: leases shown on the clusters and runners page
+MAX_LEASES = 1000
 #: log records per page of a job's logs (the job page shows the first page)
 LOGS_PAGE = 200
 #: live updates: the store is polled every MIN s after a change, backing off to MAX s
@@ -79,6 +88,15 @@ def _clock(seconds: float) -> str:
     """A log record's time: the date and the time to the millisecond."""
     millis = int(seconds * 1000) % 1000
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds)) + f".{millis:03d}"
+
+
+def _ago(seconds: float) -> str:
+    """A duration, roughly: ``3.2 s``, ``4 min``, ``2 h``."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _local_time(value: str | None) -> float | None:
@@ -123,7 +141,7 @@ def templates() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(q=_quote, when=_when, size=_size, clock=_clock)
+    env.filters.update(q=_quote, when=_when, size=_size, clock=_clock, ago=_ago)
     env.globals.update(took=_took, percent=_percent, state_class=STATE_CLASS, name_level=_log_level)
     return env
 
@@ -471,16 +489,67 @@ class Dashboard:
         return RedirectResponse(f"/jobs/{_quote(job_id)}?done={action}&n={n}", status_code=303)
 
     # -- clusters --------------------------------------------------------------------------------
+    async def _runners(self) -> dict[str, Any]:
+        """The runners (as they reported themselves) and the tasks they hold (from the tasks'
+        leases), each runner with its leases; leases of runners that do not report themselves
+        (an older swath, or a row expired) are grouped under their runner id all the same."""
+        now = time.time()
+        runners = await self.client.clusters().runners()
+        leases = await self.client.clusters().leases(MAX_LEASES + 1)
+        more = len(leases) > MAX_LEASES
+        leases = leases[:MAX_LEASES]
+        held: dict[str, list[LeaseInfo]] = {}
+        for lease in leases:
+            held.setdefault(lease.runner_id, []).append(lease)
+        rows = []
+        for r in runners:
+            silent = max(0.0, now - r.last_heartbeat)
+            rows.append(
+                {
+                    "runner": r,
+                    "silent": silent,
+                    # a heartbeat comes every lease / 3: one lease without any means gone
+                    "alive": silent <= r.lease,
+                    "leases": held.pop(r.id, []),
+                }
+            )
+        unreported = sorted(held.items())
+        return {"runners": rows, "unreported": unreported, "more_leases": more, "now": now}
+
     async def clusters_page(self, request: Request) -> Response:
         clusters = await self.client.clusters().all()
         running = await self.client.jobs().query(state=[JobState.RUNNING], limit=MAX_PAGE)
         per_cluster: dict[str, int] = {}
         for job in running:
             per_cluster[job.cluster] = per_cluster.get(job.cluster, 0) + 1
-        return self.page(request, "clusters.html", clusters=clusters, running=per_cluster)
+        runners = await self._runners()
+        alive: dict[str, int] = {}
+        for row in runners["runners"]:
+            if row["alive"]:
+                alive[row["runner"].cluster] = alive.get(row["runner"].cluster, 0) + 1
+        return self.page(
+            request,
+            "clusters.html",
+            clusters=clusters,
+            running=per_cluster,
+            alive=alive,
+            max_leases=MAX_LEASES,
+            **runners,
+        )
 
     async def clusters_api(self, request: Request) -> Response:
         return JSONResponse({"clusters": _jsonable(await self.client.clusters().all())})
+
+    async def runners_api(self, request: Request) -> Response:
+        found = await self._runners()
+        runners = [
+            _jsonable(row["runner"]) | {"alive": row["alive"], "leases": _jsonable(row["leases"])}
+            for row in found["runners"]
+        ]
+        unreported = [_jsonable(lease) for _, leases in found["unreported"] for lease in leases]
+        return JSONResponse(
+            {"runners": runners, "unreported_leases": unreported, "more": found["more_leases"]}
+        )
 
     # -- cache -----------------------------------------------------------------------------------
     def _group(self, name: str) -> CacheAPI:
@@ -653,6 +722,7 @@ def create_app(
         Route("/api/jobs/{job_id}", dash.job_api),
         Route("/api/jobs/{job_id}/logs", dash.logs_api),
         Route("/api/clusters", dash.clusters_api),
+        Route("/api/runners", dash.runners_api),
         Route("/api/cache", dash.cache_api),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
