@@ -562,9 +562,10 @@ class JobStore(Protocol):
         were dropped has a marker record (``dropped`` > 0) before its oldest kept one."""
 
     async def runner_alive(self, runner: RunnerInfo) -> None:
-        """Record that ``runner`` is alive now (its row, keyed by id: ``last_heartbeat`` is now,
-        by the caller's clock as every time a store records, ``tasks`` as given; a runner calls it at start and with each heartbeat),
-        and remove the rows of runners silent for longer than ``RUNNER_EXPIRY``."""
+        """Record that ``runner`` is alive now (its row, keyed by id: ``last_heartbeat`` is
+        now, by the caller's clock as every time a store records; ``tasks`` as given); a runner
+        calls it at start and with each heartbeat. Also removes the rows of runners silent for
+        longer than ``RUNNER_EXPIRY``."""
 
     async def runner_stopped(self, runner_id: str) -> None:
         """Remove the runner's row (it stopped)."""
