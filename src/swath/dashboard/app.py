@@ -42,12 +42,15 @@ from swath.client import FINISHED_JOB_STATES, Client, Job, _log_level
 from swath.dashboard.security import CSRF_COOKIE, Guard, cookie, csrf_ok, csrf_token
 from swath.errors import InvalidKeyError, KeyNotFoundError
 from swath.store.base import (
+    CHANGED_SIGNAL,
     JobState,
     LeaseInfo,
     StoreError,
     TaskInfo,
     TaskState,
     UnknownJobError,
+    WorkSignal,
+    job_signal,
 )
 from swath.tasktree import TaskNode, flatten, task_tree
 
@@ -67,6 +70,9 @@ MAX_LEASES = 1000
 LOGS_PAGE = 200
 #: live updates: the store is polled every MIN s after a change, backing off to MAX s
 POLL = (0.25, 5.0)
+#: live updates: when the store announces changes (PostgreSQL), a job is read again at most
+#: this often (a page of jobs, four times less often)
+NOTIFIED_GAP = 0.25
 
 LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
@@ -293,11 +299,23 @@ class Dashboard:
             headers={"cache-control": "no-store", "x-accel-buffering": "no"},
         )
 
+    async def _wait(self, changes: WorkSignal, delay: float, not_before: float) -> None:
+        """Wait for the next look at the store: a change the store announces (PostgreSQL's
+        NOTIFY, :data:`CHANGED_SIGNAL`) or ``delay`` seconds (polling, all a SQLite store
+        has), and in any case until ``not_before`` (monotonic), so that a busy store is not
+        read more often than that however many changes it announces."""
+        await changes.wait(delay)
+        if (now := time.monotonic()) < not_before:
+            await asyncio.sleep(not_before - now)
+
     async def _follow_jobs(self, request: Request) -> AsyncIterator[str]:
         low, high = self.poll[0] * 4, self.poll[1]
         delay = low
         seen: Any = None
+        changes = self.client.store.work_signal(CHANGED_SIGNAL)
         while True:
+            changes.clear()  # before the read: a change announced during it is not lost
+            read_at = time.monotonic()
             jobs, _ = await self._jobs(request)
             mark = [(j.id, j.state, j.progress, j.execution_stats) for j in jobs]
             if mark != seen:
@@ -308,7 +326,8 @@ class Dashboard:
                 delay = low
             else:
                 delay = min(high, delay * 1.5)
-            await asyncio.sleep(delay)
+            # a page of jobs costs a query per job: at most one read a second when told
+            await self._wait(changes, delay, read_at + min(low, 4 * NOTIFIED_GAP))
 
     async def jobs_api(self, request: Request) -> Response:
         try:
@@ -433,13 +452,16 @@ class Dashboard:
         low, high = self.poll
         delay = low
         seen: Any = None
-        quiet = 0.0
+        sent = time.monotonic()
+        changes = self.client.store.work_signal(job_signal(job_id))
         while True:
+            changes.clear()  # before the read: a change announced during it is not lost
+            read_at = time.monotonic()
             job = await self.client.jobs().find(job_id)
             mark = (job.state, job.progress, job.execution_stats, job.finished_at)
+            gap = min(low, NOTIFIED_GAP)
             if mark != seen:
                 seen = mark
-                started = time.monotonic()
                 tasks = await self.client.jobs().tasks(job)
                 context = self._job_context(job, tasks)
                 logs = await self._logs(job.id, None, 0, 0)
@@ -450,19 +472,19 @@ class Dashboard:
                     "logs": self.fragment("_logs.html", job=job, **logs),
                 }
                 yield f"event: update\ndata: {json.dumps(data)}\n\n"
-                # a large job costs a while to read: poll it no more than a third of the time
-                delay = max(low, 2 * (time.monotonic() - started))
-                quiet = 0.0
+                # a large job costs a while to read: read it no more than a third of the time
+                gap = max(gap, 2 * (time.monotonic() - read_at))
+                delay = low
+                sent = time.monotonic()
             else:
                 delay = min(high, delay * 1.5)
-                quiet += delay
-                if quiet >= 15:  # a comment keeps proxies from closing an idle stream
-                    quiet = 0.0
+                if time.monotonic() - sent >= 15:  # a comment keeps proxies from closing it
+                    sent = time.monotonic()
                     yield ": idle\n\n"
             if job.state in FINISHED_JOB_STATES:
                 yield "event: end\ndata: {}\n\n"
                 return
-            await asyncio.sleep(delay)
+            await self._wait(changes, delay, read_at + gap)
 
     async def job_action(self, request: Request) -> Response:
         job_id = request.path_params["job_id"]

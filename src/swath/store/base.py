@@ -84,8 +84,16 @@ MAX_JOB_LOGS = 100_000
 STOPPED_SIGNAL = "!stopped"
 #: The signal set when jobs change (submitted, a state, progress, a task's state other than
 #: claimed): on PostgreSQL by a trigger's NOTIFY from any process, so a dashboard follows jobs
-#: without polling; other stores never set it (their followers poll).
+#: without polling; other stores never set it (their followers poll). ``job_signal(id)`` is set
+#: for changes of that one job only.
 CHANGED_SIGNAL = "!changed"
+
+
+def job_signal(job_id: str) -> str:
+    """The name of the signal (``work_signal(job_signal(id))``) set when job ``id`` changes."""
+    return f"{CHANGED_SIGNAL}:{job_id}"
+
+
 #: A runner's row (``list_runners``) is removed once it has been silent this many seconds.
 RUNNER_EXPIRY = 24 * 3600.0
 
@@ -596,7 +604,9 @@ class JobStore(Protocol):
 
     def work_signal(self, cluster: str) -> WorkSignal:
         """A new wake-up signal for one runner of ``cluster``; ``work_signal(STOPPED_SIGNAL)``
-        is set whenever a job stops (in this process, and on PostgreSQL in any)."""
+        is set whenever a job stops (in this process, and on PostgreSQL in any);
+        ``work_signal(CHANGED_SIGNAL)`` and ``work_signal(job_signal(id))`` when jobs (that job)
+        change, on PostgreSQL only."""
 
 
 def store_from_url(url: str | None = None, *, read_only: bool = False) -> JobStore:

@@ -18,24 +18,25 @@ CREATE TABLE runners (
 CREATE INDEX runners_heartbeat ON runners (last_heartbeat);
 
 -- Job changes, for whoever follows jobs (the dashboard): the channel of the signal '!changed'
--- (swath.store.base.CHANGED_SIGNAL) is notified, with an empty payload (so one notification per
--- transaction), when a job is submitted or changes state, when a job's progress moves, and when
--- a task changes state other than to RUNNING. Claims notify nothing (their job's start does,
--- once): the hot path of a runner that only claims stays as it was. Heartbeats never notify.
+-- (swath.store.base.CHANGED_SIGNAL) is notified with the job's id as payload (so at most one
+-- notification per job and transaction) when a job is submitted or changes state, when its
+-- progress moves, and when one of its tasks changes state other than to RUNNING. Claims notify
+-- nothing (their job's start does, once), so a runner's hot path gains no notification; nor do
+-- heartbeats.
 CREATE FUNCTION swath_notify_changed() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_notify(swath_channel('!changed'), '');
+    IF TG_TABLE_NAME = 'jobs' THEN
+        PERFORM pg_notify(swath_channel('!changed'), NEW.id);
+    ELSE
+        PERFORM pg_notify(swath_channel('!changed'), NEW.job_id);
+    END IF;
     RETURN NULL;
 END
 $$;
 
-CREATE TRIGGER jobs_notify_inserted AFTER INSERT ON jobs
-FOR EACH STATEMENT EXECUTE FUNCTION swath_notify_changed();
-
-CREATE TRIGGER jobs_notify_changed AFTER UPDATE OF state ON jobs
-FOR EACH ROW WHEN (OLD.state IS DISTINCT FROM NEW.state)
-EXECUTE FUNCTION swath_notify_changed();
+CREATE TRIGGER jobs_notify_changed AFTER INSERT OR UPDATE OF state ON jobs
+FOR EACH ROW EXECUTE FUNCTION swath_notify_changed();
 
 CREATE TRIGGER progress_notify_changed AFTER INSERT OR UPDATE ON progress
 FOR EACH ROW EXECUTE FUNCTION swath_notify_changed();
