@@ -51,6 +51,7 @@ from swath.store.base import (
     TaskOutcome,
     TaskSuccess,
     UnknownClusterError,
+    report_interval,
 )
 from swath.task import Task, TaskRegistry, decode_input
 
@@ -287,9 +288,9 @@ class _Loop:
 
     async def run(self) -> None:
         self.started_at = time.time()
-        await self._report_alive()  # listed (list_runners) from its start, busy or idle
         flusher = asyncio.create_task(self._flusher(), name="swath-flusher")
         heartbeat = asyncio.create_task(self._heartbeat(), name="swath-heartbeat")
+        reporter = asyncio.create_task(self._reporter(), name="swath-reporter")
         depth = None
         if self.tel is not None:
             depth = asyncio.create_task(self._watch_queue_depth(), name="swath-queue-depth")
@@ -309,7 +310,7 @@ class _Loop:
                 except asyncio.CancelledError:
                     cancelled = True
             # the flusher is idle now (a commit in progress is never cut off)
-            helpers = [heartbeat, flusher] if depth is None else [heartbeat, flusher, depth]
+            helpers = [heartbeat, flusher, reporter] + ([] if depth is None else [depth])
             for helper in helpers:
                 helper.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
@@ -797,8 +798,6 @@ class _Loop:
             if not stopped:
                 next_beat = time.monotonic() + interval
             if not busy:
-                if not stopped:
-                    await self._report_alive()
                 continue
             # a heartbeat that comes late (the process was starved of CPU, or frozen) may find
             # leases that can already be gone: their async tasks stop before it renews the rest
@@ -813,13 +812,18 @@ class _Loop:
             except Exception:
                 log.exception("runner %s: heartbeat failed", self.r.id)
                 self._fence()
-            if not stopped:
-                await self._report_alive()
+
+    async def _reporter(self) -> None:
+        """Upsert this runner's row (``list_runners``: the dashboard's runners page) at once
+        and then every heartbeat period (at least ``RUNNER_REPORT_MIN`` s), busy or idle: a
+        task of its own, so the leases' renewal never waits for it; a failure costs nothing but
+        the row's freshness."""
+        interval = report_interval(self.r.lease)
+        while True:
+            await self._report_alive()
+            await asyncio.sleep(interval)
 
     async def _report_alive(self) -> None:
-        """Upsert this runner's row (``list_runners``: the dashboard's runners page), once per
-        heartbeat period, after the leases were renewed; a failure costs nothing but the row's
-        freshness."""
         info = RunnerInfo(
             id=self.r.id,
             cluster=self.r.cluster,

@@ -207,7 +207,7 @@ async def test_runners_page_shows_who_holds_which_task(tmp_path: Path) -> None:
     last heartbeat, alive or silent for longer than its lease) with the tasks it holds and
     their jobs; tasks held by a runner that does not report itself are listed under its id;
     a runner's host that is an HTML payload is shown as text; /api/runners gives the same."""
-    from swath.store import RunnerInfo
+    from swath.store import RunnerInfo, machine
 
     db = f"sqlite:///{tmp_path}/jobs.db"
     cache = LocalFileSystemCache(tmp_path / "cache")
@@ -215,8 +215,11 @@ async def test_runners_page_shows_who_holds_which_task(tmp_path: Path) -> None:
         other = await c.jobs().submit("orphan", Hello())
         await c.store.claim("default", "old-runner:1", 1, 600.0)  # takes `other`'s root
         job = await c.jobs().submit("slow <job>", FanOut(2, sleep=30))
-        silent = RunnerInfo("gone:7:x", "default", "<b>gone</b>", 7, 2, 0.1, time.time() - 60)
-        await c.store.runner_alive(silent)
+        silent = RunnerInfo("gone:7:x", "default", "<b>gone</b>", 7, 2, 3.0, time.time() - 60)
+        then = time.time() - 30  # it last reported 30 s ago: ten periods missed
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(machine, "time", type("Then", (), {"time": staticmethod(lambda: then)}))
+            await c.store.runner_alive(silent)
         runner = c.runner(TASKS, cache, lease=3.0, max_concurrency=4, grace=0.2)
         running = asyncio.create_task(runner.run_forever())
         try:
@@ -224,7 +227,6 @@ async def test_runners_page_shows_who_holds_which_task(tmp_path: Path) -> None:
                 if len([x for x in await c.clusters().leases() if x.name == "Leaf"]) == 2:
                     break
                 await asyncio.sleep(0.05)
-            await asyncio.sleep(0.3)  # the silent runner is now silent for more than its lease
             app = app_for(db, None)
             async with http(app) as client:
                 page = (await client.get("/clusters")).text

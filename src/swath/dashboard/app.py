@@ -51,6 +51,7 @@ from swath.store.base import (
     UnknownJobError,
     WorkSignal,
     job_signal,
+    report_interval,
 )
 from swath.tasktree import TaskNode, flatten, task_tree
 
@@ -530,8 +531,8 @@ class Dashboard:
                 {
                     "runner": r,
                     "silent": silent,
-                    # a heartbeat comes every lease / 3: one lease without any means gone
-                    "alive": silent <= r.lease,
+                    # a report comes every lease / 3: three missed (a lease) mean gone
+                    "alive": silent <= 3 * report_interval(r.lease),
                     "leases": held.pop(r.id, []),
                 }
             )

@@ -96,6 +96,15 @@ def job_signal(job_id: str) -> str:
 
 #: A runner's row (``list_runners``) is removed once it has been silent this many seconds.
 RUNNER_EXPIRY = 24 * 3600.0
+#: A runner reports itself every heartbeat period (``lease / 3``) but not more often than this.
+RUNNER_REPORT_MIN = 1.0
+
+
+def report_interval(lease: float) -> float:
+    """How often a runner with this lease reports itself (:meth:`JobStore.runner_alive`); one
+    silent for three of these (a lease, unless the lease is very short) is probably gone."""
+    return max(lease / 3, RUNNER_REPORT_MIN)
+
 
 #: A task identifier a runner can execute: ``(name, major, newest minor)``. A runner claims a
 #: task ``name vX.Y`` only through an entry ``(name, X, Z)`` with ``Z >= Y``.
