@@ -72,6 +72,9 @@ FENCE_AFTER = 2 / 3
 #: errors), the first retry after COMMIT_RETRY_DELAY seconds, each next one four times later.
 COMMIT_ATTEMPTS = 4
 COMMIT_RETRY_DELAY = 0.05
+#: how long a stopping runner tries to remove its row (``runner_stopped``) before leaving it to
+#: expire
+STOPPED_REPORT_TIMEOUT = 2.0
 
 Cleanup = Literal["never", "on-success", "always"]
 #: the job states after which ``cleanup`` clears a job's cache
@@ -315,8 +318,9 @@ class _Loop:
                 helper.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
         shutdown.result()
-        try:
-            await asyncio.shield(self.store.runner_stopped(self.r.id))
+        try:  # bounded: a store that is down must not hold up the stop (the row expires)
+            async with asyncio.timeout(STOPPED_REPORT_TIMEOUT):
+                await self.store.runner_stopped(self.r.id)
         except asyncio.CancelledError:
             cancelled = True
         except Exception:  # a store without runner rows, or unreachable: the row expires
