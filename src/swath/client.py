@@ -519,18 +519,20 @@ class JobClient:
         level: int | str | None = None,
         *,
         after: int = 0,
+        limit: int = 100_000,
     ) -> list[TaskLogRecord]:
         """The log records the job's tasks wrote with ``context.logger`` (of ``task`` only, a
         task or its id, when given), at ``level`` or above (a ``logging`` level number or name:
         ``"WARNING"``), in the order they were committed (with their task's outcome). ``after``
-        (a record's ``id``) gives only newer records, to follow a running job. Where the store
+        (a record's ``id``) gives only newer records, to follow a running job or page through
+        its records ``limit`` at a time. Where the store
         dropped a task's oldest records (it keeps the newest per task and per job), a marker
         record (``dropped`` > 0) says how many. ``UnknownJobError`` if there is no such job."""
         job_id = _job_id(job)
         task_id = task.id if isinstance(task, TaskInfo) else task
         store = await self._client._ensure_open()
         records = await store.task_logs(
-            job_id, task_id=task_id, level=_log_level(level), after=after
+            job_id, task_id=task_id, level=_log_level(level), after=after, limit=limit
         )
         if not records and after <= 0 and await store.get_job(job_id) is None:
             raise UnknownJobError(f"no job with id {job_id!r}")

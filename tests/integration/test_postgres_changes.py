@@ -20,8 +20,12 @@ async def test_job_changes_are_announced_to_other_store_objects(postgres_dsn: st
     """A store object that watches jobs is told, by NOTIFY through the database, when another
     store object submits a job, completes its task and so the job (a job's signal for that job
     only), but not when the other one only claims a task or renews its leases (a runner's hot
-    path stays without notifications)."""
-    async with PostgresJobStore(postgres_dsn) as watcher, PostgresJobStore(postgres_dsn) as store:
+    path stays without notifications). The watcher is read-only, as `swath dashboard
+    --read-only` opens it: LISTEN needs no write."""
+    async with (
+        PostgresJobStore(postgres_dsn) as store,
+        PostgresJobStore(postgres_dsn, read_only=True) as watcher,  # `swath dashboard --read-only`
+    ):
         any_job = watcher.work_signal(CHANGED_SIGNAL)
         this_job = watcher.work_signal(job_signal("not-yet"))  # listening starts
         for _ in range(200):

@@ -371,11 +371,19 @@ class Dashboard:
 
     async def _logs(self, job_id: str, task: str | None, level: int, after: int) -> dict[str, Any]:
         """A page of the job's log records (of one task, from a level, after a record id)."""
-        records = await self.client.store.task_logs(
-            job_id, task_id=task, level=level, after=after, limit=LOGS_PAGE + 1
+        records = await self.client.jobs().logs(
+            job_id, task, level, after=after, limit=LOGS_PAGE + 1
         )
-        more = len(records) > LOGS_PAGE
-        records = records[:LOGS_PAGE]
+        # a page is LOGS_PAGE records; the markers of dropped records come on top
+        kept, real = [], 0
+        for record in records:
+            if not record.dropped:
+                if real == LOGS_PAGE:
+                    break
+                real += 1
+            kept.append(record)
+        more = len(kept) < len(records)
+        records = kept
         last = max((r.id for r in records), default=after)
         return {
             "logs": records,
