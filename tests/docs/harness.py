@@ -25,13 +25,16 @@ def newest_job_id() -> str:
     url = os.environ.get("SWATH_DATABASE_URL")
     if not url and not Path("swath.db").exists():
         return ""
-    from swath import Client
+    from swath import Client, NotFoundError
     from swath.store.base import store_from_url
 
     async def find() -> str:
-        async with Client(store=store_from_url(url, read_only=True)) as client:
-            found = await client.jobs().query(limit=1)
-            return found[0].id if found else ""
+        try:
+            async with Client(store=store_from_url(url, read_only=True)) as client:
+                found = await client.jobs().query(limit=1)
+                return found[0].id if found else ""
+        except NotFoundError:  # no swath database there yet
+            return ""
 
     return asyncio.run(find())
 
@@ -68,7 +71,7 @@ def main() -> int:
             env = dict(os.environ)
             # one terminal session: what a block exports, the next blocks see
             saved = Path(f".env-{n}")
-            code = f"{step['code']}\nenv -0 > {saved}\n"
+            code = f"trap 'env -0 > {saved}' EXIT\n{step['code']}"
             argv = ["bash", "-euo", "pipefail", "-c", code]
             if step["kind"] == "background":
                 log = Path(f".background-{n}.log")
