@@ -88,7 +88,9 @@ def services_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     if "gcs" in page.services:
         gcs = request.getfixturevalue("gcs_server")
         env["STORAGE_EMULATOR_HOST"] = gcs.endpoint
-        if "my-bucket" not in {b["name"] for b in gcs.request("GET", "/storage/v1/b?project=test").get("items", [])}:
+        if "my-bucket" not in {
+            b["name"] for b in gcs.request("GET", "/storage/v1/b?project=test").get("items", [])
+        }:
             gcs.create_bucket("my-bucket")
         cleanups.append(lambda: gcs.empty_bucket("my-bucket"))
     if "postgres" in page.services:
