@@ -4,8 +4,9 @@ do with each (tests/docs/test_examples.py).
 A fenced block's first word is its language:
 
 - ``python``: executed, each page's blocks in order in one interpreter and one module namespace,
-  in a fresh temporary directory, as a newcomer pastes them; ``python title="pkg/mod.py"``
-  is a file the reader saves under that name (written, not executed);
+  in a fresh temporary directory, as a newcomer pastes them;
+- any block with a title (``python title="pkg/mod.py"``, ``ini title="pytest.ini"``) is a file
+  the reader saves under that name: written there, in its place in the page's order;
 - ``bash``, ``sh``, ``shell``: run with ``bash -euo pipefail`` in the same directory, ``swath``
   being this checkout's command; ``$JOB_ID`` is the id of the newest job in the page's job
   store (the id an earlier example printed);

@@ -53,7 +53,7 @@ CLEARED = (
 def steps(page: Page) -> list[dict[str, object]]:
     out: list[dict[str, object]] = []
     for b in page.blocks:
-        if b.skip is not None or b.language not in RUN_PYTHON | RUN_SHELL:
+        if b.skip is not None or (b.language not in RUN_PYTHON | RUN_SHELL and not b.title):
             continue
         kind = "file" if b.title else "python" if b.language in RUN_PYTHON else "shell"
         if b.background:
