@@ -58,6 +58,9 @@ def test_site_fetches_nothing_from_the_internet(site: tuple[Path, str]) -> None:
     assert not any("fonts.googleapis" in p.read_text() for p in out.rglob("*.html"))
     # code is highlighted at build time by Pygments (spans with classes), not by JavaScript
     assert '<span class="k">async</span>' in (out / "getting-started" / "index.html").read_text()
+    # Mermaid blocks go through the superfences custom fence, as material's mermaid support
+    # expects them (its script draws them; without it they stay readable source text)
+    assert '<pre class="mermaid"><code>graph TD' in (out / "tasks" / "index.html").read_text()
 
 
 def test_api_reference_documents_every_public_name(site: tuple[Path, str]) -> None:
