@@ -11,7 +11,9 @@ import subprocess
 import sys
 import tomllib
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -100,24 +102,51 @@ def services_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
         cleanup()
 
 
-@pytest.mark.parametrize("path", RUNNABLE)
-def test_page_runs(path: str, tmp_path: Path, services_env: dict[str, str]) -> None:
-    """The page's Python and shell blocks run in order without an error, in a fresh directory,
-    on the embedded defaults or on the real servers its services directive names."""
-    page = PAGES[path]
-    (tmp_path / "steps.json").write_text(json.dumps(steps(page)))
+def run_page(
+    page: Page, directory: Path, services: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """Run the page's blocks in ``directory`` through the harness, in a fresh interpreter."""
+    (directory / "steps.json").write_text(json.dumps(steps(page)))
     env = {k: v for k, v in os.environ.items() if k not in CLEARED}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env |= services_env
-    result = subprocess.run(
+    env |= services
+    return subprocess.run(
         [sys.executable, str(HARNESS), "steps.json"],
-        cwd=tmp_path,
+        cwd=directory,
         env=env,
         capture_output=True,
         text=True,
         timeout=600,
         check=False,
     )
+
+
+@pytest.fixture(scope="session")
+def started(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Future[Any]]]:
+    """The pages that need no server, started together on a few threads when the first of them
+    is tested (most of a page's time is waiting for its processes), so the docs add little to
+    the suite's time; each page still runs alone in its own directory and interpreter."""
+    with ThreadPoolExecutor(4) as pool:
+        yield {
+            path: pool.submit(run_page, PAGES[path], tmp_path_factory.mktemp("page"), {})
+            for path in RUNNABLE
+            if not PAGES[path].services
+        }
+
+
+@pytest.mark.parametrize("path", RUNNABLE)
+def test_page_runs(
+    path: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    """The page's Python and shell blocks run in order without an error, in a fresh directory,
+    on the embedded defaults or on the real servers its services directive names."""
+    page = PAGES[path]
+    if page.services:
+        result = run_page(page, tmp_path, request.getfixturevalue("services_env"))
+    else:
+        result = request.getfixturevalue("started")[path].result()
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
 
 
