@@ -56,7 +56,7 @@ def mypy_strict(directory: Path) -> subprocess.CompletedProcess[str]:
 
 def test_docs_examples_type_check(tmp_path: Path) -> None:
     """Every complete example of README.md and docs/*.md passes mypy --strict (README's, the
-    guide's and the Tilebox port's are among them)."""
+    tasks page's, getting started's and the Tilebox port's are among them)."""
     examples = complete_examples()
     assert {"README_0.py", "README_1.py", "tasks_0.py", "getting-started_0.py"} <= set(examples)
     assert any(name.startswith("tilebox_") for name in examples)
