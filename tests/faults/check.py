@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -168,7 +169,7 @@ def check(
 
     # -- executions
     _check_reruns(runs, recs, events, lease, out)
-    _check_overlaps(runs, recs, events, lease, out)
+    _check_overlaps(runs, recs, events, lease, out, {n.idx: n.sync for n in plan.nodes})
     for (task_id, attempt), accepted in recs.accepted.items():
         if len(accepted) > 1:
             out.bad(f"task {task_id} attempt {attempt}: outcome accepted {len(accepted)} times")
@@ -385,7 +386,12 @@ def _hint(first: Execution, later: Execution, recs: Records, events: Events, lea
 
 
 def _check_overlaps(
-    runs: dict[str, list[Execution]], recs: Records, events: Events, lease: float, out: Outcome
+    runs: dict[str, list[Execution]],
+    recs: Records,
+    events: Events,
+    lease: float,
+    out: Outcome,
+    sync: Mapping[int, bool],
 ) -> None:
     for executions in runs.values():
         for a, b in itertools.combinations(sorted(executions, key=lambda e: e.start), 2):
@@ -396,6 +402,13 @@ def _check_overlaps(
             # b's process was frozen between b's claim and its start (a zombie either way)
             frozen = [s for s, _ in events.stopped.get(a.pid, []) if a.start <= s <= b.start]
             if frozen or _frozen_before_start(b, recs, events, lease):
+                out.zombies += 1
+                continue
+            # a's runner lost the lease while a ran: a starved event loop cannot fence anything,
+            # and a sync task's thread cannot be stopped at all (its runner fences only async
+            # tasks), so either may still run when the task's next run starts
+            lapsed = _lapsed(a, b, recs, lease)
+            if lapsed is not None and (sync.get(a.node, False) or "event loop" in lapsed):
                 out.zombies += 1
                 continue
             out.bad(
