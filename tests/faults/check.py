@@ -284,8 +284,14 @@ def _lapsed(e: Execution, later: Execution, recs: Records, lease: float) -> str 
     renewal had been attempted in time (started before the lease ran out) and was late or failed,
     or the heartbeat loop was held up in its other store call (``stop_requested``) past the
     deadline. If the runner simply stopped renewing a lease it held, that is not a loss but a
-    bug."""
+    bug.
+
+    A heartbeat that ran while a ``complete`` call reporting the task was in flight renewed
+    nothing for it: that call holds the task's row locked, and PostgreSQL's heartbeat skips
+    locked rows rather than wait behind a completion that may itself wait. If that call then
+    fails, the lease runs from the renewal before it."""
     t0, t1 = _claimed_at(e, recs)
+    completing = recs.completions.get((e.pid, e.task_id), [])
     until = max(t0 + lease, t1 + lease * 2 / 3)
     for s0, s1 in recs.stalls.get(e.pid, []):
         if s0 < later.start and s1 > t0 and s1 - s0 >= lease / 3:
@@ -303,6 +309,8 @@ def _lapsed(e: Execution, later: Execution, recs: Records, lease: float) -> str 
         if how == "fail":
             failed = True
         elif how == "ok" and h0 >= t0:
+            if any(c0 <= h1 and h0 <= c1 for c0, c1 in completing):
+                continue  # the task's row was locked by its own completion: not renewed
             until = max(until, h0 + lease)
     if until < later.start and failed:
         return "lease lapsed: heartbeats failed"

@@ -286,3 +286,30 @@ def test_an_async_run_its_live_runner_did_not_fence_is_a_violation(tmp_path: Pat
     violation."""
     out = _lapsed_while_running(1, "heartbeat").result(tmp_path)
     assert any("ran twice at the same time" in v for v in out.violations), out.violations
+
+
+def test_a_heartbeat_during_the_tasks_own_failed_completion_renewed_nothing(
+    tmp_path: Path,
+) -> None:
+    """A heartbeat that ran while a completion reporting the task was in flight did not renew
+    the task (the completion holds its row; PostgreSQL's heartbeat skips locked rows). When that
+    completion fails (the database went away) and the next heartbeat waits past the lease, a
+    rerun elsewhere is legitimate; the same heartbeat outside any completion would have kept the
+    lease, and the rerun is a violation."""
+
+    def world(completing: bool) -> World:
+        w = clean()
+        w.lines[100] = [line for line in w.lines[100] if not line.startswith("K ")]
+        if completing:
+            w.lines[100].append(f"M {T + 1.12!r} {T + 2.9!r} task1")
+        w.lines[100].append(f"H {T + 1.2!r} {T + 1.21!r} ok")  # renews until T + 2.7, if at all
+        w.lines[100].append(f"H {T + 1.8!r} {T + 3.5!r} ok")  # waits out the outage
+        w.run(200, 1, T + 2.65, T + 2.66)
+        return w
+
+    out = world(completing=True).result(tmp_path)
+    assert out.violations == []
+    assert out.reruns == {"lease lapsed: a heartbeat stalled (store unreachable or locked)": 1}
+    (tmp_path / "b").mkdir()
+    out = world(completing=False).result(tmp_path / "b")
+    assert any("ran 2 times" in v for v in out.violations), out.violations
