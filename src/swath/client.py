@@ -1,4 +1,4 @@
-"""The client: jobs, clusters and runners over one job store (docs/guide.md).
+"""The client: jobs, clusters and runners over one job store (docs/jobs.md).
 
 Every method that talks to the store is a coroutine: use it with ``await`` in async code, or use
 :class:`swath.BlockingClient` (the same methods, blocking) in scripts and notebooks. Calling one

@@ -222,7 +222,10 @@ class Runner:
             self._stopping.set()
         try:
             if await self.store.get_cluster(self.cluster) is None:
-                raise UnknownClusterError(f"unknown cluster {self.cluster!r}")
+                raise UnknownClusterError(
+                    f"unknown cluster {self.cluster!r}: create it first "
+                    f"(swath clusters create {self.cluster}, or client.clusters().create)"
+                )
             async with contextlib.AsyncExitStack() as stack:
                 if hasattr(self.cache, "__aenter__"):
                     await stack.enter_async_context(self.cache)  # type: ignore[arg-type]
