@@ -337,3 +337,28 @@ def test_a_heartbeat_still_waiting_when_its_runner_was_killed_stalled(tmp_path: 
     (tmp_path / "b").mkdir()
     out = world(begun=False).result(tmp_path / "b")
     assert any("ran 2 times" in v for v in out.violations), out.violations
+
+
+def test_a_completion_held_up_across_the_deadline_explains_a_lapse(tmp_path: Path) -> None:
+    """The task's own completion was in flight for seconds (the database went down twice and
+    the runner kept retrying it): the heartbeats meanwhile may have found the task's row locked
+    by one of its attempts, so the lease may lapse with nothing renewing it. A rerun after the
+    completion finally failed is legitimate. A completion of a few milliseconds across the
+    deadline explains nothing."""
+
+    def world(completion_end: float) -> World:
+        w = clean()
+        w.lines[100] = [line for line in w.lines[100] if not line.startswith("K ")]
+        w.lines[100].append(f"M {T + 1.12!r} {completion_end!r} task1")
+        w.lines[100].append(f"H {T + 1.6!r} {T + 1.61!r} ok")  # its row locked: not renewed
+        w.run(200, 1, T + 3.0, T + 3.01)
+        return w
+
+    out = world(T + 4.0).result(tmp_path)
+    assert out.violations == []
+    assert out.reruns == {
+        "lease lapsed: its completion was held up (store unreachable or locked)": 1
+    }
+    (tmp_path / "b").mkdir()
+    out = world(T + 1.13).result(tmp_path / "b")
+    assert any("ran 2 times" in v for v in out.violations), out.violations
