@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 from swath.store.base import (
+    AutomationInfo,
     ClaimedTask,
     ClusterInfo,
     ErrorInfo,
+    Firing,
     JobInfo,
     JobState,
     JobStore,
@@ -17,6 +19,8 @@ from swath.store.base import (
     TaskOutcome,
     TaskState,
     TaskSuccess,
+    Trigger,
+    UnknownAutomationError,
     UnknownClusterError,
     UnknownJobError,
     WorkSignal,
@@ -25,9 +29,11 @@ from swath.store.base import (
 )
 
 __all__ = [
+    "AutomationInfo",
     "ClaimedTask",
     "ClusterInfo",
     "ErrorInfo",
+    "Firing",
     "JobInfo",
     "JobState",
     "JobStore",
@@ -38,6 +44,8 @@ __all__ = [
     "TaskOutcome",
     "TaskState",
     "TaskSuccess",
+    "Trigger",
+    "UnknownAutomationError",
     "UnknownClusterError",
     "UnknownJobError",
     "WorkSignal",
