@@ -775,7 +775,8 @@ class AutomationEvaluator:
     def _count(self, automation: Automation, submitted: Sequence[str]) -> None:
         if submitted:
             self.fired += len(submitted)
-            log.info("automation %s submitted %d jobs", automation.name, len(submitted))
+            n = len(submitted)
+            log.info("automation %s submitted %d job%s", automation.name, n, "s"[: n != 1])
 
     # -- storage --------------------------------------------------------------------------------
     async def _watch_storage(self, automation: Automation) -> None:

@@ -101,8 +101,7 @@ def create_cron(
     prototype = _task(task, input_json)
 
     async def go() -> Automation:
-        await require_store(ctx)
-        async with client(ctx) as c:
+        async with client(ctx) as c:  # like a runner, creates the store if there is none
             return await c.automations().cron(
                 name,
                 schedule,
@@ -142,8 +141,7 @@ def create_storage(
     prototype = _task(task, input_json)
 
     async def go() -> Automation:
-        await require_store(ctx)
-        async with client(ctx) as c:
+        async with client(ctx) as c:  # like a runner, creates the store if there is none
             return await c.automations().storage_event(
                 name, url, prototype, glob, cluster, max_retries
             )
