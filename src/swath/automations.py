@@ -475,9 +475,9 @@ class _LocalFolder(_Source):
         settles = st.st_mtime + self.settle
         return _Object(name, st.st_size, st.st_ctime, version, None, settles)
 
-    def _walk(self) -> Iterator[_Object]:
+    def _walk(self, below: str = "") -> Iterator[_Object]:
         os.stat(self.root)  # FileNotFoundError for a missing folder: the watcher retries
-        stack = [""]
+        stack = [below]
         while stack:
             folder = stack.pop()
             try:
@@ -498,17 +498,18 @@ class _LocalFolder(_Source):
                     except OSError:
                         continue
 
-    async def objects(self) -> AsyncIterator[list[_Object]]:
-        walk = self._walk()
+    async def objects(self, below: str = "") -> AsyncIterator[list[_Object]]:
+        """Every file (below the subfolder ``below``, ``/``-terminated, when given)."""
+        walk = self._walk(below)
         while True:
             page = await anyio.to_thread.run_sync(lambda: list(itertools.islice(walk, PAGE_SIZE)))
             if not page:
                 return
             yield page
 
-    def stat(self, path: str) -> _Object | Literal["folder"] | None:
-        """The object at ``path`` (absolute, below the root), ``"folder"`` for a folder, or
-        None (gone, hidden, not a file, outside the root)."""
+    def stat(self, path: str) -> _Object | str | None:
+        """The file at ``path`` (absolute, below the root); for a folder its key prefix
+        (``"sub/"``); None if gone, hidden, neither, or outside the root."""
         rel = os.path.relpath(path, self.root)
         parts = rel.split(os.sep)
         if rel.startswith("..") or any(p.startswith(".") or not _storable(p) for p in parts):
@@ -518,7 +519,7 @@ class _LocalFolder(_Source):
         except OSError:
             return None
         if stat_mod.S_ISDIR(st.st_mode):
-            return "folder"
+            return "" if rel == "." else "/".join(parts) + "/"
         if not stat_mod.S_ISREG(st.st_mode):
             return None
         return self._object("/".join(parts), st)
@@ -544,7 +545,7 @@ class _LocalFolder(_Source):
         return dataclasses.replace(obj, checksum=_checksum.render(crc))
 
 
-def _stat_all(source: _LocalFolder, paths: set[str]) -> list[_Object | Literal["folder"] | None]:
+def _stat_all(source: _LocalFolder, paths: set[str]) -> list[_Object | str | None]:
     return [source.stat(path) for path in paths]
 
 
@@ -937,11 +938,15 @@ class AutomationEvaluator:
                 paths = batch | {source.url_of(o.name) for o in pending.values()}
                 pending.clear()
                 looked = await anyio.to_thread.run_sync(_stat_all, source, paths)
-                if "folder" in looked:
-                    next_scan = 0.0  # a folder moved in: its files came with no event
                 objects = [o for o in looked if isinstance(o, _Object)]
                 for obj in await self._consider(automation, source, objects):
                     pending[obj.name] = obj
+                for below in {f for f in looked if isinstance(f, str) and f}:
+                    # a folder moved in: its files came without events (and with their own,
+                    # maybe older, times): each is looked at, whatever its time
+                    async for page in source.objects(below):
+                        for obj in await self._consider(automation, source, page):
+                            pending[obj.name] = obj
         finally:
             stop.set()
             if watcher is not None:
