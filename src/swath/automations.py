@@ -844,30 +844,33 @@ class AutomationEvaluator:
         """Fire the objects that match the glob and have not fired yet; returns those that are
         still being written (local files), to be looked at again."""
         glob = automation.glob or "*"
-        matching = {o.firing_key: o for o in objects if fnmatch.fnmatchcase(o.name, glob)}
-        if not matching:
-            return []
-        fired = await self.store.fired_keys(automation.id, list(matching))
-        now = time.time()
-        unsettled = [o for k, o in matching.items() if k not in fired and o.settles_at > now]
-        ready = [o for k, o in matching.items() if k not in fired and o.settles_at <= now]
+        matching = [o for o in objects if fnmatch.fnmatchcase(o.name, glob)]
+        unsettled: list[_Object] = []
         limit = asyncio.Semaphore(CHECKSUM_CONCURRENCY)
 
         async def with_checksum(obj: _Object) -> _Object | None:
             async with limit:
                 return await source.checksum(obj)
 
-        for i in range(0, len(ready), FIRE_BATCH):
-            batch = ready[i : i + FIRE_BATCH]
-            checked = await asyncio.gather(*(with_checksum(o) for o in batch))
+        for i in range(0, len(matching), FIRE_BATCH):
+            # batch by batch: another evaluator that is ahead has fired some meanwhile, and
+            # their checksums need not be read again
+            batch = matching[i : i + FIRE_BATCH]
+            fired = await self.store.fired_keys(automation.id, [o.firing_key for o in batch])
+            now = time.time()
+            new = [o for o in batch if o.firing_key not in fired]
+            unsettled += [o for o in new if o.settles_at > now]
+            ready = [o for o in new if o.settles_at <= now]
+            checked = await asyncio.gather(*(with_checksum(o) for o in ready))
             firings = []
-            for original, obj in zip(batch, checked, strict=True):
+            for original, obj in zip(ready, checked, strict=True):
                 if obj is None:
                     unsettled.append(original)  # changed while it was read
                     continue
                 firings.append(self._storage_firing(automation, source, obj))
-            submitted = await self.store.fire_automation(automation.id, firings)
-            self._count(automation, submitted)
+            if firings:
+                submitted = await self.store.fire_automation(automation.id, firings)
+                self._count(automation, submitted)
         return unsettled
 
     def _storage_firing(self, automation: Automation, source: _Source, obj: _Object) -> Firing:
