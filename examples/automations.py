@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from swath import Client, ExecutionContext, JobState, LocalFileSystemCache, Task
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from imagery import TASKS, ImageryPipeline  # noqa: E402  (the NDVI pipeline, beside this file)
+from imagery import TASKS, ImageryPipeline  # the NDVI pipeline, beside this file
 
 
 class SceneLanded(Task):
