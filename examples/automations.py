@@ -51,7 +51,7 @@ async def main(
     folder = Path(landing or tempfile.mkdtemp(prefix="landing-"))
     async with Client(database) as client:
         await client.automations().delete("new-scenes")  # from an earlier run, if any
-        await client.automations().storage_event(
+        automation = await client.automations().storage_event(
             "new-scenes", str(folder), SceneLanded(size=1024, tile=512), glob="*.zip"
         )
         cache = LocalFileSystemCache(cache_root)
@@ -65,7 +65,7 @@ async def main(
         while len(stats) < len(scenes):
             await asyncio.sleep(0.5)
             for job in await client.jobs().query():
-                if job.trigger is None or job.trigger.automation != "new-scenes":
+                if job.trigger is None or job.trigger.automation_id != automation.id:
                     continue
                 if job.state in (JobState.FAILED, JobState.CANCELED):
                     raise RuntimeError(f"job {job.name} {job.state}: swath jobs show {job.id}")
