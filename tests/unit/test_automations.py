@@ -153,6 +153,16 @@ def test_the_blocking_client_creates_finds_pauses_resumes_and_deletes(tmp_path: 
             api.pause("nightly")
 
 
+def test_the_blocking_client_evaluates_for_a_while(tmp_path: Path) -> None:
+    """``BlockingClient.automations().run(for_seconds)`` evaluates for that long and returns
+    how many jobs it submitted: the jobs in the store."""
+    with BlockingClient(f"sqlite:///{tmp_path}/jobs.db") as client:
+        client.automations().cron("every-1s", "* * * * * *", Scene(), catch_up="all")
+        fired = client.automations().run(1.6)
+        assert fired >= 1
+        assert len(client.jobs().query(name="every-1s")) == fired
+
+
 # -- cron ------------------------------------------------------------------------------------------
 async def test_each_tick_submits_a_job_whose_tasks_read_their_trigger() -> None:
     """An every-second schedule fires one job per tick, named after the automation; its root
@@ -214,9 +224,9 @@ async def test_a_paused_schedule_fires_nothing_and_resumes_without_catching_up()
         api = client.automations()
         await api.cron("every-1s", "* * * * * *", Scene(), catch_up="all")
         await api.pause("every-1s")
-        assert await evaluate(client, 1.5) == 0
+        assert await evaluate(client, 1.2) == 0
         resumed = await api.resume("every-1s")
-        assert await evaluate(client, 1.5) >= 1
+        assert await evaluate(client, 1.2) >= 1
         jobs = await client.jobs().query(name="every-1s")
         assert all(j.trigger and j.trigger.time.timestamp() > resumed.cursor for j in jobs)  # type: ignore[union-attr]
 
@@ -232,13 +242,13 @@ async def test_a_runner_with_automations_evaluates_those_of_its_cluster() -> Non
         await api.cron("there", "* * * * * *", Scene("there"), cluster="other")
         plain = client.runner([Scene, Leaf], InMemoryCache())
         task = asyncio.create_task(plain.run_forever())
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(1.2)
         plain.stop()
         await task
         assert await client.jobs().query() == []
         runner = client.runner([Scene, Leaf], InMemoryCache(), automations=True)
         task = asyncio.create_task(runner.run_forever())
-        await asyncio.sleep(2.5)
+        await asyncio.sleep(2.2)
         runner.stop()
         await task
         here = await client.jobs().query(name="here")
