@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 import anyio.to_thread
 import msgspec
 
-from swath._validate import check_text, storable_text
+from swath._validate import check_text, storable_text, text_problem
 from swath.client import needs_event_loop
 from swath.context import check_max_retries, task_timeout
 from swath.store.base import (
@@ -445,7 +445,11 @@ class _CloudPrefix(_Source):
     async def objects(self) -> AsyncIterator[list[_Object]]:
         page: list[StoredObject]
         async for page in self.backend._objects(PAGE_SIZE):
-            yield [_Object(o.name, o.size, o.modified, o.version, o.checksum) for o in page]
+            yield [
+                _Object(o.name, o.size, o.modified, o.version, o.checksum)
+                for o in page
+                if _storable(o.name)
+            ]
 
     def url_of(self, name: str) -> str:
         return f"{self.scheme}://{self.backend.bucket}/{self.backend._root}{name}"
@@ -550,12 +554,9 @@ def _stat_all(source: _LocalFolder, paths: set[str]) -> list[_Object | str | Non
 
 
 def _storable(name: str) -> bool:
-    try:
-        storable = storable_text(name) == name
-        name.encode("utf-8")
-    except UnicodeError:
-        return False
-    return storable
+    """Whether every store can hold ``name`` as text (no NUL, no lone surrogate: a file name
+    that is not UTF-8 decodes to those)."""
+    return text_problem(name) is None
 
 
 def open_source(url: str, settle: float = 2.0) -> _Source:
@@ -611,7 +612,8 @@ class AutomationEvaluator:
         self._schedules: dict[tuple[str, str], CronSchedule] = {}
 
     def stop(self) -> None:
-        """Stop evaluating (a firing in progress is finished first)."""
+        """Stop evaluating. A firing in progress is committed whole or not at all (its ticks or
+        objects then fire at the next evaluation, here or elsewhere)."""
         self._stop_requested = True
         if self._stop is not None:
             self._stop.set()
