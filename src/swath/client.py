@@ -1,4 +1,4 @@
-"""The client: jobs, clusters and runners over one job store (docs/guide.md).
+"""The client: jobs, clusters and runners over one job store (docs/jobs.md).
 
 Every method that talks to the store is a coroutine: use it with ``await`` in async code, or use
 :class:`swath.BlockingClient` (the same methods, blocking) in scripts and notebooks. Calling one
@@ -31,7 +31,9 @@ from swath.store.base import (
     JobInfo,
     JobState,
     JobStore,
+    LeaseInfo,
     NewTask,
+    RunnerInfo,
     TaskInfo,
     TaskLogRecord,
     UnknownClusterError,
@@ -431,13 +433,18 @@ class JobClient:
         since: TimeLike | None = None,
         until: TimeLike | None = None,
         limit: int = 100,
+        before: Job | tuple[float, str] | None = None,
     ) -> list[Job]:
         """Jobs newest first, by state(s), exact name and creation time.
 
         Tilebox's form: ``temporal_extent`` is ``(start, end)`` for ``[start, end)`` (datetimes,
         dates, ISO strings or Unix seconds), an object with ``.start`` and ``.end``, or one
         date (that day); ``job_states`` takes Tilebox's names too (``SUBMITTED`` is QUEUED,
-        ``STARTED`` is RUNNING). swath's form: ``state=``, ``since=``, ``until=``."""
+        ``STARTED`` is RUNNING). swath's form: ``state=``, ``since=``, ``until=``.
+
+        Paging: pass a page's last job as ``before`` for the next page (the jobs after it in
+        this order, newest first and then by id: none lost or repeated, even among jobs created
+        at the same instant)."""
         if job_states is not None and state is not None:
             raise ValueError("pass job_states or state, not both")
         if temporal_extent is not None and (since is not None or until is not None):
@@ -447,8 +454,14 @@ class JobClient:
             start, end = _extent(temporal_extent)
         else:
             start, end = _timestamp(since), _timestamp(until)
+        if isinstance(before, JobInfo):
+            before = (before.created_at, before.id)
+        elif before is not None:
+            before = (float(before[0]), str(before[1]))
         store = await self._client._ensure_open()
-        return await store.query_jobs(states=states, name=name, since=start, until=end, limit=limit)
+        return await store.query_jobs(
+            states=states, name=name, since=start, until=end, limit=limit, before=before
+        )
 
     @needs_event_loop
     async def cancel(self, job: Job | str) -> int:
@@ -521,18 +534,20 @@ class JobClient:
         level: int | str | None = None,
         *,
         after: int = 0,
+        limit: int = 100_000,
     ) -> list[TaskLogRecord]:
         """The log records the job's tasks wrote with ``context.logger`` (of ``task`` only, a
         task or its id, when given), at ``level`` or above (a ``logging`` level number or name:
         ``"WARNING"``), in the order they were committed (with their task's outcome). ``after``
-        (a record's ``id``) gives only newer records, to follow a running job. Where the store
+        (a record's ``id``) gives only newer records, to follow a running job or page through
+        its records ``limit`` at a time. Where the store
         dropped a task's oldest records (it keeps the newest per task and per job), a marker
         record (``dropped`` > 0) says how many. ``UnknownJobError`` if there is no such job."""
         job_id = _job_id(job)
         task_id = task.id if isinstance(task, TaskInfo) else task
         store = await self._client._ensure_open()
         records = await store.task_logs(
-            job_id, task_id=task_id, level=_log_level(level), after=after
+            job_id, task_id=task_id, level=_log_level(level), after=after, limit=limit
         )
         if not records and after <= 0 and await store.get_job(job_id) is None:
             raise UnknownJobError(f"no job with id {job_id!r}")
@@ -589,3 +604,24 @@ class ClusterClient:
     async def delete(self, slug: Cluster | str) -> bool:
         store = await self._client._ensure_open()
         return await store.delete_cluster(_slug(slug))
+
+    @needs_event_loop
+    async def runners(self, cluster: Cluster | str | None = None) -> list[RunnerInfo]:
+        """The runners that reported themselves (at start and with each heartbeat, every
+        ``lease / 3`` seconds, busy or idle) and have not stopped, of ``cluster`` or of all:
+        host, process, concurrency, ``last_heartbeat`` and how many tasks each held then. A
+        runner silent for longer than its ``lease`` is probably gone (its leases run out and
+        other runners take its tasks); its row goes after a day."""
+        store = await self._client._ensure_open()
+        found = await store.list_runners()
+        if cluster is not None:
+            slug = _slug(cluster)
+            found = [r for r in found if r.cluster == slug]
+        return found
+
+    @needs_event_loop
+    async def leases(self, limit: int = 1000) -> list[LeaseInfo]:
+        """Which runner holds which task: every RUNNING task with its runner's id, its job and
+        when its lease runs out, by runner (at most ``limit``)."""
+        store = await self._client._ensure_open()
+        return await store.list_leases(limit)

@@ -311,7 +311,7 @@ class TaskLogger:
 
 
 class ExecutionContext:
-    """Passed to ``Task.execute`` (docs/guide.md explains each part).
+    """Passed to ``Task.execute`` (docs/tasks.md explains each part).
 
     Sync tasks (a plain ``def execute``) get a :class:`SyncExecutionContext`, whose
     ``job_cache`` is the blocking, Tilebox-style mapping."""

@@ -46,10 +46,12 @@ from swath.store.base import (
     ErrorInfo,
     JobState,
     JobStore,
+    RunnerInfo,
     TaskFailure,
     TaskOutcome,
     TaskSuccess,
     UnknownClusterError,
+    report_interval,
 )
 from swath.task import Task, TaskRegistry, decode_input
 
@@ -70,6 +72,9 @@ FENCE_AFTER = 2 / 3
 #: errors), the first retry after COMMIT_RETRY_DELAY seconds, each next one four times later.
 COMMIT_ATTEMPTS = 4
 COMMIT_RETRY_DELAY = 0.05
+#: how long a stopping runner tries to remove its row (``runner_stopped``) before leaving it to
+#: expire
+STOPPED_REPORT_TIMEOUT = 2.0
 
 Cleanup = Literal["never", "on-success", "always"]
 #: the job states after which ``cleanup`` clears a job's cache
@@ -220,7 +225,10 @@ class Runner:
             self._stopping.set()
         try:
             if await self.store.get_cluster(self.cluster) is None:
-                raise UnknownClusterError(f"unknown cluster {self.cluster!r}")
+                raise UnknownClusterError(
+                    f"unknown cluster {self.cluster!r}: create it first "
+                    f"(swath clusters create {self.cluster}, or client.clusters().create)"
+                )
             async with contextlib.AsyncExitStack() as stack:
                 if hasattr(self.cache, "__aenter__"):
                     await stack.enter_async_context(self.cache)  # type: ignore[arg-type]
@@ -299,12 +307,15 @@ class _Loop:
         self.tel = None if otel is None else otel.Telemetry(runner.id, runner.cluster)
         #: when the last heartbeat that renewed this runner's leases began
         self.renewed_at = float("-inf")
+        self.started_at = time.time()
         assert runner._stopping is not None
         self.stopping = runner._stopping
 
     async def run(self) -> None:
+        self.started_at = time.time()
         flusher = asyncio.create_task(self._flusher(), name="swath-flusher")
         heartbeat = asyncio.create_task(self._heartbeat(), name="swath-heartbeat")
+        reporter = asyncio.create_task(self._reporter(), name="swath-reporter")
         depth = None
         if self.tel is not None:
             depth = asyncio.create_task(self._watch_queue_depth(), name="swath-queue-depth")
@@ -324,11 +335,18 @@ class _Loop:
                 except asyncio.CancelledError:
                     cancelled = True
             # the flusher is idle now (a commit in progress is never cut off)
-            helpers = [heartbeat, flusher] if depth is None else [heartbeat, flusher, depth]
+            helpers = [heartbeat, flusher, reporter] + ([] if depth is None else [depth])
             for helper in helpers:
                 helper.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
         shutdown.result()
+        try:  # bounded: a store that is down must not hold up the stop (the row expires)
+            async with asyncio.timeout(STOPPED_REPORT_TIMEOUT):
+                await self.store.runner_stopped(self.r.id)
+        except asyncio.CancelledError:
+            cancelled = True
+        except Exception:  # a store without runner rows, or unreachable: the row expires
+            log.debug("runner %s: removing its runner row failed", self.r.id, exc_info=True)
         if cancelled:
             raise asyncio.CancelledError
 
@@ -820,6 +838,32 @@ class _Loop:
             except Exception:
                 log.exception("runner %s: heartbeat failed", self.r.id)
                 self._fence()
+
+    async def _reporter(self) -> None:
+        """Upsert this runner's row (``list_runners``: the dashboard's runners page) at once
+        and then every heartbeat period (at least ``RUNNER_REPORT_MIN`` s), busy or idle: a
+        task of its own, so the leases' renewal never waits for it; a failure costs nothing but
+        the row's freshness."""
+        interval = report_interval(self.r.lease)
+        while True:
+            await self._report_alive()
+            await asyncio.sleep(interval)
+
+    async def _report_alive(self) -> None:
+        info = RunnerInfo(
+            id=self.r.id,
+            cluster=self.r.cluster,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            concurrency=self.r.max_concurrency,
+            lease=self.r.lease,
+            started_at=self.started_at,
+            tasks=len(self.running),
+        )
+        try:
+            await self.store.runner_alive(info)
+        except Exception:
+            log.debug("runner %s: reporting itself failed", self.r.id, exc_info=True)
 
     def _fence(self) -> None:
         """Cancel the in-flight tasks whose leases were not renewed for FENCE_AFTER of the

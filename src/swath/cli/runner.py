@@ -23,7 +23,13 @@ def load_task(spec: str) -> list[type[Task]]:
         module = importlib.import_module(module_name)
     except Exception as exc:  # ImportError, or whatever the module raised while importing
         what = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ImportError) else str(exc)
-        raise click.BadParameter(clean(f"cannot import {module_name!r}: {what}")) from None
+        hint = (
+            " (the module must be importable by this Python: install its project into this "
+            "environment, e.g. pip install -e ., or run from its directory with PYTHONPATH=.)"
+            if isinstance(exc, ModuleNotFoundError)
+            else ""
+        )
+        raise click.BadParameter(clean(f"cannot import {module_name!r}: {what}{hint}")) from None
     if attr:
         found = getattr(module, attr, None)
         if not (isinstance(found, type) and issubclass(found, Task)):

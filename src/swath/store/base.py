@@ -83,6 +83,29 @@ MAX_JOB_LOGS = 100_000
 #: The wake-up signal set when jobs stop (canceled or failed): not a cluster name (slugs are
 #: ``[a-z0-9_-]``), so it never collides with one.
 STOPPED_SIGNAL = "!stopped"
+#: The signal set when jobs change (submitted, a state, progress, a task's state other than
+#: claimed): on PostgreSQL by a trigger's NOTIFY from any process, so a dashboard follows jobs
+#: without polling; other stores never set it (their followers poll). ``job_signal(id)`` is set
+#: for changes of that one job only.
+CHANGED_SIGNAL = "!changed"
+
+
+def job_signal(job_id: str) -> str:
+    """The name of the signal (``work_signal(job_signal(id))``) set when job ``id`` changes."""
+    return f"{CHANGED_SIGNAL}:{job_id}"
+
+
+#: A runner's row (``list_runners``) is removed once it has been silent this many seconds.
+RUNNER_EXPIRY = 24 * 3600.0
+#: A runner reports itself every heartbeat period (``lease / 3``) but not more often than this.
+RUNNER_REPORT_MIN = 1.0
+
+
+def report_interval(lease: float) -> float:
+    """How often a runner with this lease reports itself (:meth:`JobStore.runner_alive`); one
+    silent for three of these (a lease, unless the lease is very short) is probably gone."""
+    return max(lease / 3, RUNNER_REPORT_MIN)
+
 
 #: A task identifier a runner can execute: ``(name, major, newest minor)``. A runner claims a
 #: task ``name vX.Y`` only through an entry ``(name, X, Z)`` with ``Z >= Y``.
@@ -227,6 +250,38 @@ class JobInfo(msgspec.Struct, frozen=True):
         rows.append(f"<tr><th>tasks</th><td>{escape(counts) or 'none'}</td></tr>")
         rows.append(f"<tr><th>compute time</th><td>{stats.compute_time:.3f} s</td></tr>")
         return "<table>" + "".join(rows) + "</table>"
+
+
+class RunnerInfo(msgspec.Struct, frozen=True):
+    """A runner as it last reported itself (:meth:`JobStore.runner_alive`): its id, cluster,
+    host and process, how many tasks it runs at once and its lease (seconds), when it started,
+    when the store last heard from it (its heartbeat, every ``lease / 3`` seconds, busy or idle)
+    and how many tasks it held then."""
+
+    id: str
+    cluster: str
+    host: str
+    pid: int
+    concurrency: int
+    lease: float
+    started_at: float
+    last_heartbeat: float = 0.0
+    tasks: int = 0
+
+
+class LeaseInfo(msgspec.Struct, frozen=True):
+    """A task a runner holds: RUNNING under ``runner_id``'s lease until ``lease_expires``."""
+
+    task_id: str
+    job_id: str
+    job_name: str
+    cluster: str
+    name: str
+    version: str
+    display: str
+    runner_id: str
+    started_at: float
+    lease_expires: float
 
 
 class ErrorInfo(msgspec.Struct, frozen=True):
@@ -550,9 +605,13 @@ class JobStore(Protocol):
         since: float | None = None,
         until: float | None = None,
         limit: int = 100,
+        before: tuple[float, str] | None = None,
     ) -> list[JobInfo]:
-        """Jobs newest first, filtered by state, exact name, and creation time in
-        ``[since, until)`` (without ``execution_stats``: see ``get_job``)."""
+        """Jobs newest first (by ``created_at``, then ``id``), filtered by state, exact name,
+        and creation time in ``[since, until)`` (without ``execution_stats``: see
+        ``get_job``). ``before``: a page's last job as ``(created_at, id)``; only the jobs after
+        it in this order (keyset paging: jobs created at the same instant are neither lost nor
+        repeated between pages)."""
 
     async def cancel_job(self, job_id: str) -> int:
         """Cancel an active job; returns how many queued tasks were canceled. ``UnknownJobError``
@@ -610,6 +669,23 @@ class JobStore(Protocol):
         per task and ``max_job_logs`` per job. With ``after=0``, a task some of whose records
         were dropped has a marker record (``dropped`` > 0) before its oldest kept one."""
 
+    async def runner_alive(self, runner: RunnerInfo) -> None:
+        """Record that ``runner`` is alive now (its row, keyed by id: ``last_heartbeat`` is
+        now, by the caller's clock as every time a store records; ``tasks`` as given); a runner
+        calls it at start and with each heartbeat. Also removes the rows of runners silent for
+        longer than ``RUNNER_EXPIRY``."""
+
+    async def runner_stopped(self, runner_id: str) -> None:
+        """Remove the runner's row (it stopped)."""
+
+    async def list_runners(self) -> list[RunnerInfo]:
+        """Every runner that reported itself and has not stopped or expired, by cluster and
+        start (a runner silent for longer than its lease is probably gone: its tasks' leases
+        run out and other runners take them)."""
+
+    async def list_leases(self, limit: int = 1000) -> list[LeaseInfo]:
+        """The tasks runners hold (RUNNING), by runner and start, at most ``limit``."""
+
     async def queue_depth(self) -> dict[str, int]:
         """How many tasks are QUEUED, per cluster (clusters without queued tasks left out):
         the ``swath.queue.depth`` metric."""
@@ -628,7 +704,9 @@ class JobStore(Protocol):
 
     def work_signal(self, cluster: str) -> WorkSignal:
         """A new wake-up signal for one runner of ``cluster``; ``work_signal(STOPPED_SIGNAL)``
-        is set whenever a job stops (in this process, and on PostgreSQL in any)."""
+        is set whenever a job stops (in this process, and on PostgreSQL in any);
+        ``work_signal(CHANGED_SIGNAL)`` and ``work_signal(job_signal(id))`` when jobs (that job)
+        change, on PostgreSQL only."""
 
     # automations
     async def create_automation(self, automation: AutomationInfo) -> AutomationInfo:

@@ -32,6 +32,7 @@ from swath.store.base import (
     MAX_LOST,
     MAX_TASK_LOGS,
     ROOTS_TASK,
+    RUNNER_EXPIRY,
     STOPPED_SIGNAL,
     AutomationInfo,
     ClaimedTask,
@@ -41,8 +42,10 @@ from swath.store.base import (
     Firing,
     JobInfo,
     JobState,
+    LeaseInfo,
     NewTask,
     ProgressInfo,
+    RunnerInfo,
     Signals,
     StoreError,
     StoreOpenError,
@@ -348,6 +351,7 @@ class SQLJobStore(abc.ABC):
         since: float | None = None,
         until: float | None = None,
         limit: int = 100,
+        before: tuple[float, str] | None = None,
     ) -> list[JobInfo]:
         params = {
             "states": None if states is None else json.dumps([JobState(s).value for s in states]),
@@ -355,6 +359,8 @@ class SQLJobStore(abc.ABC):
             "since": since,
             "until": until,
             "limit": int(limit),
+            "before_at": None if before is None else float(before[0]),
+            "before_id": None if before is None else str(before[1]),
         }
         async with self._transaction() as tx:
             rows = await tx.fetchall("job_query", params)
@@ -705,6 +711,36 @@ class SQLJobStore(abc.ABC):
         for at, marker in sorted(markers, key=lambda m: m[0], reverse=True):
             records.insert(at, marker)
         return records
+
+    # -- runners ---------------------------------------------------------------------------------
+    async def runner_alive(self, runner: RunnerInfo) -> None:
+        now = time.time()
+        params = {
+            "id": runner.id,
+            "cluster": runner.cluster,
+            "host": runner.host,
+            "pid": int(runner.pid),
+            "concurrency": int(runner.concurrency),
+            "lease": float(runner.lease),
+            "started_at": float(runner.started_at),
+            "tasks": int(runner.tasks),
+            "now": now,
+        }
+        async with self._transaction() as tx:
+            await tx.execute("runner_upsert", params)
+            await tx.execute("runners_expire", {"before": now - RUNNER_EXPIRY})
+
+    async def runner_stopped(self, runner_id: str) -> None:
+        async with self._transaction() as tx:
+            await tx.execute("runner_delete", {"id": runner_id})
+
+    async def list_runners(self) -> list[RunnerInfo]:
+        async with self._transaction() as tx:
+            return records(await tx.fetchall("runner_list", {}), RunnerInfo)
+
+    async def list_leases(self, limit: int = 1000) -> list[LeaseInfo]:
+        async with self._transaction() as tx:
+            return records(await tx.fetchall("lease_list", {"limit": int(limit)}), LeaseInfo)
 
     async def queue_depth(self) -> dict[str, int]:
         async with self._transaction() as tx:

@@ -36,6 +36,7 @@ import asyncpg
 from swath._urls import parse_url, redact, scrub
 from swath.errors import NotFoundError
 from swath.store.base import (
+    CHANGED_SIGNAL,
     AutomationInfo,
     ClaimedTask,
     ClusterInfo,
@@ -49,6 +50,7 @@ from swath.store.base import (
     TaskKind,
     TaskOutcome,
     WorkSignal,
+    job_signal,
 )
 from swath.store.machine import Params, Row, SQLJobStore, Tx, load_migrations, load_queries
 
@@ -481,11 +483,18 @@ class PostgresJobStore(SQLJobStore):
         since: float | None = None,
         until: float | None = None,
         limit: int = 100,
+        before: tuple[float, str] | None = None,
     ) -> list[JobInfo]:
         return await self._retrying(
             "query_jobs",
             lambda: SQLJobStore.query_jobs(
-                self, states=states, name=name, since=since, until=until, limit=limit
+                self,
+                states=states,
+                name=name,
+                since=since,
+                until=until,
+                limit=limit,
+                before=before,
             ),
         )
 
@@ -608,6 +617,8 @@ class PostgresJobStore(SQLJobStore):
     # -- wake-ups --------------------------------------------------------------------------------
     def work_signal(self, cluster: str) -> WorkSignal:
         signal = super().work_signal(cluster)
+        if cluster.startswith(CHANGED_SIGNAL + ":"):  # a job's changes: told on CHANGED_SIGNAL's
+            cluster = CHANGED_SIGNAL
         if cluster not in self._listen_clusters:
             self._listen_clusters.add(cluster)
             if self._listen_changed is not None:
@@ -621,7 +632,9 @@ class PostgresJobStore(SQLJobStore):
 
     def _on_notification(self, conn: Any, pid: int, channel: str, payload: str) -> None:
         cluster = self._channels.get(channel)
-        if cluster is not None:
+        if cluster == CHANGED_SIGNAL and payload:  # the job that changed
+            self._signals.notify({cluster, job_signal(payload)})
+        elif cluster is not None:
             self._signals.notify({cluster})
 
     async def _listen_forever(self) -> None:

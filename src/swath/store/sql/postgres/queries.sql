@@ -56,6 +56,12 @@ WHERE (CAST(:states AS text) IS NULL
   AND (CAST(:name AS text) IS NULL OR name = CAST(:name AS text))
   AND (CAST(:since AS double precision) IS NULL OR created_at >= CAST(:since AS double precision))
   AND (CAST(:until AS double precision) IS NULL OR created_at < CAST(:until AS double precision))
+  -- keyset paging: the jobs after (:before_at, :before_id) in this order (equal times by id)
+  -- (the first condition lets the scan of jobs_created start there)
+  AND (CAST(:before_at AS double precision) IS NULL
+       OR created_at <= CAST(:before_at AS double precision))
+  AND (CAST(:before_at AS double precision) IS NULL
+       OR (created_at, id) < (CAST(:before_at AS double precision), CAST(:before_id AS text)))
 ORDER BY created_at DESC, id DESC
 LIMIT :limit;
 
@@ -411,6 +417,34 @@ WHERE d.job_id = :job_id AND (CAST(:task_id AS text) IS NULL OR d.task_id = :tas
 -- name: queue_depth
 -- Queued tasks per cluster (the swath.queue.depth metric).
 SELECT cluster, COUNT(*) AS queued FROM tasks WHERE state = 'QUEUED' GROUP BY cluster;
+
+-- name: runner_upsert
+-- A runner reports itself (at start and with each heartbeat): last_heartbeat is the store's now.
+INSERT INTO runners (id, cluster, host, pid, concurrency, lease, started_at, last_heartbeat, tasks)
+VALUES (:id, :cluster, :host, :pid, :concurrency, :lease, :started_at, :now, :tasks)
+ON CONFLICT (id) DO UPDATE
+SET last_heartbeat = excluded.last_heartbeat, tasks = excluded.tasks,
+    concurrency = excluded.concurrency, lease = excluded.lease;
+
+-- name: runners_expire
+-- Rows of runners silent since :before (gone without stopping, long ago) are removed.
+DELETE FROM runners WHERE last_heartbeat < :before;
+
+-- name: runner_delete
+DELETE FROM runners WHERE id = :id;
+
+-- name: runner_list
+SELECT id, cluster, host, pid, concurrency, lease, started_at, last_heartbeat, tasks
+FROM runners ORDER BY cluster, started_at, id;
+
+-- name: lease_list
+-- The tasks runners hold (RUNNING under a lease), by runner, oldest first.
+SELECT t.id AS task_id, t.job_id, COALESCE(j.name, '') AS job_name, t.cluster, t.name,
+       t.version, t.display, t.lease_owner AS runner_id, t.started_at, t.lease_expires
+FROM tasks t LEFT JOIN jobs j ON j.id = t.job_id
+WHERE t.state = 'RUNNING'
+ORDER BY t.lease_owner, t.started_at, t.id
+LIMIT :limit;
 
 -- Automations (swath.automations): what they are, and one row per tick or object they fired.
 

@@ -44,6 +44,11 @@ WHERE (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
   AND (:name IS NULL OR name = :name)
   AND (:since IS NULL OR created_at >= :since)
   AND (:until IS NULL OR created_at < :until)
+  -- keyset paging: the jobs after (:before_at, :before_id) in this order (equal times by id)
+  -- (the first condition lets the scan of jobs_created start there)
+  AND (:before_at IS NULL OR created_at <= :before_at)
+  AND (:before_at IS NULL OR created_at < :before_at
+       OR (created_at = :before_at AND id < :before_id))
 ORDER BY created_at DESC, id DESC
 LIMIT :limit;
 
@@ -309,6 +314,34 @@ WHERE d.job_id = :job_id AND (:task_id IS NULL OR d.task_id = :task_id);
 -- name: queue_depth
 -- Queued tasks per cluster (the swath.queue.depth metric).
 SELECT cluster, COUNT(*) AS queued FROM tasks WHERE state = 'QUEUED' GROUP BY cluster;
+
+-- name: runner_upsert
+-- A runner reports itself (at start and with each heartbeat): last_heartbeat is the store's now.
+INSERT INTO runners (id, cluster, host, pid, concurrency, lease, started_at, last_heartbeat, tasks)
+VALUES (:id, :cluster, :host, :pid, :concurrency, :lease, :started_at, :now, :tasks)
+ON CONFLICT (id) DO UPDATE
+SET last_heartbeat = excluded.last_heartbeat, tasks = excluded.tasks,
+    concurrency = excluded.concurrency, lease = excluded.lease;
+
+-- name: runners_expire
+-- Rows of runners silent since :before (gone without stopping, long ago) are removed.
+DELETE FROM runners WHERE last_heartbeat < :before;
+
+-- name: runner_delete
+DELETE FROM runners WHERE id = :id;
+
+-- name: runner_list
+SELECT id, cluster, host, pid, concurrency, lease, started_at, last_heartbeat, tasks
+FROM runners ORDER BY cluster, started_at, id;
+
+-- name: lease_list
+-- The tasks runners hold (RUNNING under a lease), by runner, oldest first.
+SELECT t.id AS task_id, t.job_id, COALESCE(j.name, '') AS job_name, t.cluster, t.name,
+       t.version, t.display, t.lease_owner AS runner_id, t.started_at, t.lease_expires
+FROM tasks t LEFT JOIN jobs j ON j.id = t.job_id
+WHERE t.state = 'RUNNING'
+ORDER BY t.lease_owner, t.started_at, t.id
+LIMIT :limit;
 
 -- Automations (swath.automations): what they are, and one row per tick or object they fired.
 

@@ -1,4 +1,4 @@
--- swath job store, schema version 4 (PostgreSQL dialect; the same columns as the SQLite one).
+-- swath job store, schema version 5 (PostgreSQL dialect; the same columns as the SQLite one).
 -- Automations (swath.automations): cron schedules and storage-event triggers that submit jobs.
 -- A firing is one row per cron tick or stored object, inserted with the job it submits in one
 -- transaction under the primary key (automation, key): however many processes evaluate an

@@ -1,4 +1,4 @@
--- swath job store, schema version 4 (SQLite dialect).
+-- swath job store, schema version 5 (SQLite dialect).
 -- Automations (swath.automations): cron schedules and storage-event triggers that submit jobs.
 -- A firing is one row per cron tick or stored object, inserted with the job it submits in one
 -- transaction under the primary key (automation, key): however many processes evaluate an
