@@ -61,6 +61,10 @@ log = logging.getLogger("swath.runner")
 #: while other tasks are still running.
 FLUSH_BATCH = 256
 FLUSH_LINGER = 0.002
+#: While the outcomes waiting to be committed carry this many subtasks or more, tasks about to
+#: start wait for the next commit: memory stays bounded when many tasks fan out at once (a root
+#: of 100 tasks of 10,000 subtasks each held all 1,000,000 new tasks before the first commit).
+SUBTASK_BUDGET = 100_000
 #: A runner gives up (raises) after this many consecutive failed claims.
 MAX_STORE_FAILURES = 10
 #: A runner that could not renew its leases for this fraction of the lease cancels its async
@@ -114,7 +118,7 @@ def _refused(exc: BaseException) -> bool:
     return isinstance(exc, ValueError | TypeError | OverflowError | UnknownClusterError)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Flight:
     """A task this runner holds, while it runs."""
 
@@ -297,6 +301,9 @@ class _Loop:
         self.pending_jobs: set[str] = set()
         self.to_release: list[str] = []
         self.flush_wanted = asyncio.Event()
+        #: subtasks in ``pending`` and in commits in progress; set after each commit
+        self.unflushed_subtasks = 0
+        self.committed = asyncio.Event()
         self.flushing = 0  # commits in progress
         self.cleanups: set[asyncio.Task[None]] = set()
         self.known_clusters: set[str] = {runner.cluster}
@@ -512,6 +519,11 @@ class _Loop:
         ):
             return
         try:
+            while self.unflushed_subtasks >= SUBTASK_BUDGET:
+                # the lease is kept by heartbeats meanwhile, as for a task that runs long
+                self.committed.clear()
+                self.flush_wanted.set()
+                await self.committed.wait()
             found = self.r.registry.find(claimed.name, claimed.version)
             if found is None:
                 raise UnknownTaskError(
@@ -597,6 +609,8 @@ class _Loop:
                 self.fatal = self.fatal or exc
                 self.r.stop()
             outcome = self._failure(claimed, exc, context)
+        if isinstance(outcome, TaskSuccess):
+            self.unflushed_subtasks += len(outcome.subtasks)
         self.pending.append(outcome)
         self.pending_jobs.add(claimed.job_id)
         self.flush_wanted.set()
@@ -717,6 +731,9 @@ class _Loop:
             finally:
                 for o in batch:
                     self._forget(o.task_id, o.attempt)
+                    if isinstance(o, TaskSuccess):
+                        self.unflushed_subtasks -= len(o.subtasks)
+                self.committed.set()
             if self.r.cleanup != "never":
                 cleanup = asyncio.create_task(self._cleanup(jobs))
                 self.cleanups.add(cleanup)

@@ -78,6 +78,9 @@ class Row(Protocol):
 
 Params = Mapping[str, Any]
 
+#: Subtasks are inserted this many at a time (one statement each, in the same transaction).
+INSERT_SLICE = 2000
+
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _VERSION = re.compile(r"v([0-9]{1,9})\.([0-9]{1,9})")
 
@@ -840,6 +843,28 @@ class SQLJobStore(abc.ABC):
             raise ValueError(f"depends_on names tasks outside this batch: {sorted(unknown)}")
         await self._check_clusters(tx, {t.cluster for t in tasks})
         versions = {v: version_numbers(v) for v in {t.version for t in tasks}}
+        # In slices: the rows of 100,000 subtasks at once took 120 MiB (a dict per row) and the
+        # garbage collector's full passes over them; a slice's rows die young.
+        for first in range(0, len(tasks), INSERT_SLICE):
+            await self._insert_slice(
+                tx, job_id, parent_id, tasks[first : first + INSERT_SLICE], depended, versions, now
+            )
+        deps = [
+            {"task_id": t.id, "depends_on": d} for t in tasks for d in sorted(set(t.depends_on))
+        ]
+        if deps:
+            await tx.executemany("dep_insert", deps)
+
+    async def _insert_slice(
+        self,
+        tx: Tx,
+        job_id: str,
+        parent_id: str | None,
+        tasks: Sequence[NewTask],
+        depended: set[str],
+        versions: Mapping[str, tuple[int, int]],
+        now: float,
+    ) -> None:
         await tx.executemany(
             "task_insert",
             [
@@ -865,11 +890,6 @@ class SQLJobStore(abc.ABC):
                 for t in tasks
             ],
         )
-        deps = [
-            {"task_id": t.id, "depends_on": d} for t in tasks for d in sorted(set(t.depends_on))
-        ]
-        if deps:
-            await tx.executemany("dep_insert", deps)
 
     async def _apply_failures(
         self,
