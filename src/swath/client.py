@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
-from typing import Any, ParamSpec, Self, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, Self, TypeVar, overload
 
 from swath import _observe
 from swath._validate import check_text
@@ -42,6 +42,9 @@ from swath.store.base import (
     store_from_url,
 )
 from swath.task import Task, encode_input
+
+if TYPE_CHECKING:
+    from swath.automations import AutomationClient
 
 Job = JobInfo
 Cluster = ClusterInfo
@@ -208,6 +211,12 @@ class Client:
     def clusters(self) -> ClusterClient:
         return ClusterClient(self)
 
+    def automations(self) -> AutomationClient:
+        """Cron schedules and storage-event triggers that submit jobs (swath.automations)."""
+        from swath.automations import AutomationClient
+
+        return AutomationClient(self)
+
     @overload
     def runner(
         self,
@@ -225,6 +234,7 @@ class Client:
         handle_signals: bool = False,
         cleanup: Cleanup = "never",
         max_threads: int | None = None,
+        automations: bool = False,
     ) -> Runner: ...
 
     @overload
@@ -244,6 +254,7 @@ class Client:
         handle_signals: bool = False,
         cleanup: Cleanup = "never",
         max_threads: int | None = None,
+        automations: bool = False,
     ) -> Runner: ...
 
     def runner(self, *args: Any, **options: Any) -> Runner:
@@ -259,7 +270,9 @@ class Client:
         retry, 1.0) up to ``max_retry_delay`` (300), ``poll_interval`` (``(min, max)`` polling
         back-off, ``(0.05, 2.0)``), ``handle_signals`` (stop on SIGINT/SIGTERM, False),
         ``cleanup`` (clear a job's cache when it ends: ``"never"``, ``"on-success"``,
-        ``"always"``), ``max_threads`` (worker threads for sync tasks)."""
+        ``"always"``), ``max_threads`` (worker threads for sync tasks), ``automations``
+        (evaluate the automations of its cluster while it runs, False: see
+        docs/automations.md)."""
         tilebox_form = bool(args) and isinstance(args[0], str | ClusterInfo | None)
         if not args and "tasks" not in options:
             tilebox_form = True
@@ -291,6 +304,7 @@ def _runner_args(
     handle_signals: bool = False,
     cleanup: Cleanup = "never",
     max_threads: int | None = None,
+    automations: bool = False,
 ) -> dict[str, Any]:
     return dict(locals())
 
@@ -310,6 +324,7 @@ def _tilebox_runner_args(
     handle_signals: bool = False,
     cleanup: Cleanup = "never",
     max_threads: int | None = None,
+    automations: bool = False,
 ) -> dict[str, Any]:
     return dict(locals())
 

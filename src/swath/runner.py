@@ -28,7 +28,7 @@ import socket
 import time
 import traceback
 import uuid
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -171,6 +171,7 @@ class Runner:
         handle_signals: bool = False,
         cleanup: Cleanup = "never",
         max_threads: int | None = None,
+        automations: bool = False,
     ) -> None:
         if not isinstance(max_concurrency, int) or max_concurrency < 1:
             raise ValueError(f"max_concurrency must be a positive int, not {max_concurrency!r}")
@@ -192,6 +193,8 @@ class Runner:
         self.handle_signals = handle_signals
         self.cleanup: Cleanup = cleanup
         self.max_threads = max_threads or min(max_concurrency, 32)
+        #: evaluate the automations of this cluster while running (swath.automations)
+        self.automations = bool(automations)
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.stats = RunnerStats()
         self._stopping: asyncio.Event | None = None
@@ -242,6 +245,8 @@ class Runner:
                         stack.callback(loop.remove_signal_handler, sig)
                 threads = ThreadPoolExecutor(self.max_threads, thread_name_prefix="swath-task")
                 stack.callback(threads.shutdown, wait=False, cancel_futures=True)
+                if self.automations:
+                    await stack.enter_async_context(self._evaluating())
                 run = _Loop(self, loop, threads, user, until_idle)
                 await run.run()
                 if run.fatal is not None:
@@ -252,6 +257,20 @@ class Runner:
             self._running = False
             self._stop_requested = False
             self._stopping = None
+
+    @contextlib.asynccontextmanager
+    async def _evaluating(self) -> AsyncIterator[None]:
+        """Evaluate the automations of this runner's cluster while the block runs."""
+        from swath.automations import AutomationEvaluator
+
+        evaluator = AutomationEvaluator(self.store, cluster=self.cluster)
+        task = asyncio.create_task(evaluator.run(), name="swath-automations")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 class _Loop:

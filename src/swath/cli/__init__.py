@@ -1,4 +1,5 @@
-"""The ``swath`` command: ``demo``, ``runner``, ``jobs ...``, ``clusters ...``, ``cache ...``."""
+"""The ``swath`` command: ``demo``, ``runner``, ``jobs ...``, ``clusters ...``, ``cache ...``,
+``automations ...``."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 import click
 
 from swath.cli._common import DATABASE_HELP, SwathGroup
+from swath.cli.automations import automations
 from swath.cli.cache import cache
 from swath.cli.clusters import clusters
 from swath.cli.dashboard import dashboard
@@ -40,5 +42,6 @@ main.add_command(jobs)
 main.add_command(clusters)
 main.add_command(cache)
 main.add_command(dashboard)
+main.add_command(automations)
 
 __all__ = ["main"]

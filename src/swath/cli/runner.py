@@ -99,6 +99,11 @@ class _CleanFormatter(logging.Formatter):
 )
 @click.option("--until-idle", is_flag=True, help="Stop when no runnable work remains.")
 @click.option(
+    "--automations",
+    is_flag=True,
+    help="Also evaluate the automations of the cluster (cron ticks, new objects) while running.",
+)
+@click.option(
     "--metrics-port",
     default=None,
     type=click.IntRange(0, 65535),
@@ -120,6 +125,7 @@ def runner(
     lease: float,
     grace: float,
     until_idle: bool,
+    automations: bool,
     metrics_port: int | None,
     metrics_host: str,
 ) -> None:
@@ -141,6 +147,7 @@ def runner(
                 lease=lease,
                 grace=grace,
                 handle_signals=True,
+                automations=automations,
             )
             console.print(
                 f"runner {r.id} on cluster [bold]{markup(cluster)}[/] ({markup(c.store.url)}): "

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 from swath.store.base import (
+    AutomationInfo,
     ClaimedTask,
     ClusterInfo,
     ErrorInfo,
+    Firing,
     JobInfo,
     JobState,
     JobStore,
@@ -19,6 +21,8 @@ from swath.store.base import (
     TaskOutcome,
     TaskState,
     TaskSuccess,
+    Trigger,
+    UnknownAutomationError,
     UnknownClusterError,
     UnknownJobError,
     WorkSignal,
@@ -27,9 +31,11 @@ from swath.store.base import (
 )
 
 __all__ = [
+    "AutomationInfo",
     "ClaimedTask",
     "ClusterInfo",
     "ErrorInfo",
+    "Firing",
     "JobInfo",
     "JobState",
     "JobStore",
@@ -42,6 +48,8 @@ __all__ = [
     "TaskOutcome",
     "TaskState",
     "TaskSuccess",
+    "Trigger",
+    "UnknownAutomationError",
     "UnknownClusterError",
     "UnknownJobError",
     "WorkSignal",

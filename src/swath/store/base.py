@@ -55,6 +55,7 @@ Semantics every store guarantees (the conformance suite checks each):
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import enum
 import os
 import random
@@ -183,6 +184,44 @@ class ExecutionStats(msgspec.Struct, frozen=True):
         return self.compute_time / elapsed if elapsed > 0 else 0.0
 
 
+class Trigger(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What made an automation submit a job: ``context.trigger`` in each of the job's tasks,
+    ``job.trigger`` of the job (None for a job submitted otherwise).
+
+    ``automation`` and ``automation_id`` name the automation; ``kind`` is ``"cron"`` or
+    ``"storage"``. A cron tick: ``time``, the scheduled time (time-zone aware, in the
+    automation's time zone), however late it fired. A stored object: ``key`` (its name below the
+    automation's URL, ``/``-separated), ``url`` (where to read it: ``s3://bucket/name``,
+    ``gs://bucket/name`` or a local path), ``size`` in bytes, ``checksum`` (its CRC32C in the
+    form of :attr:`swath.cache.Stat.checksum`, when the storage has one: always on GCS and for
+    local files, on S3 for objects written with a CRC32C, as swath's cache writes them; else
+    None), ``version`` (the S3 ETag, the GCS generation, or a local file's inode, size and
+    modification time) and ``time`` (when it was written, by the storage's clock)."""
+
+    automation: str
+    automation_id: str
+    kind: str
+    time: dt.datetime | None = None
+    key: str | None = None
+    url: str | None = None
+    size: int | None = None
+    checksum: str | None = None
+    version: str | None = None
+
+
+def decode_trigger(text: str | None) -> Trigger | None:
+    """A stored trigger (JSON text), or None (no trigger, or one this code cannot read)."""
+    if not text:
+        return None
+    try:
+        return _TRIGGER_DECODER.decode(text)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+_TRIGGER_DECODER = msgspec.json.Decoder(Trigger)
+
+
 class JobInfo(msgspec.Struct, frozen=True):
     id: str
     name: str
@@ -194,6 +233,8 @@ class JobInfo(msgspec.Struct, frozen=True):
     root_task_id: str
     progress: list[ProgressInfo] = []
     execution_stats: ExecutionStats = ExecutionStats()
+    #: what submitted the job when an automation did (None for jobs submitted otherwise)
+    trigger: Trigger | None = None
 
     def _repr_html_(self) -> str:
         """A job in a notebook: its state, progress bars and task counts (its task graph is
@@ -291,6 +332,8 @@ class ClaimedTask(msgspec.Struct, frozen=True, gc=False):
     optional: bool
     timeout: float | None = None
     traceparent: str | None = None
+    #: the job's :class:`Trigger` as JSON text when an automation submitted it
+    trigger: str | None = None
 
 
 class LogEntry(msgspec.Struct, frozen=True, array_like=True, gc=False):
@@ -384,6 +427,50 @@ class TaskInfo(msgspec.Struct, frozen=True):
     depends_on: list[str] = []
 
 
+class AutomationInfo(msgspec.Struct, frozen=True):
+    """An automation as stored (``client.automations()`` returns these).
+
+    ``kind`` is ``"cron"`` (``schedule``, ``timezone``, ``catch_up``) or ``"storage"`` (``url``,
+    ``glob``). The task it submits is stored serialized: ``task_name``, ``task_version`` and
+    ``input`` (JSON), with the ``cluster``, ``max_retries`` and ``timeout`` of its jobs.
+    ``cursor`` (Unix seconds) is the last cron tick decided (fired or skipped), or a storage
+    trigger's high-water mark (every object written before it, by the storage's clock, was
+    seen)."""
+
+    id: str
+    name: str
+    kind: str
+    cluster: str
+    task_name: str
+    task_version: str
+    input: bytes
+    max_retries: int = 0
+    timeout: float | None = None
+    schedule: str | None = None
+    timezone: str | None = None
+    catch_up: str = "latest"
+    url: str | None = None
+    glob: str | None = None
+    paused: bool = False
+    cursor: float = 0.0
+    created_at: float = 0.0
+
+
+class Firing(msgspec.Struct, frozen=True):
+    """One tick or object of an automation, and the job it submits if it has not fired yet:
+    ``key`` is unique per automation (the tick, or the object's key and version); the job is
+    ``job_id``, named ``name``, with the one root task ``root`` and the :class:`Trigger`
+    ``trigger`` (JSON text). ``at`` (a cron tick's time) makes the firing conditional on the
+    automation's cursor being before it."""
+
+    key: str
+    job_id: str
+    name: str
+    root: NewTask
+    trigger: str
+    at: float | None = None
+
+
 # -- errors -------------------------------------------------------------------------------------
 class StoreError(SwathError):
     """A job store failed or was asked something impossible."""
@@ -399,6 +486,10 @@ class UnknownClusterError(StoreError, LookupError):
 
 class UnknownJobError(StoreError, LookupError):
     """No job has this id."""
+
+
+class UnknownAutomationError(StoreError, LookupError):
+    """No automation has this id or name."""
 
 
 class RefusedError(StoreError, ValueError):
@@ -622,6 +713,39 @@ class JobStore(Protocol):
         is set whenever a job stops (in this process, and on PostgreSQL in any);
         ``work_signal(CHANGED_SIGNAL)`` and ``work_signal(job_signal(id))`` when jobs (that job)
         change, on PostgreSQL only."""
+
+    # automations
+    async def create_automation(self, automation: AutomationInfo) -> AutomationInfo:
+        """Store a new automation; ``ValueError`` if one of that name exists,
+        ``UnknownClusterError`` if its cluster does not."""
+
+    async def get_automation(self, key: str) -> AutomationInfo | None:
+        """The automation with this id, or else this name; None if there is none."""
+
+    async def list_automations(self) -> list[AutomationInfo]:
+        """Every automation, by name."""
+
+    async def pause_automation(self, automation_id: str, paused: bool) -> AutomationInfo | None:
+        """Pause (``paused=True``) or resume an automation; None if there is none. A paused
+        automation fires nothing. Resuming a paused cron schedule moves its cursor to now: the
+        ticks of the pause are skipped, not caught up. A storage trigger's cursor stays: the
+        objects written during the pause fire once it is resumed."""
+
+    async def delete_automation(self, automation_id: str) -> bool:
+        """Delete an automation and its firing records (its jobs stay); False if none."""
+
+    async def fired_keys(self, automation_id: str, keys: Sequence[str]) -> set[str]:
+        """Those of ``keys`` the automation has fired already."""
+
+    async def fire_automation(
+        self, automation_id: str, firings: Sequence[Firing], cursor: float | None = None
+    ) -> list[str]:
+        """In one transaction: for each firing whose key the automation has not fired yet (and
+        whose ``at``, if given, is after its cursor), record the key and submit its job; then
+        move the cursor forward to ``cursor`` (never back). A paused automation fires nothing
+        and keeps its cursor. Returns the ids of the jobs submitted; wakes their clusters'
+        runners. ``UnknownAutomationError`` if the automation is gone. However many processes
+        call this with the same key at once, one job is submitted for it."""
 
 
 def store_from_url(url: str | None = None, *, read_only: bool = False) -> JobStore:

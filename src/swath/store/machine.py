@@ -34,10 +34,12 @@ from swath.store.base import (
     ROOTS_TASK,
     RUNNER_EXPIRY,
     STOPPED_SIGNAL,
+    AutomationInfo,
     ClaimedTask,
     ClusterInfo,
     ErrorInfo,
     ExecutionStats,
+    Firing,
     JobInfo,
     JobState,
     LeaseInfo,
@@ -53,9 +55,11 @@ from swath.store.base import (
     TaskLogRecord,
     TaskOutcome,
     TaskState,
+    UnknownAutomationError,
     UnknownClusterError,
     UnknownJobError,
     WorkSignal,
+    decode_trigger,
     new_id,
 )
 
@@ -288,27 +292,43 @@ class SQLJobStore(abc.ABC):
         if any(r.depends_on for r in roots):
             raise ValueError("root tasks cannot depend on other tasks")
         # several roots: a group task, never executed, is their parent (see task_group_of_roots)
-        group = NewTask(new_id(), ROOTS_TASK, "v0.0", b"{}", cluster) if len(roots) > 1 else None
-        top = group or roots[0]
         now = time.time()
         async with self._transaction() as tx:
-            await self._check_clusters(tx, {cluster, *(r.cluster for r in roots)})
-            await tx.execute(
-                "job_insert",
-                {
-                    "id": job_id,
-                    "name": name,
-                    "cluster": cluster,
-                    "root_task_id": top.id,
-                    "now": now,
-                },
-            )
-            await self._insert_tasks(tx, job_id, None, [top], now)
-            if group is not None:
-                await self._insert_tasks(tx, job_id, group.id, roots, now)
-                await tx.execute("task_group_of_roots", {"id": group.id, "n": len(roots)})
+            top = await self._insert_job(tx, job_id, name, cluster, roots, now)
         self._notify({r.cluster for r in roots})
-        return JobInfo(job_id, name, cluster, JobState.QUEUED, now, None, None, top.id, [])
+        return JobInfo(job_id, name, cluster, JobState.QUEUED, now, None, None, top, [])
+
+    async def _insert_job(
+        self,
+        tx: Tx,
+        job_id: str,
+        name: str,
+        cluster: str,
+        roots: Sequence[NewTask],
+        now: float,
+        trigger: str | None = None,
+    ) -> str:
+        """Insert a QUEUED job and its root task(s); returns the id of its top task."""
+        # several roots: a group task, never executed, is their parent (see task_group_of_roots)
+        group = NewTask(new_id(), ROOTS_TASK, "v0.0", b"{}", cluster) if len(roots) > 1 else None
+        top = group or roots[0]
+        await self._check_clusters(tx, {cluster, *(r.cluster for r in roots)})
+        await tx.execute(
+            "job_insert",
+            {
+                "id": job_id,
+                "name": name,
+                "cluster": cluster,
+                "root_task_id": top.id,
+                "now": now,
+                "trigger_json": trigger,
+            },
+        )
+        await self._insert_tasks(tx, job_id, None, [top], now)
+        if group is not None:
+            await self._insert_tasks(tx, job_id, group.id, roots, now)
+            await tx.execute("task_group_of_roots", {"id": group.id, "n": len(roots)})
+        return top.id
 
     async def _check_clusters(self, tx: Tx, clusters: set[str]) -> None:
         for cluster in clusters:
@@ -730,6 +750,88 @@ class SQLJobStore(abc.ABC):
             rows = await tx.fetchall("queue_depth", {})
         return {r["cluster"]: int(r["queued"]) for r in rows}
 
+    # -- automations -----------------------------------------------------------------------------
+    async def create_automation(self, automation: AutomationInfo) -> AutomationInfo:
+        async with self._transaction() as tx:
+            await self._check_clusters(tx, {automation.cluster})
+            params = msgspec.structs.asdict(automation)
+            params["paused"] = int(automation.paused)
+            if not await tx.execute("automation_insert", params):
+                raise ValueError(f"an automation named {automation.name!r} exists already")
+        return automation
+
+    async def get_automation(self, key: str) -> AutomationInfo | None:
+        async with self._transaction() as tx:
+            rows = await tx.fetchall("automation_get", {"key": key})
+        return _automation(rows[0]) if rows else None
+
+    async def list_automations(self) -> list[AutomationInfo]:
+        async with self._transaction() as tx:
+            rows = await tx.fetchall("automation_list", {})
+        return [_automation(row) for row in rows]
+
+    async def pause_automation(self, automation_id: str, paused: bool) -> AutomationInfo | None:
+        async with self._transaction() as tx:
+            rows = await tx.fetchall("automation_lock", {"id": automation_id})
+            if not rows:
+                return None
+            await tx.execute("automation_set_paused", {"id": automation_id, "paused": int(paused)})
+            if not paused and rows[0]["paused"] and rows[0]["kind"] == "cron":
+                # the ticks of the pause are skipped, not caught up
+                await tx.execute("automation_advance", {"id": automation_id, "cursor": time.time()})
+            found = await tx.fetchall("automation_get", {"key": automation_id})
+        return _automation(found[0]) if found else None
+
+    async def delete_automation(self, automation_id: str) -> bool:
+        async with self._transaction() as tx:
+            await tx.execute("automation_firings_delete", {"id": automation_id})
+            return bool(await tx.execute("automation_delete", {"id": automation_id}))
+
+    async def fired_keys(self, automation_id: str, keys: Sequence[str]) -> set[str]:
+        if not keys:
+            return set()
+        async with self._transaction() as tx:
+            rows = await tx.fetchall(
+                "automation_fired", {"id": automation_id, "keys": json.dumps(list(keys))}
+            )
+        return {r["key"] for r in rows}
+
+    async def fire_automation(
+        self, automation_id: str, firings: Sequence[Firing], cursor: float | None = None
+    ) -> list[str]:
+        now = time.time()
+        submitted: list[str] = []
+        clusters: set[str] = set()
+        async with self._transaction() as tx:
+            rows = await tx.fetchall("automation_lock", {"id": automation_id})
+            if not rows:
+                raise UnknownAutomationError(f"no automation with id {automation_id!r}")
+            if rows[0]["paused"]:
+                return []
+            current = float(rows[0]["cursor"])
+            for firing in firings:
+                if firing.at is not None and firing.at <= current:
+                    continue  # a tick decided already (fired, or skipped by the catch-up policy)
+                params = {
+                    "automation_id": automation_id,
+                    "key": firing.key,
+                    "job_id": firing.job_id,
+                    "now": now,
+                }
+                if not await tx.execute("automation_firing_insert", params):
+                    continue  # fired already, by this process or another
+                root = firing.root
+                await self._insert_job(
+                    tx, firing.job_id, firing.name, root.cluster, [root], now, firing.trigger
+                )
+                submitted.append(firing.job_id)
+                clusters.add(root.cluster)
+            if cursor is not None:
+                await tx.execute("automation_advance", {"id": automation_id, "cursor": cursor})
+        if clusters:
+            self._notify(clusters)
+        return submitted
+
     # -- the rules -------------------------------------------------------------------------------
     async def _insert_tasks(
         self, tx: Tx, job_id: str, parent_id: str | None, tasks: Sequence[NewTask], now: float
@@ -1000,6 +1102,17 @@ def _cluster(row: Row) -> ClusterInfo:
     return ClusterInfo(row["slug"], row["name"], row["created_at"])
 
 
+def _automation(row: Row) -> AutomationInfo:
+    return AutomationInfo(
+        id=row["id"], name=row["name"], kind=row["kind"], cluster=row["cluster"],
+        task_name=row["task_name"], task_version=row["task_version"], input=bytes(row["input"]),
+        max_retries=int(row["max_retries"]), timeout=row["timeout"], schedule=row["schedule"],
+        timezone=row["timezone"], catch_up=row["catch_up"], url=row["url"], glob=row["glob"],
+        paused=bool(row["paused"]), cursor=float(row["cursor"]),
+        created_at=float(row["created_at"]),
+    )  # fmt: skip
+
+
 def _job(row: Row, progress: Iterable[Row], stats: Iterable[Row] = ()) -> JobInfo:
     return JobInfo(
         id=row["id"],
@@ -1012,6 +1125,7 @@ def _job(row: Row, progress: Iterable[Row], stats: Iterable[Row] = ()) -> JobInf
         root_task_id=row["root_task_id"],
         progress=[ProgressInfo(p["label"], p["total"], p["done"]) for p in progress],
         execution_stats=_stats(stats),
+        trigger=decode_trigger(row["trigger_json"]),
     )
 
 

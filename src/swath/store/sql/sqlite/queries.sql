@@ -30,15 +30,15 @@ DELETE FROM clusters WHERE slug = :slug;
 UPDATE clusters SET name = :name WHERE slug = :slug;
 
 -- name: job_insert
-INSERT INTO jobs (id, name, cluster, state, root_task_id, created_at)
-VALUES (:id, :name, :cluster, 'QUEUED', :root_task_id, :now);
+INSERT INTO jobs (id, name, cluster, state, root_task_id, created_at, trigger_json)
+VALUES (:id, :name, :cluster, 'QUEUED', :root_task_id, :now, :trigger_json);
 
 -- name: job_get
-SELECT id, name, cluster, state, created_at, started_at, finished_at, root_task_id
+SELECT id, name, cluster, state, created_at, started_at, finished_at, root_task_id, trigger_json
 FROM jobs WHERE id = :id;
 
 -- name: job_query
-SELECT id, name, cluster, state, created_at, started_at, finished_at, root_task_id
+SELECT id, name, cluster, state, created_at, started_at, finished_at, root_task_id, trigger_json
 FROM jobs
 WHERE (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
   AND (:name IS NULL OR name = :name)
@@ -148,7 +148,8 @@ WHERE id IN (
 )
 RETURNING id, job_id, COALESCE((SELECT name FROM jobs WHERE jobs.id = tasks.job_id), '') AS job_name,
           parent_id, cluster, name, version, input, display, retry_count, max_retries, optional,
-          timeout, traceparent;
+          timeout, traceparent,
+          (SELECT trigger_json FROM jobs WHERE jobs.id = tasks.job_id) AS trigger;
 
 -- name: heartbeat
 UPDATE tasks SET lease_expires = :expires
@@ -341,3 +342,56 @@ FROM tasks t LEFT JOIN jobs j ON j.id = t.job_id
 WHERE t.state = 'RUNNING'
 ORDER BY t.lease_owner, t.started_at, t.id
 LIMIT :limit;
+
+-- Automations (swath.automations): what they are, and one row per tick or object they fired.
+
+-- name: automation_insert
+INSERT INTO automations (id, name, kind, cluster, task_name, task_version, input, max_retries,
+                         timeout, schedule, timezone, catch_up, url, glob, paused, cursor,
+                         created_at)
+VALUES (:id, :name, :kind, :cluster, :task_name, :task_version, :input, :max_retries, :timeout,
+        :schedule, :timezone, :catch_up, :url, :glob, :paused, :cursor, :created_at)
+ON CONFLICT (name) DO NOTHING;
+
+-- name: automation_get
+-- By id, or else by name.
+SELECT id, name, kind, cluster, task_name, task_version, input, max_retries, timeout, schedule,
+       timezone, catch_up, url, glob, paused, cursor, created_at
+FROM automations WHERE id = :key OR name = :key
+ORDER BY id = :key DESC
+LIMIT 1;
+
+-- name: automation_list
+SELECT id, name, kind, cluster, task_name, task_version, input, max_retries, timeout, schedule,
+       timezone, catch_up, url, glob, paused, cursor, created_at
+FROM automations ORDER BY name;
+
+-- name: automation_lock
+-- The automation a firing belongs to, read at the start of the firing's transaction (which on
+-- SQLite already excludes every other writer).
+SELECT kind, paused, cursor FROM automations WHERE id = :id;
+
+-- name: automation_set_paused
+UPDATE automations SET paused = :paused WHERE id = :id;
+
+-- name: automation_advance
+-- The cursor only moves forward.
+UPDATE automations SET cursor = :cursor WHERE id = :id AND cursor < :cursor;
+
+-- name: automation_delete
+DELETE FROM automations WHERE id = :id;
+
+-- name: automation_firings_delete
+DELETE FROM automation_firings WHERE automation_id = :id;
+
+-- name: automation_firing_insert
+-- One row per tick or object: the second insert of a key changes nothing (and the caller then
+-- submits no job).
+INSERT INTO automation_firings (automation_id, key, job_id, fired_at)
+VALUES (:automation_id, :key, :job_id, :now)
+ON CONFLICT (automation_id, key) DO NOTHING;
+
+-- name: automation_fired
+-- Which of :keys (a JSON array) the automation fired already.
+SELECT key FROM automation_firings
+WHERE automation_id = :id AND key IN (SELECT value FROM json_each(:keys));
