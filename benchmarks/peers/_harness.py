@@ -114,7 +114,7 @@ def _cpu(procs: list[psutil.Process]) -> float:
 class Sampler(threading.Thread):
     """Samples the RSS of a process tree and of the service trees until stopped."""
 
-    def __init__(self, pid: int, service_pids: list[int], interval: float = 0.1) -> None:
+    def __init__(self, pid: int, service_pids: list[int], interval: float = 0.05) -> None:
         super().__init__(daemon=True)
         self.root = psutil.Process(pid)
         self.services = [psutil.Process(p) for p in service_pids if psutil.pid_exists(p)]
@@ -218,7 +218,7 @@ def run(case: Case, env: dict[str, str], service_pids: list[int], log: Path) -> 
         wall_s=wall,
         cpu_s=usage.ru_utime + usage.ru_stime,
         service_cpu_s=max(0.0, service_cpu() - svc_cpu0),
-        peak_rss=max(sampler.peak, usage.ru_maxrss * 1024),
+        peak_rss=sampler.peak,  # ru_maxrss starts at the parent's RSS at fork: unusable
         service_peak_rss=sampler.service_peak,
         peak_rss_by_process=sampler.by_process,
     )
@@ -234,6 +234,7 @@ def run(case: Case, env: dict[str, str], service_pids: list[int], log: Path) -> 
         return outcome
     try:
         outcome.result = json.loads(lines[-1])
+        outcome.peak_rss = max(outcome.peak_rss, int(outcome.result.get("own_peak_rss", 0)))
     except json.JSONDecodeError:
         outcome.status = "error"
         outcome.error = f"no result line: {lines[-1][:200]}"

@@ -118,7 +118,7 @@ def markdown(payload: dict[str, Any]) -> str:
         f"{payload['loadavg_at_start'][0]:.1f} at the start). CPU s: the case's processes "
         "in the timed section + the servers it used (PostgreSQL, redis-server, "
         "the Prefect server, rclone, fake-gcs-server) during the case. Peak RSS: the case's "
-        "process tree summed at its highest sample (10 Hz) + the servers' likewise."
+        "process tree summed at its highest sample (20 Hz) + the servers' likewise."
     )
     return "\n".join(lines) + "\n"
 
