@@ -111,8 +111,15 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     log = services.root.parent / f"swath-peers-{os.getpid()}.log"
     print(f"{len(cases)} cases; child output in {log}", flush=True)
+    timed_out: dict[tuple[str, str, str], str] = {}  # a larger size of these is not run
     try:
         for i, case in enumerate(cases, 1):
+            key = (case.workload, case.system, case.variant)
+            if key in timed_out:
+                rows.append(_report.not_run(case, f"not run: {timed_out[key]}"))
+                print(f"[{i}/{len(cases)}] {case.workload} {case.system} {case.label}: not run "
+                      f"({timed_out[key]})", flush=True)  # fmt: skip
+                continue
             env: dict[str, str] = {}
             pids: list[int] = []
             for name in case.services:
@@ -124,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             row = outcome.as_json()
             row["params"] = {k: v for k, v in row["params"].items() if k != "scratch"}
             rows.append(row)
+            if outcome.status == "timeout":
+                timed_out[key] = f"{case.label} timed out at {case.timeout:.0f} s"
             subprocess.run(["rm", "-rf", case.params["scratch"]], check=False)
             print(f"[{i}/{len(cases)} {time.time() - started:5.0f} s] {_report.one_line(row)}",
                   flush=True)  # fmt: skip

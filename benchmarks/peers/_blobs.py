@@ -77,9 +77,7 @@ def swath_cache(backend: str, scratch: str, **options: int) -> object:
     if backend == "s3":
         from swath.cache.s3 import AmazonS3Cache
 
-        return AmazonS3Cache(
-            s3_bucket(), endpoint_url=os.environ["PEERS_S3_ENDPOINT"], **options
-        )
+        return AmazonS3Cache(s3_bucket(), endpoint_url=os.environ["PEERS_S3_ENDPOINT"], **options)
     if backend == "gcs":
         from swath.cache.gcs import GoogleStorageCache
 

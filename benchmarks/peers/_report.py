@@ -61,7 +61,7 @@ COLUMNS: dict[str, list[tuple[str, Callable[[Row], str]]]] = {
                 if r.get("tasks")
                 else "-"
             ),
-        ),  # fmt: skip
+        ),
     ],
     "W2": [
         ("wall s", lambda r: _f(r.get("run_s"))),
@@ -82,6 +82,15 @@ COLUMNS: dict[str, list[tuple[str, Callable[[Row], str]]]] = {
         ("NDVI mean", lambda r: _f(r.get("mean"), ".4f")),
     ],
 }
+
+
+def not_run(case: Any, why: str) -> Row:
+    """The row of a case not run (a smaller size of it timed out)."""
+    from benchmarks.peers._harness import Outcome
+
+    row = Outcome(case, status="not run", error=why).as_json()
+    row["params"] = {k: v for k, v in row["params"].items() if k != "scratch"}
+    return row
 
 
 def _status(r: Row) -> str:
@@ -126,9 +135,12 @@ def markdown(payload: dict[str, Any]) -> str:
 # -- charts ---------------------------------------------------------------------------------------
 def _ok(rows: list[Row], w: str, variant: str | None = "tuned") -> list[Row]:
     return [
-        r for r in rows
-        if r["workload"] == w and r["status"] == "ok" and (variant is None or r["variant"] == variant)
-    ]  # fmt: skip
+        r
+        for r in rows
+        if r["workload"] == w
+        and r["status"] == "ok"
+        and (variant is None or r["variant"] == variant)
+    ]
 
 
 def _by_system(rows: list[Row]) -> dict[str, list[Row]]:

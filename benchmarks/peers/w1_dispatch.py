@@ -217,7 +217,7 @@ def plan(smoke: bool) -> list[Any]:
 
     def case(system: str, fn: str, n: int, variant: str = "tuned", **extra: Any) -> Case:
         services = {"arq": ("redis",), "procrastinate": ("postgres",), "prefect": ("prefect",)}
-        timeout = 30.0 if smoke else (400.0 if n >= 1_000_000 else 90.0 if n >= 10_000 else 60.0)
+        timeout = 30.0 if smoke else (400.0 if n >= 1_000_000 else 45.0 if n >= 10_000 else 60.0)
         label = f"{n // 1000}k" if n >= 1000 and n < 1_000_000 else f"{n:,}"
         if n >= 1_000_000:
             label = f"{n // 1_000_000}M"
@@ -250,5 +250,5 @@ def plan(smoke: bool) -> list[Any]:
         ("arq", "arq", {}),
         ("Procrastinate", "procrastinate", {}),
     ):
-        out.append(case(system, fn, 10_000, "default", **extra))
+        out.append(case(system, fn, 1_000, "default", **extra))
     return out

@@ -14,7 +14,9 @@ from benchmarks.peers import _blobs
 from benchmarks.peers._measure import cpu_now, cpu_since
 
 
-def _result(p: dict[str, Any], t0: float, t1: float, t2: float, c0: Any, crc: int) -> dict[str, Any]:
+def _result(
+    p: dict[str, Any], t0: float, t1: float, t2: float, c0: Any, crc: int
+) -> dict[str, Any]:
     if crc != p["expected"]:
         raise RuntimeError(f"digest mismatch: {crc:#x} != {p['expected']:#x}")
     size = p["mib"] << 20
@@ -67,7 +69,11 @@ def plan(smoke: bool) -> list[Any]:
     expected = _blobs.expected_digest(1, mib)
 
     def case(system: str, fn: str, backend: str, part: int = 8, conc: int = 8) -> Case:
-        label = f"{mib:,} MiB" if backend in ("memory", "local") or fn == "tilebox" else f"{part} MiB x {conc}"
+        label = (
+            f"{mib:,} MiB"
+            if backend in ("memory", "local") or fn == "tilebox"
+            else f"{part} MiB x {conc}"
+        )
         params = {"backend": backend, "mib": mib, "part_mib": part, "concurrency": conc,
                   "expected": expected}  # fmt: skip
         svc = (backend,) if backend in ("s3", "gcs") else ()
@@ -76,7 +82,6 @@ def plan(smoke: bool) -> list[Any]:
 
     if smoke:
         return [
-            case("swath (local disk)", "swath", "local"),
             case("swath (S3, rclone)", "swath", "s3", 8, 4),
             case("Tilebox cache (local disk)", "tilebox", "local"),
         ]
@@ -86,7 +91,10 @@ def plan(smoke: bool) -> list[Any]:
     ]
     out += [case("swath (S3, rclone)", "swath", "s3", part, conc)
             for part in (8, 16) for conc in (4, 8, 16)]  # fmt: skip
-    out += [case("swath (GCS, fake-gcs)", "swath", "gcs", part, conc) for part, conc in ((8, 8), (16, 16))]
+    out += [
+        case("swath (GCS, fake-gcs)", "swath", "gcs", part, conc)
+        for part, conc in ((8, 8), (16, 16))
+    ]
     out += [
         case("Tilebox cache (memory)", "tilebox", "memory"),
         case("Tilebox cache (local disk)", "tilebox", "local"),

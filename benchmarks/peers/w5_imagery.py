@@ -33,7 +33,8 @@ def imagery() -> ModuleType:
     if "peers_imagery" in sys.modules:
         return sys.modules["peers_imagery"]
     spec = importlib.util.spec_from_file_location("peers_imagery", ROOT / "examples" / "imagery.py")
-    assert spec and spec.loader
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules["peers_imagery"] = module
     spec.loader.exec_module(module)
@@ -83,7 +84,7 @@ def dask(p: dict[str, Any]) -> dict[str, Any]:
     step = max(1, size // im.PREVIEW_PIXELS)
     stored = da.store(ndvi, out, compute=False, lock=False)
     hist, _ = da.histogram(ndvi, bins=im.HISTOGRAM_BINS, range=(-1.0, 1.0))
-    _, mean, low, high, _, preview = dask.compute(
+    _, mean, _low, _high, _hist, _preview = dask.compute(
         stored, ndvi.mean(dtype=np.float64), ndvi.min(), ndvi.max(), hist, ndvi[::step, ::step]
     )
     out.flush()
@@ -148,4 +149,3 @@ def plan(smoke: bool) -> list[Any]:
 
     systems = [case("swath", "swath"), case("Dask (dask.array)", "dask")]
     return systems if smoke else [*systems, case("Prefect", "prefect")]
-
