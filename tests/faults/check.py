@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -168,7 +169,7 @@ def check(
 
     # -- executions
     _check_reruns(runs, recs, events, lease, out)
-    _check_overlaps(runs, recs, events, lease, out)
+    _check_overlaps(runs, recs, events, lease, out, {n.idx: n.sync for n in plan.nodes})
     for (task_id, attempt), accepted in recs.accepted.items():
         if len(accepted) > 1:
             out.bad(f"task {task_id} attempt {attempt}: outcome accepted {len(accepted)} times")
@@ -283,8 +284,14 @@ def _lapsed(e: Execution, later: Execution, recs: Records, lease: float) -> str 
     renewal had been attempted in time (started before the lease ran out) and was late or failed,
     or the heartbeat loop was held up in its other store call (``stop_requested``) past the
     deadline. If the runner simply stopped renewing a lease it held, that is not a loss but a
-    bug."""
+    bug.
+
+    A heartbeat that ran while a ``complete`` call reporting the task was in flight renewed
+    nothing for it: that call holds the task's row locked, and PostgreSQL's heartbeat skips
+    locked rows rather than wait behind a completion that may itself wait. If that call then
+    fails, the lease runs from the renewal before it."""
     t0, t1 = _claimed_at(e, recs)
+    completing = recs.completions.get((e.pid, e.task_id), [])
     until = max(t0 + lease, t1 + lease * 2 / 3)
     for s0, s1 in recs.stalls.get(e.pid, []):
         if s0 < later.start and s1 > t0 and s1 - s0 >= lease / 3:
@@ -302,6 +309,8 @@ def _lapsed(e: Execution, later: Execution, recs: Records, lease: float) -> str 
         if how == "fail":
             failed = True
         elif how == "ok" and h0 >= t0:
+            if any(c0 <= h1 and h0 <= c1 for c0, c1 in completing):
+                continue  # the task's row was locked by its own completion: not renewed
             until = max(until, h0 + lease)
     if until < later.start and failed:
         return "lease lapsed: heartbeats failed"
@@ -385,7 +394,12 @@ def _hint(first: Execution, later: Execution, recs: Records, events: Events, lea
 
 
 def _check_overlaps(
-    runs: dict[str, list[Execution]], recs: Records, events: Events, lease: float, out: Outcome
+    runs: dict[str, list[Execution]],
+    recs: Records,
+    events: Events,
+    lease: float,
+    out: Outcome,
+    sync: Mapping[int, bool],
 ) -> None:
     for executions in runs.values():
         for a, b in itertools.combinations(sorted(executions, key=lambda e: e.start), 2):
@@ -396,6 +410,13 @@ def _check_overlaps(
             # b's process was frozen between b's claim and its start (a zombie either way)
             frozen = [s for s, _ in events.stopped.get(a.pid, []) if a.start <= s <= b.start]
             if frozen or _frozen_before_start(b, recs, events, lease):
+                out.zombies += 1
+                continue
+            # a's runner lost the lease while a ran: a starved event loop cannot fence anything,
+            # and a sync task's thread cannot be stopped at all (its runner fences only async
+            # tasks), so either may still run when the task's next run starts
+            lapsed = _lapsed(a, b, recs, lease)
+            if lapsed is not None and (sync.get(a.node, False) or "event loop" in lapsed):
                 out.zombies += 1
                 continue
             out.bad(

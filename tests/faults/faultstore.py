@@ -88,7 +88,13 @@ class FaultyStore:
         # the attempt each outcome belongs to, taken now: a claim running meanwhile may lease a
         # task again (its retry) before this call returns
         attempts = {o.task_id: self._attempts.get(o.task_id, -1) for o in outcomes}
-        result = await self._inner.complete(runner_id, outcomes, *args, **kwargs)
+        started = records.now()
+        try:
+            result = await self._inner.complete(runner_id, outcomes, *args, **kwargs)
+        finally:
+            # while the call holds the reported tasks' rows locked, PostgreSQL's heartbeat skips
+            # them (it renews them only once the call is over)
+            records.write("M", started, records.now(), *attempts)
         if isinstance(result, int):
             accepted = result
             took = list(outcomes) if accepted == len(outcomes) else []

@@ -13,6 +13,7 @@ processes of one machine). The lines:
 ``Q t0 t1 task_id ...``                 a claim call, from t0 to t1, leased these tasks
 ``H t0 t1 ok|fail|poll``               a heartbeat call, from t0 to t1, renewed the leases or not
                                        (``poll``: the heartbeat loop's ``stop_requested`` call)
+``M t0 t1 task_id ...``                 a ``complete`` call, from t0 to t1, reported these tasks
 ``K t runner id:attempt:ok|fail ...``  the store accepted every outcome of one ``complete``
 ``P t runner accepted/sent``           it accepted only some (which ones is not known)
 ``F t op n when``                      the fault injector failed call ``n`` of ``op``
@@ -97,6 +98,10 @@ class Records:
     claims: dict[tuple[int, str], list[tuple[float, float]]] = field(
         default_factory=lambda: defaultdict(list)
     )
+    #: (pid, task_id) -> the ``complete`` calls (t0, t1) that reported that task
+    completions: dict[tuple[int, str], list[tuple[float, float]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
     #: pid -> the spans its event loop did not run (t0, t1)
     stalls: dict[int, list[tuple[float, float]]] = field(default_factory=lambda: defaultdict(list))
     #: pid -> the store calls of its heartbeat loop (t0, t1, "ok" | "fail" | "poll")
@@ -138,6 +143,10 @@ def read(directory: Path) -> Records:
                     span = (float(f[1]), float(f[2]))
                     for task_id in f[3:]:
                         out.claims[(pid, task_id)].append(span)
+                elif kind == "M":
+                    span = (float(f[1]), float(f[2]))
+                    for task_id in f[3:]:
+                        out.completions[(pid, task_id)].append(span)
                 elif kind == "H":
                     out.heartbeats[pid].append((float(f[1]), float(f[2]), f[3]))
                 elif kind == "L":

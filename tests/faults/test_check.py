@@ -243,3 +243,73 @@ def test_a_starved_event_loop_explains_a_lapse(tmp_path: Path) -> None:
     assert list(out.reruns) == [
         "lease lapsed: its runner's event loop stalled (the machine was overloaded)"
     ]
+
+
+def _lapsed_while_running(node: int, cause: str) -> World:
+    """``node`` runs in pid 200 from T + 1.1 to T + 4 without committing; its runner's lease
+    lapses by ``cause`` (a heartbeat call stuck from T + 1.3 to T + 3.5, or the event loop
+    starved as long); pid 100 runs it again at T + 3.0, while the first run still goes on."""
+    w = World()
+    w.events.spawned = {100: T, 200: T}
+    w.events.exited = {100: (T + 10, 0), 200: (T + 10, 0)}
+    w.events.end = T + 10
+    w.run(100, 0, T + 1.0, T + 1.01)
+    w.run(200, node, T + 1.1, T + 4.0)
+    w.lines[200] = [line for line in w.lines[200] if not line.startswith("K ")]
+    w.lines[200].append(
+        f"H {T + 1.3!r} {T + 3.5!r} ok" if cause == "heartbeat" else f"L {T + 1.3!r} {T + 3.5!r}"
+    )
+    w.run(100, node, T + 3.0, T + 3.01)
+    for other in (1, 2):
+        if other != node:
+            w.run(100, other, T + 3.1, T + 3.11)
+    w.run(100, 3, T + 4.1, T + 4.11)
+    w.values = {str(i): value(i, 64) for i in range(4)}
+    return w
+
+
+@pytest.mark.parametrize(("node", "cause"), [(2, "heartbeat"), (2, "loop"), (1, "loop")])
+def test_a_run_that_cannot_be_fenced_overlapping_its_rerun_is_a_zombie(
+    tmp_path: Path, node: int, cause: str
+) -> None:
+    """A task whose runner lost its lease while it ran may overlap its next run when its runner
+    could not stop it: a sync task's thread cannot be stopped at all, and a starved event loop
+    fences nothing. Counted as a zombie run, not a violation."""
+    out = _lapsed_while_running(node, cause).result(tmp_path)
+    assert out.violations == []
+    assert out.zombies == 1
+
+
+def test_an_async_run_its_live_runner_did_not_fence_is_a_violation(tmp_path: Path) -> None:
+    """An async task whose runner's event loop ran, but whose heartbeat was stuck past the lease,
+    must have been fenced (cancelled at 2/3 of the lease): still running beside its next run is a
+    violation."""
+    out = _lapsed_while_running(1, "heartbeat").result(tmp_path)
+    assert any("ran twice at the same time" in v for v in out.violations), out.violations
+
+
+def test_a_heartbeat_during_the_tasks_own_failed_completion_renewed_nothing(
+    tmp_path: Path,
+) -> None:
+    """A heartbeat that ran while a completion reporting the task was in flight did not renew
+    the task (the completion holds its row; PostgreSQL's heartbeat skips locked rows). When that
+    completion fails (the database went away) and the next heartbeat waits past the lease, a
+    rerun elsewhere is legitimate; the same heartbeat outside any completion would have kept the
+    lease, and the rerun is a violation."""
+
+    def world(completing: bool) -> World:
+        w = clean()
+        w.lines[100] = [line for line in w.lines[100] if not line.startswith("K ")]
+        if completing:
+            w.lines[100].append(f"M {T + 1.12!r} {T + 2.9!r} task1")
+        w.lines[100].append(f"H {T + 1.2!r} {T + 1.21!r} ok")  # renews until T + 2.7, if at all
+        w.lines[100].append(f"H {T + 1.8!r} {T + 3.5!r} ok")  # waits out the outage
+        w.run(200, 1, T + 2.65, T + 2.66)
+        return w
+
+    out = world(completing=True).result(tmp_path)
+    assert out.violations == []
+    assert out.reruns == {"lease lapsed: a heartbeat stalled (store unreachable or locked)": 1}
+    (tmp_path / "b").mkdir()
+    out = world(completing=False).result(tmp_path / "b")
+    assert any("ran 2 times" in v for v in out.violations), out.violations

@@ -529,7 +529,7 @@ class AmazonS3Cache(_transfer.PartedBackend):
     # -- reads ----------------------------------------------------------------------------------
     async def _get(
         self, name: str, start: int, end: int | None, *, if_match: str | None = None
-    ) -> tuple[bytearray, dict[str, Any], int]:
+    ) -> tuple[bytes, dict[str, Any], int]:
         """GET ``[start, end)`` (``end=None``: to the end); returns (data, response, total size).
         A body that breaks while being read is requested again under the retry policy; a 200
         with Content-Range is accepted. The body is read into one buffer as it arrives."""
@@ -541,7 +541,7 @@ class AmazonS3Cache(_transfer.PartedBackend):
         elif start == 0:
             params["ChecksumMode"] = "ENABLED"
 
-        async def read(response: dict[str, Any]) -> tuple[bytearray, dict[str, Any], int]:
+        async def read(response: dict[str, Any]) -> tuple[bytes, dict[str, Any], int]:
             body = response["Body"]
             async with body:
                 self._etag("GetObject", name, response)
@@ -549,9 +549,8 @@ class AmazonS3Cache(_transfer.PartedBackend):
             total, first = self._extent(response, len(data))
             if first != start and "Range" in params:
                 if first == 0 and "ContentRange" not in response:
-                    del data[: min(start, len(data))]  # the server ignored Range: slice
-                    if end is not None:
-                        del data[end - start :]
+                    # the server ignored Range: slice
+                    data = data[start : len(data) if end is None else end]
                 else:
                     raise _ShortRead(f"asked for byte {start}, got {first}")
             want = (total if end is None else min(end, total)) - start
@@ -559,7 +558,7 @@ class AmazonS3Cache(_transfer.PartedBackend):
                 raise _ShortRead(f"expected {want} bytes, got {len(data)}")
             return data, response, total
 
-        result: tuple[bytearray, dict[str, Any], int] = await self._request(
+        result: tuple[bytes, dict[str, Any], int] = await self._request(
             "GetObject", name, after=read, **params
         )
         return result
@@ -574,7 +573,7 @@ class AmazonS3Cache(_transfer.PartedBackend):
                 return int(match.group(3)), int(match.group(1))
         return int(response.get("ContentLength", received)), 0
 
-    async def _first(self, path: Path, name: str) -> tuple[bytearray, dict[str, Any], int]:
+    async def _first(self, path: Path, name: str) -> tuple[bytes, dict[str, Any], int]:
         """The first ``part_size`` bytes with the object's size and headers."""
         try:
             return await self._get(name, 0, self.part_size)
@@ -601,7 +600,7 @@ class AmazonS3Cache(_transfer.PartedBackend):
             if head is not None:
                 expected = _recorded_crc(head, whole=True)
 
-        async def fetch(start: int, end: int) -> bytearray:
+        async def fetch(start: int, end: int) -> bytes:
             return await self._get_part(name, start, end, etag)
 
         async for piece in _transfer.ordered_reads(
@@ -610,7 +609,7 @@ class AmazonS3Cache(_transfer.PartedBackend):
         ):  # fmt: skip
             yield piece
 
-    async def _get_part(self, name: str, start: int, end: int, etag: str | None) -> bytearray:
+    async def _get_part(self, name: str, start: int, end: int, etag: str | None) -> bytes:
         try:
             data, _, _ = await self._get(name, start, end, if_match=etag)
             return data
@@ -751,26 +750,25 @@ class AmazonS3Cache(_transfer.PartedBackend):
             params["ContinuationToken"] = page["NextContinuationToken"]
 
 
-async def _read_body(body: Any, expected: int) -> bytearray:
-    """A response body read into one buffer as its pieces arrive."""
-    buf = bytearray(expected)
-    view = memoryview(buf)
-    got = 0
-    while True:
-        piece = await body.read(max(expected - got, 1 << 20))
-        if not piece:
-            break
-        end = got + len(piece)
-        if end > len(buf):  # longer than announced: grow (and let the caller judge)
-            del view
-            buf.extend(bytes(end - len(buf)))
-            view = memoryview(buf)
-        view[got:end] = piece
-        got = end
-    del view
-    if got < expected:
-        del buf[got:]
-    return buf
+async def _read_body(body: Any, expected: int) -> bytes:
+    """A response body as one ``bytes``: the pieces the connection received are kept as they
+    came and joined once at the end, one copy in all. (``body.read(n)`` joins the pieces it
+    finds buffered, a copy of its own; a buffer filled piece by piece and then handed on as
+    ``bytes`` took two more.) A broken or stalled connection raises aiohttp's error, which the
+    retry policy retries like botocore's."""
+    content = getattr(getattr(body, "raw_stream", None), "content", None)
+    pieces: list[bytes] = []
+    if isinstance(content, aiohttp.StreamReader):
+        while True:
+            piece, _ = await content.readchunk()  # one received piece, never joined
+            if piece:
+                pieces.append(piece)
+            elif content.at_eof():
+                break
+    else:  # another HTTP backend
+        while piece := await body.read(max(expected, 1 << 20)):
+            pieces.append(piece)
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
 @functools.cache
