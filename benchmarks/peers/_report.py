@@ -152,6 +152,7 @@ def _by_system(rows: list[Row]) -> dict[str, list[Row]]:
 
 def charts(payload: dict[str, Any], out: Path) -> list[Path]:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -172,39 +173,56 @@ def charts(payload: dict[str, Any], out: Path) -> list[Path]:
                 if r["workload"] == w and r["status"] != "ok"]  # fmt: skip
         return ("not shown: " + "; ".join(lost))[:160] if lost else ""
 
+    palette = plt.get_cmap("tab20").colors
+    names = list(dict.fromkeys(r["system"] for r in rows))
+
+    def style(system: str) -> dict[str, Any]:
+        """swath bold and solid, the peers thinner and dashed; one colour per system."""
+        color = palette[(2 * names.index(system)) % 20 + (names.index(system) * 2 // 20) % 2]
+        if system.startswith("swath"):
+            return {"linewidth": 2.6, "linestyle": "-", "marker": "o", "color": color}
+        return {"linewidth": 1.4, "linestyle": "--", "marker": "s", "markersize": 4,
+                "color": color}  # fmt: skip
+
     if _ok(rows, "W1"):
         fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
         for system, rs in _by_system(_ok(rows, "W1")).items():
             xs = [r["x"] for r in rs]
-            a.plot(xs, [r["tasks_per_s"] for r in rs], marker="o", label=system)
+            a.plot(xs, [r["tasks_per_s"] for r in rs], label=system, **style(system))
             b.plot(xs, [(cpu_own(r) + cpu_servers(r)) / r["tasks"] * 1e6 for r in rs],
-                   marker="o", label=system)  # fmt: skip
+                   label=system, **style(system))  # fmt: skip
         a.set(xscale="log", yscale="log", xlabel="tasks", ylabel="tasks/s (higher is better)")
-        b.set(
-            xscale="log", yscale="log", xlabel="tasks", ylabel="CPU µs per task (lower is better)"
-        )
+        b.set(xscale="log", yscale="log", xlabel="tasks",
+              ylabel="CPU µs per task, own + servers (lower is better)")  # fmt: skip
         a.legend(fontsize=8)
         a.grid(alpha=0.3)
         b.grid(alpha=0.3)
-        fig.suptitle(f"W1 dispatch, tuned — {subtitle}\n{timeouts('W1')}", fontsize=9)
+        fig.suptitle(f"W1 dispatch, tuned, 64 in flight — {subtitle}\n{timeouts('W1')}", fontsize=9)
         save(fig, "w1_dispatch.png")
 
     if _ok(rows, "W2"):
-        fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+        fig, (a, b, c) = plt.subplots(1, 3, figsize=(15, 4.6))
         for system, rs in _by_system(_ok(rows, "W2")).items():
             xs = [r["x"] / 2**30 for r in rs]
-            a.plot(xs, [r["run_s"] for r in rs], marker="o", label=system)
-            b.plot(xs, [(r["peak_rss"] + r["service_peak_rss"]) / MiB for r in rs], marker="o",
-                   label=system)  # fmt: skip
+            a.plot(xs, [r["run_s"] for r in rs], label=system, **style(system))
+            b.plot(xs, [r["peak_rss"] / MiB for r in rs], label=system, **style(system))
+            c.plot(xs, [r["service_peak_rss"] / MiB for r in rs], label=system, **style(system))
         a.set(
             xscale="log", yscale="log", xlabel="total data, GiB", ylabel="wall s (lower is better)"
         )
         b.set(xscale="log", yscale="log", xlabel="total data, GiB",
-              ylabel="peak RSS of all processes, MiB")  # fmt: skip
+              ylabel="peak RSS of the case's processes, MiB")  # fmt: skip
+        c.set(xscale="log", yscale="log", xlabel="total data, GiB",
+              ylabel="peak RSS of the servers it used, MiB")  # fmt: skip
+        c.set_title("redis, PostgreSQL, Prefect server, rclone, fake-gcs-server", fontsize=8)
+        for ax in (a, b, c):
+            ax.grid(alpha=0.3)
+            ticks = sorted({r["x"] / 2**30 for r in _ok(rows, "W2")})
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         a.legend(fontsize=7)
-        a.grid(alpha=0.3)
-        b.grid(alpha=0.3)
-        fig.suptitle(f"W2 shared blobs — {subtitle}\n{timeouts('W2')}", fontsize=9)
+        fig.suptitle(f"W2 shared blobs (16 MiB each), 8 producers at a time — {subtitle}\n"
+                     f"{timeouts('W2')}", fontsize=9)  # fmt: skip
         save(fig, "w2_blobs.png")
 
     for w, name, metrics in (
@@ -215,20 +233,24 @@ def charts(payload: dict[str, Any], out: Path) -> list[Path]:
         rs = _ok(rows, w, None)
         if not rs:
             continue
-        labels = [f"{r['system']}" + (f" [{r['variant']}]" if r["variant"] != "tuned" else "")
+        labels = [r["system"] + (f" [{r['variant']}]" if w == "W4" else "")
                   + (f" {r['label']}" if w == "W3" else "") for r in rs]  # fmt: skip
         fig, axes = plt.subplots(
             1, len(metrics) + 1, figsize=(5 * (len(metrics) + 1), 0.5 + 0.32 * len(rs) + 1.5)
         )
         for ax, (key, title) in zip(
-            axes, (*metrics, ("rss", "peak RSS of all processes, MiB")), strict=True
+            axes, (*metrics, ("rss", "peak RSS, MiB (servers hatched)")), strict=True
         ):
-            values = [
-                (r["peak_rss"] + r["service_peak_rss"]) / MiB if key == "rss" else r.get(key, 0)
-                for r in rs
-            ]
             colors = ["tab:orange" if r["system"].startswith("swath") else "tab:blue" for r in rs]
-            ax.barh(range(len(rs)), values, color=colors)
+            if key == "rss":
+                own = [r["peak_rss"] / MiB for r in rs]
+                servers = [r["service_peak_rss"] / MiB for r in rs]
+                ax.barh(range(len(rs)), own, color=colors, label="the case's processes")
+                ax.barh(range(len(rs)), servers, left=own, color=colors, alpha=0.35,
+                        hatch="//", label="the servers it used")  # fmt: skip
+                ax.legend(fontsize=7, loc="lower right")
+            else:
+                ax.barh(range(len(rs)), [r.get(key, 0) for r in rs], color=colors)
             ax.set_yticks(range(len(rs)), labels if ax is axes[0] else [""] * len(rs), fontsize=7)
             ax.invert_yaxis()
             ax.set_title(title, fontsize=9)
