@@ -53,6 +53,8 @@ class Result:
     baseline_rss: int = 0
     runs: list[float] = field(default_factory=list)
     note: str = ""
+    #: CPU seconds of the timed section alone (a Python case's figure without its start-up)
+    cpu_section: float | None = None
 
     @property
     def mb_per_s(self) -> float:
@@ -61,6 +63,12 @@ class Result:
     @property
     def cpu_per_gb(self) -> float:
         return self.cpu_seconds / (self.nbytes / 1e9) if self.nbytes else 0.0
+
+    @property
+    def section_cpu_per_gb(self) -> float:
+        """CPU s/GB of the timed section (a command's whole CPU: it has no start-up to speak of)."""
+        cpu = self.cpu_seconds if self.cpu_section is None else self.cpu_section
+        return cpu / (self.nbytes / 1e9) if self.nbytes else 0.0
 
 
 def _wait(proc: subprocess.Popen[bytes]) -> tuple[int, float, int]:
@@ -119,6 +127,7 @@ def median_result(name: str, group: str, runs: list[dict], note: str = "") -> Re
         baseline_rss=mid.get("baseline_rss", 0),
         runs=[r["seconds"] for r in runs],
         note=note,
+        cpu_section=mid.get("cpu_section"),
     )
 
 
@@ -154,7 +163,9 @@ def interleaved(
 def print_table(title: str, results: list[Result], reference: dict[str, str]) -> list[dict]:  # type: ignore[type-arg]
     """Print results grouped, each with its ratio of throughput to the group's reference."""
     print(f"\n{title}")
-    header = f"{'case':<44} {'MB/s':>9} {'ratio':>7} {'CPU s/GB':>9} {'peak RSS':>10}  note"
+    timed = any(r.cpu_section is not None for r in results)  # a column only if cases report it
+    header = f"{'case':<44} {'MB/s':>9} {'ratio':>7} {'CPU s/GB':>9} "
+    header += f"{'timed':>6} {'peak RSS':>10}  note" if timed else f"{'peak RSS':>10}  note"
     print(header)
     print("-" * len(header))
     rows = []
@@ -163,9 +174,10 @@ def print_table(title: str, results: list[Result], reference: dict[str, str]) ->
         ref = next((r for r in members if r.name == reference.get(group)), members[0])
         for r in members:
             ratio = r.mb_per_s / ref.mb_per_s if ref.mb_per_s else float("nan")
+            section = f"{r.section_cpu_per_gb:>6.2f} " if timed else ""
             print(
                 f"{r.name:<44} {r.mb_per_s:>9.0f} {ratio:>6.2f}x {r.cpu_per_gb:>9.2f} "
-                f"{r.peak_rss / MiB:>8.0f}Mi  {r.note}"
+                f"{section}{r.peak_rss / MiB:>8.0f}Mi  {r.note}"
             )
             rows.append(
                 {
@@ -174,6 +186,7 @@ def print_table(title: str, results: list[Result], reference: dict[str, str]) ->
                     "ratio_to_reference": ratio,
                     "reference": ref.name,
                     "cpu_s_per_gb": r.cpu_per_gb,
+                    "section_cpu_s_per_gb": r.section_cpu_per_gb,
                 }
             )
         print()

@@ -2,7 +2,8 @@
 
 Cases (each in its own process, so peak RSS is the runner process's own):
 - ``noop``: N no-op async tasks fanned out by one parent, one runner process: tasks/s from
-  submit to job COMPLETED (N = 10,000 and 100,000; time per task of the two compared).
+  submit to job COMPLETED (N = 10,000 and 100,000; time per task of the two compared); with
+  ``--million``, 1,000,000 under 100 parents of 10,000 (``noop-tree``), for its peak RSS.
 - ``sleep``: 200 async tasks that each await 0.5 s of simulated I/O, ``max_concurrency=256``.
 - ``latency``: submit-to-start latency of one task with an idle runner in the same process.
 - ``asyncio``: the floor: the same no-op and sleep work with bare ``asyncio`` tasks, no store.
@@ -12,8 +13,8 @@ Tilebox Workflows is the peer named by the issue, but its runner needs Tilebox's
 200 x 0.5 = 100 s there, the figure the issue quotes. That figure is printed for reference, not
 measured.
 
-Usage: ``python benchmarks/dispatch.py [--repeat 3] [--quick]``; prints a table and writes
-``benchmarks/results/dispatch.json``. Figures are noisy on a shared 2-core machine.
+Usage: ``python benchmarks/dispatch.py [--repeat 3] [--quick] [--million]``; prints a table and
+writes ``benchmarks/results/dispatch.json``. Figures are noisy on a shared 2-core machine.
 """
 
 from __future__ import annotations
@@ -48,6 +49,16 @@ class FanOut(Task):
         context.submit_subtasks([Noop() for _ in range(self.n)])
 
 
+class FanOutTree(Task):
+    """The 1,000,000-task shape: a root fanning out ``parents`` FanOuts of ``n`` no-ops each."""
+
+    parents: int
+    n: int
+
+    async def execute(self, context: ExecutionContext) -> None:
+        context.submit_subtasks([FanOut(self.n) for _ in range(self.parents)])
+
+
 class Sleep(Task):
     seconds: float
 
@@ -77,25 +88,28 @@ class Stamp(Task):
         context.runner_context.event.set()
 
 
-TASKS: list[type[Task]] = [Noop, FanOut, Sleep, FanOutSleep, Stamp]
+TASKS: list[type[Task]] = [Noop, FanOut, FanOutTree, Sleep, FanOutSleep, Stamp]
 
 
 def report(**values: Any) -> None:
     print(json.dumps(values), flush=True)
 
 
-async def case_noop(n: int, concurrency: int) -> None:
+async def case_noop(n: int, concurrency: int, parents: int = 0) -> None:
+    """``n`` no-ops under one FanOut; with ``parents``, under that many FanOuts of a root."""
+    root: Task = FanOut(n) if not parents else FanOutTree(parents, n)
+    tasks = n + 1 if not parents else parents * (n + 1) + 1
     with tempfile.TemporaryDirectory() as tmp:
         async with Client(f"sqlite:///{tmp}/jobs.db") as client:
             runner = client.runner(TASKS, InMemoryCache(), max_concurrency=concurrency)
             started, cpu_started = time.perf_counter(), time.process_time()
-            job = await client.jobs().submit("noop", FanOut(n))
+            job = await client.jobs().submit("noop", root)
             await runner.run_all()
             seconds = time.perf_counter() - started
             cpu = time.process_time() - cpu_started  # all threads: event loop + SQLite
             state = (await client.jobs().find(job.id)).state
             assert state == JobState.COMPLETED, state
-    report(seconds=seconds, cpu_seconds=cpu, tasks=n + 1, peak_rss_in_process=peak_rss())
+    report(seconds=seconds, cpu_seconds=cpu, tasks=tasks, peak_rss_in_process=peak_rss())
 
 
 async def case_sleep(n: int, seconds_each: float, concurrency: int) -> None:
@@ -154,6 +168,7 @@ async def case_asyncio_sleep(n: int, seconds_each: float) -> None:
 
 CASES = {
     "noop": lambda a: case_noop(int(a[0]), int(a[1])),
+    "noop-tree": lambda a: case_noop(int(a[1]), int(a[2]), parents=int(a[0])),
     "sleep": lambda a: case_sleep(int(a[0]), float(a[1]), int(a[2])),
     "latency": lambda a: case_latency(int(a[0])),
     "asyncio-noop": lambda a: case_asyncio_noop(int(a[0])),
@@ -175,6 +190,11 @@ def main() -> None:
     parser.add_argument("--case", choices=sorted(CASES))
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="skip the 100,000-task run")
+    parser.add_argument(
+        "--million",
+        action="store_true",
+        help="also run 1,000,000 no-ops: a root fanning out 100 tasks of 10,000 each (minutes)",
+    )
     args, rest = parser.parse_known_args()
     if args.case:
         asyncio.run(CASES[args.case](rest))
@@ -206,6 +226,12 @@ def main() -> None:
             "time/task <= 1.5x",
             f"time/task {per_task_ratio:.2f}x of 10,000; RSS < 300 MiB; "
             f"{big['cpu_seconds'] / big['tasks'] * 1e6:.0f} µs CPU/task")  # fmt: skip
+    if args.million:
+        huge = median_run("noop-tree", 1, "100", "10000", str(CONCURRENCY))
+        rate_huge = huge["tasks"] / huge["seconds"]
+        row("1,000,000 no-op tasks (100 x 10,000), SQLite", huge, f"{rate_huge:,.0f} tasks/s",
+            "RSS < 300 MiB",
+            f"{huge['cpu_seconds'] / huge['tasks'] * 1e6:.0f} µs CPU/task")  # fmt: skip
     sleep = median_run("sleep", args.repeat, "200", "0.5", "256")
     row("200 tasks x 0.5 s I/O, max_concurrency=256", sleep, f"{sleep['seconds']:.2f} s wall",
         "< 1.5 s", "Tilebox runner: 100 s (one task at a time; not run here)")  # fmt: skip

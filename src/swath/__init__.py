@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from swath._validate import InvalidTextError
+from swath.automations import Automation, AutomationClient, AutomationEvaluator, CronSchedule
 from swath.blocking import BlockingClient
 from swath.cache import (
     Cache,
@@ -46,6 +47,8 @@ from swath.store.base import (
     TaskInfo,
     TaskLogRecord,
     TaskState,
+    Trigger,
+    UnknownAutomationError,
     UnknownClusterError,
     UnknownJobError,
 )
@@ -55,6 +58,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AmazonS3Cache",
+    "Automation",
+    "AutomationClient",
+    "AutomationEvaluator",
     "BlockingCache",
     "BlockingClient",
     "Cache",
@@ -65,6 +71,7 @@ __all__ = [
     "Client",
     "Cluster",
     "ClusterClient",
+    "CronSchedule",
     "CurrentTask",
     "DatabaseError",
     "ErrorInfo",
@@ -97,6 +104,8 @@ __all__ = [
     "TaskLogRecord",
     "TaskLogger",
     "TaskState",
+    "Trigger",
+    "UnknownAutomationError",
     "UnknownClusterError",
     "UnknownJobError",
     "UnknownTaskError",

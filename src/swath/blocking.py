@@ -24,6 +24,7 @@ import threading
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, Self, TypeVar, overload
 
+from swath.automations import Automation, CatchUp
 from swath.cache import Backend, Cache
 from swath.cache.blocking import BlockingCache
 from swath.client import (
@@ -143,6 +144,9 @@ class BlockingClient:
     def clusters(self) -> BlockingClusterClient:
         return BlockingClusterClient(self)
 
+    def automations(self) -> BlockingAutomationClient:
+        return BlockingAutomationClient(self)
+
     @overload
     def runner(
         self,
@@ -160,6 +164,7 @@ class BlockingClient:
         handle_signals: bool = False,
         cleanup: Cleanup = "never",
         max_threads: int | None = None,
+        automations: bool = False,
     ) -> BlockingRunner: ...
 
     @overload
@@ -179,6 +184,7 @@ class BlockingClient:
         handle_signals: bool = False,
         cleanup: Cleanup = "never",
         max_threads: int | None = None,
+        automations: bool = False,
     ) -> BlockingRunner: ...
 
     def runner(self, *args: Any, **options: Any) -> BlockingRunner:
@@ -327,3 +333,97 @@ class BlockingClusterClient:
 
     def delete(self, slug: Cluster | str) -> bool:
         return self._call(self._clusters.delete, slug)
+
+
+class BlockingAutomationClient:
+    """``BlockingClient.automations()``: :class:`swath.automations.AutomationClient`,
+    blocking."""
+
+    def __init__(self, client: BlockingClient) -> None:
+        self._call = client._loop.call
+        self._loop = client._loop
+        self._automations = client.client.automations()
+
+    def cron(
+        self,
+        name: str,
+        schedule: str,
+        task: Task,
+        cluster: Cluster | str | None = DEFAULT_CLUSTER,
+        max_retries: int = 0,
+        *,
+        timezone: str = "UTC",
+        catch_up: CatchUp = "latest",
+        timeout: float | None = None,
+    ) -> Automation:
+        return self._call(
+            self._automations.cron,
+            name,
+            schedule,
+            task,
+            cluster,
+            max_retries,
+            timezone=timezone,
+            catch_up=catch_up,
+            timeout=timeout,
+        )
+
+    def storage_event(
+        self,
+        name: str,
+        url: str,
+        task: Task,
+        glob: str = "*",
+        cluster: Cluster | str | None = DEFAULT_CLUSTER,
+        max_retries: int = 0,
+        *,
+        timeout: float | None = None,
+    ) -> Automation:
+        return self._call(
+            self._automations.storage_event,
+            name,
+            url,
+            task,
+            glob,
+            cluster,
+            max_retries,
+            timeout=timeout,
+        )
+
+    def all(self) -> list[Automation]:
+        return self._call(self._automations.all)
+
+    def find(self, automation: Automation | str) -> Automation:
+        return self._call(self._automations.find, automation)
+
+    def pause(self, automation: Automation | str) -> Automation:
+        return self._call(self._automations.pause, automation)
+
+    def resume(self, automation: Automation | str) -> Automation:
+        return self._call(self._automations.resume, automation)
+
+    def delete(self, automation: Automation | str) -> bool:
+        return self._call(self._automations.delete, automation)
+
+    def run(
+        self,
+        for_seconds: float | None = None,
+        *,
+        cluster: Cluster | str | None = None,
+        poll_interval: float = 10.0,
+        settle: float = 2.0,
+    ) -> int:
+        """Evaluate the automations (of ``cluster`` only, when given) for ``for_seconds``, or
+        until Ctrl-C; returns how many jobs this evaluation submitted."""
+        evaluator = self._automations.evaluator(
+            cluster=cluster, poll_interval=poll_interval, settle=settle
+        )
+        future = asyncio.run_coroutine_threadsafe(evaluator.run(for_seconds), self._loop.loop)
+        try:
+            future.result()
+        except KeyboardInterrupt:
+            self._loop.loop.call_soon_threadsafe(evaluator.stop)
+            with contextlib.suppress(concurrent.futures.CancelledError):
+                future.result()
+            raise
+        return evaluator.fired

@@ -1,4 +1,4 @@
-"""The client: jobs, clusters and runners over one job store (docs/guide.md).
+"""The client: jobs, clusters and runners over one job store (docs/jobs.md).
 
 Every method that talks to the store is a coroutine: use it with ``await`` in async code, or use
 :class:`swath.BlockingClient` (the same methods, blocking) in scripts and notebooks. Calling one
@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
-from typing import Any, ParamSpec, Self, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, Self, TypeVar, overload
 
 from swath import _observe
 from swath._validate import check_text
@@ -31,7 +31,9 @@ from swath.store.base import (
     JobInfo,
     JobState,
     JobStore,
+    LeaseInfo,
     NewTask,
+    RunnerInfo,
     TaskInfo,
     TaskLogRecord,
     UnknownClusterError,
@@ -40,6 +42,9 @@ from swath.store.base import (
     store_from_url,
 )
 from swath.task import Task, encode_input
+
+if TYPE_CHECKING:
+    from swath.automations import AutomationClient
 
 Job = JobInfo
 Cluster = ClusterInfo
@@ -206,6 +211,12 @@ class Client:
     def clusters(self) -> ClusterClient:
         return ClusterClient(self)
 
+    def automations(self) -> AutomationClient:
+        """Cron schedules and storage-event triggers that submit jobs (swath.automations)."""
+        from swath.automations import AutomationClient
+
+        return AutomationClient(self)
+
     @overload
     def runner(
         self,
@@ -223,6 +234,7 @@ class Client:
         handle_signals: bool = False,
         cleanup: Cleanup = "never",
         max_threads: int | None = None,
+        automations: bool = False,
     ) -> Runner: ...
 
     @overload
@@ -242,6 +254,7 @@ class Client:
         handle_signals: bool = False,
         cleanup: Cleanup = "never",
         max_threads: int | None = None,
+        automations: bool = False,
     ) -> Runner: ...
 
     def runner(self, *args: Any, **options: Any) -> Runner:
@@ -257,7 +270,9 @@ class Client:
         retry, 1.0) up to ``max_retry_delay`` (300), ``poll_interval`` (``(min, max)`` polling
         back-off, ``(0.05, 2.0)``), ``handle_signals`` (stop on SIGINT/SIGTERM, False),
         ``cleanup`` (clear a job's cache when it ends: ``"never"``, ``"on-success"``,
-        ``"always"``), ``max_threads`` (worker threads for sync tasks)."""
+        ``"always"``), ``max_threads`` (worker threads for sync tasks), ``automations``
+        (evaluate the automations of its cluster while it runs, False: see
+        docs/automations.md)."""
         tilebox_form = bool(args) and isinstance(args[0], str | ClusterInfo | None)
         if not args and "tasks" not in options:
             tilebox_form = True
@@ -289,6 +304,7 @@ def _runner_args(
     handle_signals: bool = False,
     cleanup: Cleanup = "never",
     max_threads: int | None = None,
+    automations: bool = False,
 ) -> dict[str, Any]:
     return dict(locals())
 
@@ -308,6 +324,7 @@ def _tilebox_runner_args(
     handle_signals: bool = False,
     cleanup: Cleanup = "never",
     max_threads: int | None = None,
+    automations: bool = False,
 ) -> dict[str, Any]:
     return dict(locals())
 
@@ -416,13 +433,18 @@ class JobClient:
         since: TimeLike | None = None,
         until: TimeLike | None = None,
         limit: int = 100,
+        before: Job | tuple[float, str] | None = None,
     ) -> list[Job]:
         """Jobs newest first, by state(s), exact name and creation time.
 
         Tilebox's form: ``temporal_extent`` is ``(start, end)`` for ``[start, end)`` (datetimes,
         dates, ISO strings or Unix seconds), an object with ``.start`` and ``.end``, or one
         date (that day); ``job_states`` takes Tilebox's names too (``SUBMITTED`` is QUEUED,
-        ``STARTED`` is RUNNING). swath's form: ``state=``, ``since=``, ``until=``."""
+        ``STARTED`` is RUNNING). swath's form: ``state=``, ``since=``, ``until=``.
+
+        Paging: pass a page's last job as ``before`` for the next page (the jobs after it in
+        this order, newest first and then by id: none lost or repeated, even among jobs created
+        at the same instant)."""
         if job_states is not None and state is not None:
             raise ValueError("pass job_states or state, not both")
         if temporal_extent is not None and (since is not None or until is not None):
@@ -432,8 +454,14 @@ class JobClient:
             start, end = _extent(temporal_extent)
         else:
             start, end = _timestamp(since), _timestamp(until)
+        if isinstance(before, JobInfo):
+            before = (before.created_at, before.id)
+        elif before is not None:
+            before = (float(before[0]), str(before[1]))
         store = await self._client._ensure_open()
-        return await store.query_jobs(states=states, name=name, since=start, until=end, limit=limit)
+        return await store.query_jobs(
+            states=states, name=name, since=start, until=end, limit=limit, before=before
+        )
 
     @needs_event_loop
     async def cancel(self, job: Job | str) -> int:
@@ -506,18 +534,20 @@ class JobClient:
         level: int | str | None = None,
         *,
         after: int = 0,
+        limit: int = 100_000,
     ) -> list[TaskLogRecord]:
         """The log records the job's tasks wrote with ``context.logger`` (of ``task`` only, a
         task or its id, when given), at ``level`` or above (a ``logging`` level number or name:
         ``"WARNING"``), in the order they were committed (with their task's outcome). ``after``
-        (a record's ``id``) gives only newer records, to follow a running job. Where the store
+        (a record's ``id``) gives only newer records, to follow a running job or page through
+        its records ``limit`` at a time. Where the store
         dropped a task's oldest records (it keeps the newest per task and per job), a marker
         record (``dropped`` > 0) says how many. ``UnknownJobError`` if there is no such job."""
         job_id = _job_id(job)
         task_id = task.id if isinstance(task, TaskInfo) else task
         store = await self._client._ensure_open()
         records = await store.task_logs(
-            job_id, task_id=task_id, level=_log_level(level), after=after
+            job_id, task_id=task_id, level=_log_level(level), after=after, limit=limit
         )
         if not records and after <= 0 and await store.get_job(job_id) is None:
             raise UnknownJobError(f"no job with id {job_id!r}")
@@ -574,3 +604,24 @@ class ClusterClient:
     async def delete(self, slug: Cluster | str) -> bool:
         store = await self._client._ensure_open()
         return await store.delete_cluster(_slug(slug))
+
+    @needs_event_loop
+    async def runners(self, cluster: Cluster | str | None = None) -> list[RunnerInfo]:
+        """The runners that reported themselves (at start and with each heartbeat, every
+        ``lease / 3`` seconds, busy or idle) and have not stopped, of ``cluster`` or of all:
+        host, process, concurrency, ``last_heartbeat`` and how many tasks each held then. A
+        runner silent for longer than its ``lease`` is probably gone (its leases run out and
+        other runners take its tasks); its row goes after a day."""
+        store = await self._client._ensure_open()
+        found = await store.list_runners()
+        if cluster is not None:
+            slug = _slug(cluster)
+            found = [r for r in found if r.cluster == slug]
+        return found
+
+    @needs_event_loop
+    async def leases(self, limit: int = 1000) -> list[LeaseInfo]:
+        """Which runner holds which task: every RUNNING task with its runner's id, its job and
+        when its lease runs out, by runner (at most ``limit``)."""
+        store = await self._client._ensure_open()
+        return await store.list_leases(limit)

@@ -20,8 +20,19 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import msgspec
 
 from swath._validate import INT64_MAX, check_count, check_text, storable_text
-from swath.store.base import MAX_TASK_LOGS, ClaimedTask, LogEntry, NewTask, new_id
+from swath.store.base import (
+    MAX_TASK_LOGS,
+    ClaimedTask,
+    LogEntry,
+    NewTask,
+    Trigger,
+    decode_trigger,
+    new_id,
+)
 from swath.task import Task, encode_input
+
+#: ``ExecutionContext.trigger`` before it is first read
+_UNREAD = object()
 
 #: The most retries a task can have (every store holds it in a 32-bit column).
 MAX_RETRIES_LIMIT = 2**31 - 1
@@ -300,7 +311,7 @@ class TaskLogger:
 
 
 class ExecutionContext:
-    """Passed to ``Task.execute`` (docs/guide.md explains each part).
+    """Passed to ``Task.execute`` (docs/tasks.md explains each part).
 
     Sync tasks (a plain ``def execute``) get a :class:`SyncExecutionContext`, whose
     ``job_cache`` is the blocking, Tilebox-style mapping."""
@@ -341,6 +352,7 @@ class ExecutionContext:
         self._blocking_cache: BlockingCache | None = None
         self._current: CurrentTask | None = None
         self._cancelled = False  # set by the runner's loop; read by the task's thread
+        self._trigger: object = _UNREAD
         self.runner_context = runner_context
 
     @property
@@ -358,6 +370,17 @@ class ExecutionContext:
         if self._current is None:
             self._current = CurrentTask(self._claimed)
         return self._current
+
+    @property
+    def trigger(self) -> Trigger | None:
+        """What fired this job when an automation submitted it (:mod:`swath.automations`), in
+        every task of the job; None for jobs submitted otherwise. ``.automation`` (its name),
+        ``.kind`` (``"cron"`` or ``"storage"``); a cron tick's ``.time`` (the scheduled time,
+        time-zone aware); a stored object's ``.key``, ``.url``, ``.size``, ``.checksum``,
+        ``.version`` and ``.time`` (see :class:`swath.Trigger`)."""
+        if self._trigger is _UNREAD:
+            self._trigger = decode_trigger(self._claimed.trigger)
+        return self._trigger  # type: ignore[return-value]
 
     # -- subtasks --------------------------------------------------------------------------------
     def submit_subtask(

@@ -28,7 +28,7 @@ import socket
 import time
 import traceback
 import uuid
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -46,10 +46,12 @@ from swath.store.base import (
     ErrorInfo,
     JobState,
     JobStore,
+    RunnerInfo,
     TaskFailure,
     TaskOutcome,
     TaskSuccess,
     UnknownClusterError,
+    report_interval,
 )
 from swath.task import Task, TaskRegistry, decode_input
 
@@ -59,6 +61,10 @@ log = logging.getLogger("swath.runner")
 #: while other tasks are still running.
 FLUSH_BATCH = 256
 FLUSH_LINGER = 0.002
+#: While the outcomes waiting to be committed carry this many subtasks or more, tasks about to
+#: start wait for the next commit: memory stays bounded when many tasks fan out at once (a root
+#: of 100 tasks of 10,000 subtasks each held all 1,000,000 new tasks before the first commit).
+SUBTASK_BUDGET = 100_000
 #: A runner gives up (raises) after this many consecutive failed claims.
 MAX_STORE_FAILURES = 10
 #: A runner that could not renew its leases for this fraction of the lease cancels its async
@@ -70,6 +76,9 @@ FENCE_AFTER = 2 / 3
 #: errors), the first retry after COMMIT_RETRY_DELAY seconds, each next one four times later.
 COMMIT_ATTEMPTS = 4
 COMMIT_RETRY_DELAY = 0.05
+#: how long a stopping runner tries to remove its row (``runner_stopped``) before leaving it to
+#: expire
+STOPPED_REPORT_TIMEOUT = 2.0
 
 Cleanup = Literal["never", "on-success", "always"]
 #: the job states after which ``cleanup`` clears a job's cache
@@ -109,7 +118,7 @@ def _refused(exc: BaseException) -> bool:
     return isinstance(exc, ValueError | TypeError | OverflowError | UnknownClusterError)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Flight:
     """A task this runner holds, while it runs."""
 
@@ -162,6 +171,7 @@ class Runner:
         handle_signals: bool = False,
         cleanup: Cleanup = "never",
         max_threads: int | None = None,
+        automations: bool = False,
     ) -> None:
         if not isinstance(max_concurrency, int) or max_concurrency < 1:
             raise ValueError(f"max_concurrency must be a positive int, not {max_concurrency!r}")
@@ -183,6 +193,8 @@ class Runner:
         self.handle_signals = handle_signals
         self.cleanup: Cleanup = cleanup
         self.max_threads = max_threads or min(max_concurrency, 32)
+        #: evaluate the automations of this cluster while running (swath.automations)
+        self.automations = bool(automations)
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.stats = RunnerStats()
         self._stopping: asyncio.Event | None = None
@@ -217,7 +229,10 @@ class Runner:
             self._stopping.set()
         try:
             if await self.store.get_cluster(self.cluster) is None:
-                raise UnknownClusterError(f"unknown cluster {self.cluster!r}")
+                raise UnknownClusterError(
+                    f"unknown cluster {self.cluster!r}: create it first "
+                    f"(swath clusters create {self.cluster}, or client.clusters().create)"
+                )
             async with contextlib.AsyncExitStack() as stack:
                 if hasattr(self.cache, "__aenter__"):
                     await stack.enter_async_context(self.cache)  # type: ignore[arg-type]
@@ -230,6 +245,8 @@ class Runner:
                         stack.callback(loop.remove_signal_handler, sig)
                 threads = ThreadPoolExecutor(self.max_threads, thread_name_prefix="swath-task")
                 stack.callback(threads.shutdown, wait=False, cancel_futures=True)
+                if self.automations:
+                    await stack.enter_async_context(self._evaluating())
                 run = _Loop(self, loop, threads, user, until_idle)
                 await run.run()
                 if run.fatal is not None:
@@ -240,6 +257,20 @@ class Runner:
             self._running = False
             self._stop_requested = False
             self._stopping = None
+
+    @contextlib.asynccontextmanager
+    async def _evaluating(self) -> AsyncIterator[None]:
+        """Evaluate the automations of this runner's cluster while the block runs."""
+        from swath.automations import AutomationEvaluator
+
+        evaluator = AutomationEvaluator(self.store, cluster=self.cluster)
+        task = asyncio.create_task(evaluator.run(), name="swath-automations")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 class _Loop:
@@ -270,6 +301,9 @@ class _Loop:
         self.pending_jobs: set[str] = set()
         self.to_release: list[str] = []
         self.flush_wanted = asyncio.Event()
+        #: subtasks in ``pending`` and in commits in progress; set after each commit
+        self.unflushed_subtasks = 0
+        self.committed = asyncio.Event()
         self.flushing = 0  # commits in progress
         self.cleanups: set[asyncio.Task[None]] = set()
         self.known_clusters: set[str] = {runner.cluster}
@@ -280,12 +314,15 @@ class _Loop:
         self.tel = None if otel is None else otel.Telemetry(runner.id, runner.cluster)
         #: when the last heartbeat that renewed this runner's leases began
         self.renewed_at = float("-inf")
+        self.started_at = time.time()
         assert runner._stopping is not None
         self.stopping = runner._stopping
 
     async def run(self) -> None:
+        self.started_at = time.time()
         flusher = asyncio.create_task(self._flusher(), name="swath-flusher")
         heartbeat = asyncio.create_task(self._heartbeat(), name="swath-heartbeat")
+        reporter = asyncio.create_task(self._reporter(), name="swath-reporter")
         depth = None
         if self.tel is not None:
             depth = asyncio.create_task(self._watch_queue_depth(), name="swath-queue-depth")
@@ -305,11 +342,18 @@ class _Loop:
                 except asyncio.CancelledError:
                     cancelled = True
             # the flusher is idle now (a commit in progress is never cut off)
-            helpers = [heartbeat, flusher] if depth is None else [heartbeat, flusher, depth]
+            helpers = [heartbeat, flusher, reporter] + ([] if depth is None else [depth])
             for helper in helpers:
                 helper.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
         shutdown.result()
+        try:  # bounded: a store that is down must not hold up the stop (the row expires)
+            async with asyncio.timeout(STOPPED_REPORT_TIMEOUT):
+                await self.store.runner_stopped(self.r.id)
+        except asyncio.CancelledError:
+            cancelled = True
+        except Exception:  # a store without runner rows, or unreachable: the row expires
+            log.debug("runner %s: removing its runner row failed", self.r.id, exc_info=True)
         if cancelled:
             raise asyncio.CancelledError
 
@@ -475,6 +519,11 @@ class _Loop:
         ):
             return
         try:
+            while self.unflushed_subtasks >= SUBTASK_BUDGET:
+                # the lease is kept by heartbeats meanwhile, as for a task that runs long
+                self.committed.clear()
+                self.flush_wanted.set()
+                await self.committed.wait()
             found = self.r.registry.find(claimed.name, claimed.version)
             if found is None:
                 raise UnknownTaskError(
@@ -560,6 +609,8 @@ class _Loop:
                 self.fatal = self.fatal or exc
                 self.r.stop()
             outcome = self._failure(claimed, exc, context)
+        if isinstance(outcome, TaskSuccess):
+            self.unflushed_subtasks += len(outcome.subtasks)
         self.pending.append(outcome)
         self.pending_jobs.add(claimed.job_id)
         self.flush_wanted.set()
@@ -680,6 +731,9 @@ class _Loop:
             finally:
                 for o in batch:
                     self._forget(o.task_id, o.attempt)
+                    if isinstance(o, TaskSuccess):
+                        self.unflushed_subtasks -= len(o.subtasks)
+                self.committed.set()
             if self.r.cleanup != "never":
                 cleanup = asyncio.create_task(self._cleanup(jobs))
                 self.cleanups.add(cleanup)
@@ -801,6 +855,32 @@ class _Loop:
             except Exception:
                 log.exception("runner %s: heartbeat failed", self.r.id)
                 self._fence()
+
+    async def _reporter(self) -> None:
+        """Upsert this runner's row (``list_runners``: the dashboard's runners page) at once
+        and then every heartbeat period (at least ``RUNNER_REPORT_MIN`` s), busy or idle: a
+        task of its own, so the leases' renewal never waits for it; a failure costs nothing but
+        the row's freshness."""
+        interval = report_interval(self.r.lease)
+        while True:
+            await self._report_alive()
+            await asyncio.sleep(interval)
+
+    async def _report_alive(self) -> None:
+        info = RunnerInfo(
+            id=self.r.id,
+            cluster=self.r.cluster,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            concurrency=self.r.max_concurrency,
+            lease=self.r.lease,
+            started_at=self.started_at,
+            tasks=len(self.running),
+        )
+        try:
+            await self.store.runner_alive(info)
+        except Exception:
+            log.debug("runner %s: reporting itself failed", self.r.id, exc_info=True)
 
     def _fence(self) -> None:
         """Cancel the in-flight tasks whose leases were not renewed for FENCE_AFTER of the

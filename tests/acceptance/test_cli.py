@@ -124,3 +124,66 @@ def test_jobs_show_says_which_identifier_a_waiting_task_needs(tmp_path: Path) ->
     assert code == 0, out
     code, out = swath(tmp_path, "jobs", "show", job_id)
     assert "waits for a runner" not in out
+
+
+def test_clusters_ls_create_rm(tmp_path: Path) -> None:
+    """clusters create makes a cluster a runner can serve and a job can be submitted to;
+    clusters ls lists it beside 'default'; --exist-ok tolerates it existing, a second create
+    without it is one line and exit 1; rm removes it (not 'default', and a missing one is exit 1);
+    a runner of a cluster that does not exist stops at once and says how to create it."""
+    code, out = swath(tmp_path, "runner", "tests.acceptance.killable_tasks", "--cluster", "gpu",
+                      "--cache", str(tmp_path / "cache"), "--until-idle")  # fmt: skip
+    assert code == 1, out
+    assert "unknown cluster 'gpu': create it first (swath clusters create gpu" in out
+
+    code, out = swath(tmp_path, "clusters", "create", "gpu", "--name", "GPU machines")
+    assert (code, out.strip()) == (0, "created cluster gpu")
+    code, out = swath(tmp_path, "clusters", "create", "gpu")
+    assert code == 1
+    assert "already exists" in out
+    code, out = swath(tmp_path, "clusters", "create", "gpu", "--exist-ok")
+    assert (code, out.strip()) == (0, "exists: cluster gpu")
+    code, out = swath(tmp_path, "clusters", "ls")
+    assert code == 0
+    assert "default" in out
+    assert "GPU machines" in out
+
+    async def submit_to_gpu() -> str:
+        async with Client(f"sqlite:///{tmp_path}/jobs.db") as client:
+            job = await client.jobs().submit("gpu-job", FanOutSlow(n=2, seconds=0.0), cluster="gpu")
+            return job.id
+
+    job_id = asyncio.run(submit_to_gpu())
+    code, out = swath(tmp_path, "runner", "tests.acceptance.killable_tasks", "--cluster", "gpu",
+                      "--cache", str(tmp_path / "cache"), "--until-idle")  # fmt: skip
+    assert code == 0, out
+    assert "3 succeeded, 0 failed" in out
+    code, out = swath(tmp_path, "jobs", "watch", job_id)
+    assert code == 0, out
+
+    assert swath(tmp_path, "clusters", "rm", "gpu") == (0, "removed cluster gpu\n")
+    code, out = swath(tmp_path, "clusters", "rm", "gpu")
+    assert (code, out.strip()) == (1, "Error: no cluster 'gpu'")
+    code, out = swath(tmp_path, "clusters", "rm", "default")
+    assert code == 1
+    assert "cannot be deleted" in out
+    code, out = swath(tmp_path, "clusters", "ls")
+    assert "gpu" not in out
+
+
+def test_clusters_commands_create_no_store_by_typo(tmp_path: Path) -> None:
+    """clusters ls and rm against a database that does not exist fail with exit code 3 and
+    create nothing (a typo in --database never makes a new empty store)."""
+    for args in (["clusters", "ls"], ["clusters", "rm", "gpu"]):
+        code, out = swath(tmp_path, *args)
+        assert code == 3, out
+        assert "no database at" in out
+    assert not (tmp_path / "jobs.db").exists()
+
+
+def test_runner_says_how_to_make_a_task_module_importable(tmp_path: Path) -> None:
+    """A task module that is not importable is a usage error that says how to make it so."""
+    code, out = swath(tmp_path, "runner", "myproject.tasks:TileScene", "--until-idle")
+    assert code == 2
+    assert "No module named 'myproject'" in out
+    assert "PYTHONPATH" in out

@@ -138,6 +138,8 @@ READING = [
     ["jobs", "diagram", "some-id"],
     ["jobs", "cancel", "some-id"],
     ["jobs", "retry", "some-id"],
+    ["clusters", "ls"],
+    ["clusters", "rm", "gpu"],
 ]
 
 

@@ -19,7 +19,8 @@ BLOCK = re.compile(r"```python\n(.*?)```", re.S)
 
 def complete_examples() -> dict[str, str]:
     found: dict[str, str] = {}
-    for md in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+    for md in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        stem = md.relative_to(md.parent if md.parent == ROOT else ROOT / "docs").with_suffix("")
         for i, match in enumerate(BLOCK.finditer(md.read_text())):
             code = match.group(1)
             try:
@@ -29,7 +30,7 @@ def complete_examples() -> dict[str, str]:
             if "from tilebox" in code:
                 continue  # the Tilebox original of a port, not swath code
             if code.lstrip().startswith(("import ", "from ")):
-                found[f"{md.stem}_{i}.py"] = code
+                found[f"{stem.as_posix().replace('/', '_')}_{i}.py"] = code
     return found
 
 
@@ -55,9 +56,9 @@ def mypy_strict(directory: Path) -> subprocess.CompletedProcess[str]:
 
 def test_docs_examples_type_check(tmp_path: Path) -> None:
     """Every complete example of README.md and docs/*.md passes mypy --strict (README's, the
-    guide's and the Tilebox port's are among them)."""
+    tasks page's, getting started's and the Tilebox port's are among them)."""
     examples = complete_examples()
-    assert {"README_0.py", "README_1.py", "guide_0.py"} <= set(examples)
+    assert {"README_0.py", "README_1.py", "tasks_0.py", "getting-started_0.py"} <= set(examples)
     assert any(name.startswith("tilebox_") for name in examples)
     for name, code in examples.items():
         (tmp_path / name).write_text(code)

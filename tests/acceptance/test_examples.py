@@ -3,6 +3,7 @@ examples."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import re
 import subprocess
@@ -40,6 +41,37 @@ async def test_cache_groups(tmp_path: Path) -> None:
     numbers, total = await example.main(f"sqlite:///{tmp_path}/jobs.db", n=50)
     assert len(numbers) == 50
     assert total == sum(numbers)
+
+
+async def test_new_scenes_landing_start_the_ndvi_pipeline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/automations.md's worked example: two scenes land in a watched folder, the storage
+    trigger submits one job per scene, and each job runs the NDVI pipeline of its scene (its
+    statistics are those of that scene's synthetic tiles)."""
+    monkeypatch.syspath_prepend(str(REPO / "examples"))
+    example = load_example("automations")
+    imagery = sys.modules["imagery"]
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    stats = await asyncio.wait_for(
+        example.main(
+            f"sqlite:///{tmp_path}/jobs.db",
+            str(tmp_path / "cache"),
+            str(landing),
+            scenes=("S2A_T32UNE_20260601", "S2B_T32UNE_20260604"),
+        ),
+        120,
+    )
+    assert sorted(stats) == [
+        "new-scenes: S2A_T32UNE_20260601.zip",
+        "new-scenes: S2B_T32UNE_20260604.zip",
+    ]
+    for name, values in stats.items():
+        scene = name.removeprefix("new-scenes: ").removesuffix(".zip")
+        assert values["scene_id"] == scene
+        tile = imagery.synthetic_tile(scene, 1024, 512, 0, 0)
+        assert values["min"] <= float(imagery.ndvi(tile).min())
 
 
 async def test_imagery_pipeline(tmp_path: Path) -> None:

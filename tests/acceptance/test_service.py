@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import psutil
 
-from swath import Client
+from swath import Client, LocalFileSystemCache
 from swath.store.base import JobState, TaskState
 from tests.acceptance.test_examples import REPO, load_example
 from tests.dashboard.harness import free_port
@@ -158,3 +158,69 @@ def test_graceful_stop_mid_job_and_a_streamed_download(tmp_path: Path) -> None:
             return (await client.jobs().find(job)).state
 
     assert asyncio.run(final()) == JobState.COMPLETED
+
+
+GIB = 1 << 30
+
+
+async def _sparse_value(cache_root: Path, job_id: str, size: int) -> str:
+    """A value of ``size`` zero bytes at ``<job>/report.bin`` in the local cache at
+    ``cache_root``, made in place as a sparse file with the cache's own checksum trailer (no
+    gigabyte is written); returns its checksum as ``stat`` gives it."""
+    from swath.cache import _checksum
+    from swath.cache.local import MAGIC, TRAILER
+
+    async with LocalFileSystemCache(cache_root) as cache:
+        await cache.group(job_id).put("report.bin", b"")  # the group directory, the file
+    mib = _checksum.update(0, bytes(1 << 20))
+    crc, length = mib, 1 << 20
+    while length < size:  # the CRC32C of size zero bytes, doubling from one MiB's
+        crc, length = _checksum.crc32c_combine(crc, crc, length), 2 * length
+    assert length == size
+    path = cache_root / f"{job_id}%" / "report.bin"
+    with path.open("r+b") as f:
+        f.truncate(0)  # the empty value's trailer goes
+        f.truncate(size)  # a hole: reads as zeros, takes no disk
+        f.seek(size)
+        f.write(TRAILER.pack(MAGIC, size, crc))
+    async with LocalFileSystemCache(cache_root) as cache:
+        return (await cache.group(job_id).stat("report.bin")).checksum
+
+
+def test_a_gigabyte_download_streams_in_flat_memory(tmp_path: Path) -> None:
+    """The service's download endpoint streams a 1 GiB value (a sparse file in the local cache)
+    to an HTTP client chunk by chunk: every byte arrives, its CRC32C matches the value's, and
+    the server process's resident memory grows by less than 96 MiB while it sends the gigabyte
+    (a handler that read the value whole would grow by a gigabyte)."""
+    import crc32c
+
+    job = "job-of-a-gigabyte"
+    checksum = asyncio.run(_sparse_value(tmp_path / "cache", job, GIB))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = _start(tmp_path, port)
+    try:
+        _wait_up(base)
+        process = psutil.Process(server.pid)
+        before = process.memory_info().rss
+        peak = before
+        got = 0
+        crc = 0
+        with httpx.stream("GET", f"{base}/reports/{job}/download", timeout=120) as response:
+            assert response.status_code == 200
+            assert response.headers["content-length"] == str(GIB)
+            assert response.headers["x-checksum"] == checksum
+            for n, chunk in enumerate(response.iter_raw(1 << 20)):
+                got += len(chunk)
+                crc = crc32c.crc32c(chunk, crc)
+                if n % 16 == 0:
+                    peak = max(peak, process.memory_info().rss)
+        peak = max(peak, process.memory_info().rss)
+        assert got == GIB
+        assert f"crc32c:{crc:08x}" == checksum
+        assert peak - before < 96 << 20, (before >> 20, peak >> 20)
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(60) in (0, -signal.SIGTERM)
+    finally:
+        if server.poll() is None:
+            server.kill()

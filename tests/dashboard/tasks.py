@@ -14,6 +14,7 @@ class Leaf(Task):
     async def execute(self, context: ExecutionContext) -> None:
         if self.sleep:
             await asyncio.sleep(self.sleep)
+        context.logger.info("leaf %d done", self.index, index=self.index)
         context.progress("leaves").done(1)
 
 
@@ -39,6 +40,7 @@ class Broken(Task):
     message: str = "broken"
 
     async def execute(self, context: ExecutionContext) -> None:
+        context.logger.warning("about to fail: %s", self.message)
         raise RuntimeError(self.message)
 
 

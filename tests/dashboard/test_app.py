@@ -5,16 +5,21 @@ streamed download)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime
 import re
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from swath import Client
+from swath import Client, LocalFileSystemCache
 from swath.dashboard.app import DOWNLOAD_CHUNK
-from tests.dashboard.harness import app_for, http, populate
+from tests.dashboard.harness import TASKS, app_for, http, populate
+from tests.dashboard.tasks import FanOut, Hello
 
 
 @pytest.fixture
@@ -50,9 +55,52 @@ async def test_jobs_page_lists_filters_and_pages(world: dict[str, Any]) -> None:
             if data["next_before"] is None:
                 break
             params["before"] = repr(data["next_before"])
+            params["before_id"] = data["next_before_id"]
         assert seen == [world["queued"], world["hello"], world["fan"]]
         first = await client.get("/jobs", params={"limit": "2"})
         assert "Older jobs" in first.text
+
+
+async def test_jobs_of_one_instant_page_without_loss_or_duplicates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Jobs created at the same instant (a batch submitted within the clock's resolution, or
+    by a script in a tight loop) are paged by (created_at, id): following the "Older jobs"
+    links and the API's next page shows each exactly once. (Paging by time alone skipped
+    every job of that instant after the first page.)"""
+    from swath.store import machine
+
+    db = f"sqlite:///{tmp_path}/jobs.db"
+    async with Client(db) as client:
+        await client.jobs().submit("older", Hello())
+        clock = time.time() + 1
+        frozen = type("Frozen", (), {"time": staticmethod(lambda: clock)})
+        monkeypatch.setattr(machine, "time", frozen)
+        batch = [(await client.jobs().submit(f"batch-{i}", Hello())).id for i in range(7)]
+        monkeypatch.undo()
+    app = app_for(db, None)
+    async with http(app) as browser:
+        names: list[str] = []
+        url = "/jobs?limit=3"
+        for _ in range(10):
+            page = (await browser.get(url)).text
+            names += re.findall(r'class="job-link" href="[^"]+">([^<]+)<', page)
+            link = re.search(r'class="next" href="([^"]+)"', page)
+            if link is None:
+                break
+            url = link.group(1).replace("&amp;", "&")
+        assert sorted(names) == sorted([*(f"batch-{i}" for i in range(7)), "older"])
+        assert len(names) == 8
+        ids: list[str] = []
+        params: dict[str, str] = {"limit": "2"}
+        for _ in range(10):
+            data = (await browser.get("/api/jobs", params=params)).json()
+            ids += [j["id"] for j in data["jobs"]]
+            if data["next_before"] is None:
+                break
+            params |= {"before": repr(data["next_before"]), "before_id": data["next_before_id"]}
+        assert ids[:7] == sorted(batch, reverse=True)
+        assert len(ids) == 8
 
 
 async def test_job_page_shows_the_aggregated_tree_progress_and_errors(
@@ -82,6 +130,65 @@ async def test_job_page_shows_the_aggregated_tree_progress_and_errors(
         assert "no-such-job" in missing.text
 
 
+async def test_job_page_shows_the_tasks_logs(world: dict[str, Any]) -> None:
+    """A job page shows its tasks' log records (time, level, task, message, fields); the logs
+    page filters them by task and by level and pages through them; the JSON API gives the
+    same records; a bad level is a 400 and an unknown job a 404."""
+    app = app_for(world["db"], world["cache"])
+    async with http(app) as client:
+        page = (await client.get(f"/jobs/{world['fan']}")).text
+        logs = page[page.index('<section id="logs">') :]
+        assert len(re.findall(r"leaf \d+ done", logs)) == 12
+        assert "about to fail: a &lt;b&gt;bold&lt;/b&gt;" in logs
+        assert "WARNING" in logs
+        assert "INFO" in logs
+        assert '{"index": 3}' in logs  # fields, as JSON (tojson escapes < > & ')
+        async with Client(world["db"]) as c:
+            leaf = next(t for t in await c.jobs().tasks(world["fan"]) if t.name == "Leaf")
+        one = (await client.get(f"/jobs/{world['fan']}/logs", params={"task": leaf.id})).text
+        assert len(re.findall(r"leaf \d+ done", one)) == 1
+        assert "about to fail" not in one
+        assert f'href="/jobs/{world["fan"]}/logs?task={leaf.id}"' in page  # the tree links it
+        warnings = await client.get(f"/jobs/{world['fan']}/logs", params={"level": "WARNING"})
+        assert "about to fail" in warnings.text
+        assert "leaf 1 done" not in warnings.text
+        api = (await client.get(f"/api/jobs/{world['fan']}/logs", params={"level": "20"})).json()
+        assert len(api["logs"]) == 13
+        assert api["next_after"] is None
+        assert {r["levelname"] for r in api["logs"]} == {"INFO", "WARNING"}
+        after = api["logs"][5]["id"]
+        rest = (await client.get(f"/api/jobs/{world['fan']}/logs", params={"after": after})).json()
+        assert [r["id"] for r in rest["logs"]] == [r["id"] for r in api["logs"][6:]]
+        bad = await client.get(f"/jobs/{world['fan']}/logs", params={"level": "LOUD"})
+        assert bad.status_code == 400
+        assert (await client.get("/jobs/nope/logs")).status_code == 404
+        quiet = (await client.get(f"/jobs/{world['hello']}")).text
+        assert "No log records yet" in quiet
+
+
+async def test_logs_page_pages_through_many_records(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With more records than a page holds, the logs page links to the next page (after the
+    last record shown), and following the links shows every record once."""
+    from swath.dashboard import app as dashboard_app
+
+    monkeypatch.setattr(dashboard_app, "LOGS_PAGE", 5)
+    app = app_for(world["db"], world["cache"])
+    seen: list[str] = []
+    async with http(app) as client:
+        url = f"/jobs/{world['fan']}/logs"
+        for _ in range(10):
+            page = (await client.get(url)).text
+            seen += re.findall(r"leaf \d+ done|about to fail", page)
+            link = re.search(r'class="next" href="([^"]+)"', page)
+            if link is None:
+                break
+            url = link.group(1).replace("&amp;", "&")
+    assert len(seen) == 13
+    assert len(set(seen)) == 13
+
+
 async def test_clusters_page(world: dict[str, Any]) -> None:
     """The clusters page and API list the store's clusters."""
     async with Client(world["db"]) as c:
@@ -93,6 +200,59 @@ async def test_clusters_page(world: dict[str, Any]) -> None:
         assert "GPU &lt;machines&gt;" in page.text
         api = (await client.get("/api/clusters")).json()
         assert {c["slug"] for c in api["clusters"]} == {"default", "gpu"}
+
+
+async def test_runners_page_shows_who_holds_which_task(tmp_path: Path) -> None:
+    """The clusters and runners page lists each runner that reports itself (host, process,
+    last heartbeat, alive or silent for longer than its lease) with the tasks it holds and
+    their jobs; tasks held by a runner that does not report itself are listed under its id;
+    a runner's host that is an HTML payload is shown as text; /api/runners gives the same."""
+    from swath.store import RunnerInfo, machine
+
+    db = f"sqlite:///{tmp_path}/jobs.db"
+    cache = LocalFileSystemCache(tmp_path / "cache")
+    async with Client(db) as c:
+        other = await c.jobs().submit("orphan", Hello())
+        await c.store.claim("default", "old-runner:1", 1, 600.0)  # takes `other`'s root
+        job = await c.jobs().submit("slow <job>", FanOut(2, sleep=30))
+        silent = RunnerInfo("gone:7:x", "default", "<b>gone</b>", 7, 2, 3.0, time.time() - 60)
+        then = time.time() - 30  # it last reported 30 s ago: ten periods missed
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(machine, "time", type("Then", (), {"time": staticmethod(lambda: then)}))
+            await c.store.runner_alive(silent)
+        runner = c.runner(TASKS, cache, lease=3.0, max_concurrency=4, grace=0.2)
+        running = asyncio.create_task(runner.run_forever())
+        try:
+            for _ in range(1200):
+                if len([x for x in await c.clusters().leases() if x.name == "Leaf"]) == 2:
+                    break
+                await asyncio.sleep(0.05)
+            app = app_for(db, None)
+            async with http(app) as client:
+                page = (await client.get("/clusters")).text
+                api = (await client.get("/api/runners")).json()
+        finally:
+            runner.stop()
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+    assert runner.id in page
+    assert socket.gethostname() in page
+    assert "slow &lt;job&gt;" in page
+    assert page.count('class="lease"') == 3  # two leaves, and the orphan's root
+    assert "old-runner:1" in page
+    assert "does not report itself" in page
+    assert "&lt;b&gt;gone&lt;/b&gt;" in page
+    assert "<b>gone</b>" not in page
+    assert "probably gone" in page
+    assert 'class="runner alive"' in page
+    assert 'class="runner silent"' in page
+    by_id = {r["id"]: r for r in api["runners"]}
+    assert by_id[runner.id]["alive"] is True
+    assert by_id["gone:7:x"]["alive"] is False
+    assert {x["job_id"] for x in by_id[runner.id]["leases"]} == {job.id}
+    assert len(by_id[runner.id]["leases"]) == 2
+    assert [x["job_id"] for x in api["unreported_leases"]] == [other.id]
 
 
 async def test_cache_browser_lists_previews_and_streams(world: dict[str, Any]) -> None:

@@ -6,6 +6,7 @@ the ones the docs show) or the test's temporary directory."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -107,6 +108,8 @@ async def test_jobs_page_and_a_running_job_followed_live(
             assert await page.evaluate("window.notReloaded") is True
             await expect(page.locator("#live")).to_have_text("finished")
             await expect(page.get_by_text("Leaf x 10")).to_be_visible()
+            # the logs arrived with the updates too (there were none when the page loaded)
+            await expect(page.locator("#logs")).to_contain_text("leaf 9 done")
             await page.screenshot(path=shots / "job.png", full_page=True)
         finally:
             await running
@@ -116,6 +119,14 @@ async def test_jobs_page_and_a_running_job_followed_live(
         await page.locator("tr.failure summary").first.click()
         await expect(page.locator("pre.traceback").first).to_contain_text("Traceback")
         await page.screenshot(path=shots / "job-failure.png", full_page=True)
+        await page.locator("#tree a.task-logs").first.click()  # the root task's logs
+        await expect(page.locator("h1")).to_contain_text("Logs of")
+        await page.goto(f"{base}/jobs/{world['fan']}/logs")
+        await page.select_option("select[name=level]", "WARNING")
+        await page.get_by_role("button", name="Filter").click()
+        await expect(page.locator("table.logs tbody tr")).to_have_count(1)
+        await expect(page.locator("table.logs")).to_contain_text('a <b>bold</b> & "quoted"')
+        await page.screenshot(path=shots / "job-logs.png", full_page=True)
         assert dialogs == []
 
 
@@ -159,3 +170,35 @@ async def test_browse_the_cache(browser: Browser, world: dict[str, Any], shots: 
         saved = await download.path()
         assert await asyncio.to_thread(os.path.getsize, saved) == 3 << 20
         assert dialogs == []
+
+
+async def test_runners_page_shows_who_holds_which_task(
+    browser: Browser, world: dict[str, Any], shots: Path, tmp_path: Path
+) -> None:
+    """With a runner at work, the clusters and runners page shows it alive with its host,
+    last heartbeat and the tasks it holds, each linked to its job."""
+    app = app_for(world["db"], world["cache"])
+    async with Client(world["db"]) as client, served(app) as base:
+        await client.jobs().submit("slow-tiles", FanOut(3, sleep=30, display="tiles"))
+        cache = LocalFileSystemCache(tmp_path / "runner-cache")
+        runner = client.runner(TASKS, cache, max_concurrency=4, grace=0.2)
+        running = asyncio.create_task(runner.run_forever())
+        try:
+            for _ in range(600):
+                if len([x for x in await client.clusters().leases() if x.name == "Leaf"]) == 3:
+                    break
+                await asyncio.sleep(0.05)
+            page, dialogs = await new_page(browser)
+            await page.goto(f"{base}/clusters")
+            await expect(page.locator("tr.runner.alive")).to_have_count(1)
+            await expect(page.locator("tr.runner.alive")).to_contain_text(runner.id)
+            await expect(page.locator("tr.lease")).to_have_count(3)
+            await page.screenshot(path=shots / "runners.png", full_page=True)
+            await page.locator("tr.lease a.job-name").first.click()
+            await expect(page.locator(".job-name")).to_have_text("slow-tiles")
+            assert dialogs == []
+        finally:
+            runner.stop()
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running

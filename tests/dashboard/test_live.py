@@ -1,5 +1,6 @@
 """Live updates: a job page's server-sent events follow a running job (served by uvicorn on a
-real socket, read as a stream), and `swath dashboard` serves the demo job and its cache."""
+real socket, read as a stream) by polling a SQLite store and by LISTEN/NOTIFY on PostgreSQL,
+and `swath dashboard` serves the demo job and its cache."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from swath import Client, LocalFileSystemCache
+from swath import Client, InMemoryCache, LocalFileSystemCache
 from swath.store.base import JobState
 from tests.dashboard.harness import TASKS, app_for, free_port, served
 from tests.dashboard.tasks import FanOut
@@ -146,3 +147,52 @@ async def test_jobs_page_rows_follow_new_jobs(tmp_path: Path) -> None:
                         break
     assert "second &lt;job&gt;" in rows
     assert "first" in rows
+
+
+async def test_on_postgres_the_store_announces_changes(postgres_dsn: str) -> None:
+    """On PostgreSQL the dashboard follows jobs by LISTEN/NOTIFY, not by polling: with polling
+    set to every 30 s, a job page's events still show a running job's progress advance step by
+    step (at least 3 different counts) and end within seconds, and the jobs page's rows show a
+    job submitted by another client; a runner in another store object (as in another process)
+    does the work, so only the database's notifications can tell the dashboard."""
+    cache = InMemoryCache()
+    async with Client(postgres_dsn) as client:
+        job = await client.jobs().submit("live on postgres", FanOut(6, sleep=0.3))
+        app = app_for(postgres_dsn, None, poll=(30.0, 30.0))
+        updates: list[int] = []
+        events: list[str] = []
+        async with served(app) as base, httpx.AsyncClient(base_url=base, timeout=60) as http:
+            async with asyncio.timeout(25), http.stream("GET", f"/jobs/{job.id}/events") as resp:
+                runner = client.runner(TASKS, cache=cache, max_concurrency=1)
+                running: asyncio.Task[None] | None = None
+                event = ""
+                async for line in resp.aiter_lines():
+                    if line.startswith("event: "):
+                        event = line[7:]
+                        events.append(event)
+                    elif line.startswith("data: ") and event == "update":
+                        done = re.search(
+                            r'<progress value="(\d+)"', json.loads(line[6:])["summary"]
+                        )
+                        updates.append(int(done.group(1)) if done else -1)
+                        if running is None:  # the first update is read: now run the job
+                            running = asyncio.create_task(runner.run_all())
+            assert running is not None
+            await running
+            async with (
+                asyncio.timeout(25),
+                http.stream("GET", "/events/jobs?limit=50") as response,
+            ):
+                lines = response.aiter_lines()
+                await asyncio.sleep(1)  # the stream has read its first page
+                async with Client(postgres_dsn) as other:
+                    await other.jobs().submit("announced <job>", FanOut(1))
+                async for line in lines:
+                    if line.startswith("data: "):
+                        rows = json.loads(line[6:])["rows"]
+                        break
+    assert events[-1] == "end"
+    assert updates == sorted(updates)
+    assert len(set(updates)) >= 3, updates
+    assert updates[-1] == 6
+    assert "announced &lt;job&gt;" in rows

@@ -128,8 +128,8 @@ async def test_read_only_hides_and_refuses_the_actions(world: dict[str, Any]) ->
 
 
 async def test_user_strings_are_shown_as_text(world: dict[str, Any]) -> None:
-    """A job name, a task display, an error message and a cache key that are HTML payloads
-    appear escaped (as text) on every page, never as markup; every response forbids inline
+    """A job name, a task display, an error message, a log message and a cache key that are HTML
+    payloads appear escaped (as text) on every page, never as markup; every response forbids inline
     script by its Content-Security-Policy."""
     app = app_for(world["db"], world["cache"])
     async with http(app) as client:
@@ -138,6 +138,7 @@ async def test_user_strings_are_shown_as_text(world: dict[str, Any]) -> None:
             await client.get(f"/jobs/{world['fan']}"),
             await client.get("/cache", params={"group": "misc"}),
             await client.get("/cache/value", params={"key": f"misc/{XSS_KEY}"}),
+            await client.get(f"/jobs/{world['fan']}/logs", params={"level": "WARNING"}),
         ]
         for payload, where in [
             (XSS_NAME, pages[0]),
@@ -147,6 +148,9 @@ async def test_user_strings_are_shown_as_text(world: dict[str, Any]) -> None:
             (XSS_KEY, pages[2]),
             (XSS_KEY, pages[3]),
             ("<script>alert('value')</script>", pages[3]),
+            ('about to fail: a <b>bold</b> & "quoted" failure', pages[1]),  # a log record
+            ('about to fail: a <b>bold</b> & "quoted" failure', pages[4]),
+            (XSS_NAME, pages[4]),
         ]:
             assert payload not in where.text
             assert str(markupsafe.escape(payload)) in where.text, payload

@@ -292,6 +292,7 @@ def _lapsed(e: Execution, later: Execution, recs: Records, lease: float) -> str 
     fails, the lease runs from the renewal before it."""
     t0, t1 = _claimed_at(e, recs)
     completing = recs.completions.get((e.pid, e.task_id), [])
+    skipped = False  # a heartbeat ran while the task's own completion held its row
     until = max(t0 + lease, t1 + lease * 2 / 3)
     for s0, s1 in recs.stalls.get(e.pid, []):
         if s0 < later.start and s1 > t0 and s1 - s0 >= lease / 3:
@@ -310,10 +311,20 @@ def _lapsed(e: Execution, later: Execution, recs: Records, lease: float) -> str 
             failed = True
         elif how == "ok" and h0 >= t0:
             if any(c0 <= h1 and h0 <= c1 for c0, c1 in completing):
+                skipped = True
                 continue  # the task's row was locked by its own completion: not renewed
             until = max(until, h0 + lease)
     if until < later.start and failed:
         return "lease lapsed: heartbeats failed"
+    if (
+        until < later.start
+        and skipped
+        and any(c0 <= until <= c1 and c1 - c0 >= lease / 3 for c0, c1 in completing)
+    ):
+        # the task's own completion was held up (by a lock, or retried while the database was
+        # down) across the deadline: the heartbeats meanwhile found its row locked, and the
+        # completion then failed, leaving a lease nothing had renewed
+        return "lease lapsed: its completion was held up (store unreachable or locked)"
     return None
 
 

@@ -89,6 +89,7 @@ class FaultyStore:
         # task again (its retry) before this call returns
         attempts = {o.task_id: self._attempts.get(o.task_id, -1) for o in outcomes}
         started = records.now()
+        records.write("m", started, *attempts)  # begun (a killed process never ends it)
         try:
             result = await self._inner.complete(runner_id, outcomes, *args, **kwargs)
         finally:
@@ -119,6 +120,7 @@ class FaultyStore:
         """Not a fault target; recorded because the runner's heartbeat loop awaits it between
         heartbeats (a call stalled here delays the next renewal)."""
         started = records.now()
+        records.write("h", started)
         try:
             return await self._inner.stop_requested(runner_id, *args, **kwargs)
         finally:
@@ -130,6 +132,7 @@ class FaultyStore:
             records.write("H", records.now(), records.now(), "fail")
             raise self._fault("heartbeat", when)
         started = records.now()
+        records.write("h", started)  # begun (a killed process never ends it)
         try:
             renewed = await self._inner.heartbeat(runner_id, *args, **kwargs)
         except BaseException:

@@ -201,7 +201,11 @@ class _Runners:
         ]  # fmt: skip
         if faults:
             argv += ["--faults", faults]
-        env = {**os.environ, "SWATH_DATABASE_URL": self.url, "PYTHONPATH": str(REPO)}
+        env = {
+            **os.environ,
+            "SWATH_DATABASE_URL": self.url,
+            "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "src")]),
+        }
         output = self.work / f"runner-{i}.out"
         with open(output, "ab") as out:
             proc = subprocess.Popen(

@@ -13,10 +13,14 @@ processes of one machine). The lines:
 ``Q t0 t1 task_id ...``                 a claim call, from t0 to t1, leased these tasks
 ``H t0 t1 ok|fail|poll``               a heartbeat call, from t0 to t1, renewed the leases or not
                                        (``poll``: the heartbeat loop's ``stop_requested`` call)
+``m t0 task_id ...``                    a ``complete`` call begins (``M`` when it ends)
 ``M t0 t1 task_id ...``                 a ``complete`` call, from t0 to t1, reported these tasks
+``h t0``                               a call of the heartbeat loop begins (``H`` when it ends)
 ``K t runner id:attempt:ok|fail ...``  the store accepted every outcome of one ``complete``
 ``P t runner accepted/sent``           it accepted only some (which ones is not known)
 ``F t op n when``                      the fault injector failed call ``n`` of ``op``
+A call whose begin has no end (its process was killed in it) counts as lasting for ever
+(``t1 = inf``): it stalled until the process died.
 ``L t0 t1``                            the runner's event loop did not run from t0 to t1 (a
                                        starved process, as good as frozen)
 """
@@ -24,6 +28,7 @@ processes of one machine). The lines:
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import threading
 import time
@@ -116,6 +121,9 @@ def read(directory: Path) -> Records:
     by_id: dict[str, Execution] = {}
     for path in sorted(directory.glob("exec-*.log")):
         pid = int(path.stem.split("-")[1])
+        # calls begun and not (yet) seen to end: heartbeat-loop calls, and completions by t0
+        open_beats: set[float] = set()
+        open_completions: dict[float, list[str]] = {}
         for line in path.read_text(errors="replace").splitlines():
             f = line.split()
             if not f:
@@ -143,11 +151,17 @@ def read(directory: Path) -> Records:
                     span = (float(f[1]), float(f[2]))
                     for task_id in f[3:]:
                         out.claims[(pid, task_id)].append(span)
+                elif kind == "m":
+                    open_completions[float(f[1])] = f[2:]
                 elif kind == "M":
                     span = (float(f[1]), float(f[2]))
+                    open_completions.pop(span[0], None)
                     for task_id in f[3:]:
                         out.completions[(pid, task_id)].append(span)
+                elif kind == "h":
+                    open_beats.add(float(f[1]))
                 elif kind == "H":
+                    open_beats.discard(float(f[1]))
                     out.heartbeats[pid].append((float(f[1]), float(f[2]), f[3]))
                 elif kind == "L":
                     out.stalls[pid].append((float(f[1]), float(f[2])))
@@ -160,6 +174,11 @@ def read(directory: Path) -> Records:
             except (IndexError, KeyError, ValueError):
                 # a line cut short can only be the last one of a killed process
                 out.bad_lines.append(f"{path.name}: {line}")
+        for t0 in open_beats:
+            out.heartbeats[pid].append((t0, math.inf, "open"))
+        for t0, task_ids in open_completions.items():
+            for task_id in task_ids:
+                out.completions[(pid, task_id)].append((t0, math.inf))
     for e in sorted(out.executions, key=lambda e: e.start):
         out.by_attempt[(e.task_id, e.attempt)].append(e)
     return out

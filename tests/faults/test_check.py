@@ -313,3 +313,52 @@ def test_a_heartbeat_during_the_tasks_own_failed_completion_renewed_nothing(
     (tmp_path / "b").mkdir()
     out = world(completing=False).result(tmp_path / "b")
     assert any("ran 2 times" in v for v in out.violations), out.violations
+
+
+def test_a_heartbeat_still_waiting_when_its_runner_was_killed_stalled(tmp_path: Path) -> None:
+    """A heartbeat call that began but never ended (the database was down, and the runner was
+    SIGKILLed while the call waited) stalled past the lease: a rerun elsewhere before the kill
+    is legitimate. Without the record of its beginning, the same rerun is a violation."""
+
+    def world(begun: bool) -> World:
+        w = clean()
+        w.lines[100] = [line for line in w.lines[100] if not line.startswith("K ")]
+        w.lines[100].append(f"m {T + 1.12!r} task1")  # the completion of task1, never ended
+        if begun:
+            w.lines[100].append(f"h {T + 1.6!r}")  # never ended either
+        w.run(200, 1, T + 2.9, T + 2.91)
+        w.events.killed[100] = T + 3.0
+        w.events.exited[100] = (T + 3.0, -9)
+        return w
+
+    out = world(begun=True).result(tmp_path)
+    assert out.violations == []
+    assert out.reruns == {"lease lapsed: a heartbeat stalled (store unreachable or locked)": 1}
+    (tmp_path / "b").mkdir()
+    out = world(begun=False).result(tmp_path / "b")
+    assert any("ran 2 times" in v for v in out.violations), out.violations
+
+
+def test_a_completion_held_up_across_the_deadline_explains_a_lapse(tmp_path: Path) -> None:
+    """The task's own completion was in flight for seconds (the database went down twice and
+    the runner kept retrying it): the heartbeats meanwhile may have found the task's row locked
+    by one of its attempts, so the lease may lapse with nothing renewing it. A rerun after the
+    completion finally failed is legitimate. A completion of a few milliseconds across the
+    deadline explains nothing."""
+
+    def world(completion_end: float) -> World:
+        w = clean()
+        w.lines[100] = [line for line in w.lines[100] if not line.startswith("K ")]
+        w.lines[100].append(f"M {T + 1.12!r} {completion_end!r} task1")
+        w.lines[100].append(f"H {T + 1.6!r} {T + 1.61!r} ok")  # its row locked: not renewed
+        w.run(200, 1, T + 3.0, T + 3.01)
+        return w
+
+    out = world(T + 4.0).result(tmp_path)
+    assert out.violations == []
+    assert out.reruns == {
+        "lease lapsed: its completion was held up (store unreachable or locked)": 1
+    }
+    (tmp_path / "b").mkdir()
+    out = world(T + 1.13).result(tmp_path / "b")
+    assert any("ran 2 times" in v for v in out.violations), out.violations

@@ -284,7 +284,11 @@ async def test_a_completion_waiting_for_a_lock_leaves_the_runners_other_leases_r
         assert await asyncio.wait_for(completing, 10) == 1
         assert expires > (await frozen.fetchval("SELECT extract(epoch FROM now())")) + 20
         tasks = {t.name: t.state for t in await store.list_tasks(job_id)}
-        assert tasks == {"Root": TaskState.COMPUTED, "A": TaskState.COMPLETED, "B": TaskState.RUNNING}
+        assert tasks == {
+            "Root": TaskState.COMPUTED,
+            "A": TaskState.COMPLETED,
+            "B": TaskState.RUNNING,
+        }
     finally:
         await frozen.close()
         await store.close()

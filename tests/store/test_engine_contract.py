@@ -723,3 +723,46 @@ async def test_depends_on_a_future_of_another_context_fails_the_task(
     assert task.error is not None
     assert task.error.type == "ValueError"
     assert "another task's context" in task.error.message
+
+
+async def test_a_runner_reports_itself_and_the_tasks_it_holds(
+    client: Client, cache: InMemoryCache
+) -> None:
+    """A runner is listed (clusters().runners()) from its start with its host, process,
+    concurrency and lease; its heartbeat (every lease / 3, here 0.2 s) refreshes last_heartbeat
+    and the count of tasks it holds; clusters().leases() names it as the holder of each task it
+    runs; once it stops, its row is gone."""
+    import os
+    import socket
+
+    job = await client.jobs().submit("held", ManySleeps(3, 1.5))
+    runner = client.runner(ALL, cache, lease=0.6, context=runner_context())
+    running = asyncio.create_task(runner.run_all())
+    try:
+
+        async def holds_three() -> bool:
+            leases = await client.clusters().leases()
+            return len([lease for lease in leases if lease.name == "Sleep"]) == 3
+
+        await eventually(holds_three)
+        leases = await client.clusters().leases()
+        assert {lease.runner_id for lease in leases} == {runner.id}
+        assert {lease.job_id for lease in leases} == {job.id}
+        first = (await client.clusters().runners())[0]
+
+        async def beat_again() -> bool:
+            [now] = await client.clusters().runners("default")
+            return now.last_heartbeat > first.last_heartbeat and now.tasks == 3
+
+        await eventually(beat_again, 10)
+        [me] = await client.clusters().runners()
+        assert (me.id, me.cluster, me.host, me.pid) == (
+            runner.id, "default", socket.gethostname(), os.getpid(),
+        )  # fmt: skip
+        assert (me.concurrency, me.lease) == (64, 0.6)
+        assert await client.clusters().runners("other-cluster") == []
+    finally:
+        async with asyncio.timeout(30):
+            await running
+    assert await client.clusters().runners() == []
+    assert await client.clusters().leases() == []

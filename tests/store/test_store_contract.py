@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 
+import msgspec
 import pytest
 
 from swath.store import (
@@ -452,6 +453,82 @@ async def test_query_jobs_by_state_name_and_time(store: JobStore) -> None:
     assert [j.id for j in await store.query_jobs(since=t1)] == [b]
     assert [j.id for j in await store.query_jobs(since=t0, until=t1)] == [a]
     assert len(await store.query_jobs(limit=1)) == 1
+
+
+async def test_query_jobs_pages_jobs_of_one_instant_by_keyset(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Jobs created at the same instant (a batch submitted within the clock's resolution) page
+    by ``before=(created_at, id)`` without loss or duplicates, in (created_at, id) order newest
+    first; older jobs follow. (Paging by time alone lost every job of the instant after the
+    first page.)"""
+    from swath.store import machine
+
+    older = await submit(store, name="older")
+    await asyncio.sleep(0.01)
+    clock = time.time()
+    monkeypatch.setattr(machine, "time", type("Frozen", (), {"time": staticmethod(lambda: clock)}))
+    same = [await submit(store, name=f"same-{i}") for i in range(7)]
+    monkeypatch.undo()
+    listed = await store.query_jobs()
+    assert [j.id for j in listed] == [*sorted(same, reverse=True), older]
+    assert {j.created_at for j in listed[:7]} == {clock}
+    seen: list[str] = []
+    before: tuple[float, str] | None = None
+    for _ in range(10):
+        page = await store.query_jobs(limit=3, before=before)
+        seen += [j.id for j in page]
+        if len(page) < 3:
+            break
+        before = (page[-1].created_at, page[-1].id)
+    assert seen == [j.id for j in listed]
+    named = await store.query_jobs(name="same-3", before=(clock, max(same)))
+    assert [j.id for j in named] == ([same[3]] if same[3] < max(same) else [])
+
+
+async def test_runners_report_themselves_and_leases_show_who_holds_what(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """runner_alive upserts a runner's row (last_heartbeat is the store's time, tasks as
+    reported); list_runners lists them by cluster and start; list_leases gives each RUNNING task
+    with its runner, job and lease; runner_stopped removes the row; a row silent for longer than
+    RUNNER_EXPIRY is removed by the next report of any runner."""
+    from swath.store import RunnerInfo, machine
+    from swath.store.base import RUNNER_EXPIRY
+
+    await store.create_cluster("other")
+    before = time.time()
+    r1 = RunnerInfo("host-a:1:aa", "default", "host-a", 1, 8, LEASE, before - 5)
+    r2 = RunnerInfo("host-b:2:bb", "other", "host-b", 2, 4, LEASE, before - 1)
+    await store.runner_alive(r1)
+    await store.runner_alive(r2)
+    runners = await store.list_runners()
+    assert [r.id for r in runners] == [r1.id, r2.id]
+    assert runners[0].last_heartbeat >= before
+    assert runners[0].tasks == 0
+    assert (runners[0].host, runners[0].pid, runners[0].concurrency) == ("host-a", 1, 8)
+
+    job_id = await submit(store, task("Root"), name="held")
+    [claimed] = await claim(store, runner=r1.id)
+    await store.runner_alive(msgspec.structs.replace(r1, tasks=1))
+    [again] = [r for r in await store.list_runners() if r.id == r1.id]
+    assert again.tasks == 1
+    assert again.last_heartbeat >= runners[0].last_heartbeat
+    [lease] = await store.list_leases()
+    assert (lease.task_id, lease.job_id, lease.job_name) == (claimed.id, job_id, "held")
+    assert (lease.runner_id, lease.name, lease.cluster) == (r1.id, "Root", "default")
+    assert lease.lease_expires >= before + LEASE - 1
+    assert await store.list_leases(limit=0) == []
+
+    await store.runner_stopped(r2.id)
+    assert [r.id for r in await store.list_runners()] == [r1.id]
+
+    # a day and more later, the next report of any runner removes r1's silent row
+    later = time.time() + RUNNER_EXPIRY + 60
+    monkeypatch.setattr(machine, "time", type("Later", (), {"time": staticmethod(lambda: later)}))
+    await store.runner_alive(r2)
+    monkeypatch.undo()
+    assert [r.id for r in await store.list_runners()] == [r2.id]
 
 
 async def test_work_signal_wakes_on_new_work_for_its_cluster(store: JobStore) -> None:

@@ -330,3 +330,35 @@ async def test_cancelling_writes_at_random_moments_leaves_no_debris(tmp_path: Pa
                 assert await cache.get(key) == chunk * 4
     leftovers = [p for p in (tmp_path / "cache").rglob("*") if local.TEMP_MARK in p.name]
     assert leftovers == []
+
+
+async def test_a_long_write_starts_its_writeback_as_it_goes(
+    cache: LocalFileSystemCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer starts the disk on what it has written every WRITEBACK_STEP bytes (so the fsync
+    of the commit finds little left to write): ranges in order, from 0, without gaps, each only
+    over bytes already in the file; small writes count once they reach the file. The value
+    reads back whole."""
+    if local._start_writeback is None:
+        pytest.skip("no sync_file_range on this system")  # Linux has it: CI runs there
+    started: list[tuple[int, int]] = []
+    sizes: list[int] = []
+
+    def record(fd: int, offset: int, count: int) -> None:
+        sizes.append(os.fstat(fd).st_size)
+        started.append((offset, count))
+
+    monkeypatch.setattr(local, "_start_writeback", record)
+    step = local.WRITEBACK_STEP
+    big, small = os.urandom(step // 2 + 5), os.urandom(1000)
+    chunks = [big, small, big] * 5 + [small] * 300
+    await cache.put_stream("g/v", chunks)
+    total = sum(map(len, chunks))
+    assert await cache.get("g/v") == b"".join(chunks)
+    assert len(started) >= total // step - 1
+    position = 0
+    for (offset, count), size in zip(started, sizes, strict=True):
+        assert offset == position
+        assert count >= step
+        assert offset + count <= size
+        position += count

@@ -48,6 +48,23 @@ class Stat:
     checksum: str  # "crc32c:<8 hex digits>"
 
 
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    """An object as a cloud backend's raw listing (``_objects``) shows it: every object below
+    the backend's prefix, whether or not its name is a valid key.
+
+    ``name`` is below the prefix; ``modified`` is when it was written (Unix seconds, by the
+    storage's clock); ``version`` changes whenever the object is replaced (the S3 ETag, the GCS
+    generation); ``checksum`` is its CRC32C in the form of :attr:`Stat.checksum` when the
+    listing carries one (GCS), else None."""
+
+    name: str
+    size: int
+    modified: float
+    version: str
+    checksum: str | None = None
+
+
 def as_view(value: object) -> memoryview:
     """The bytes of a cache value as a flat, C-contiguous ``memoryview`` of unsigned bytes; the
     one rule for values, used by ``put``, ``put_stream`` and ``open_write`` on every backend.

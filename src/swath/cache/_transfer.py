@@ -9,7 +9,8 @@
   its own time budget.
 * :func:`ordered_reads` reads ranges of a value with up to ``window`` requests in flight, yields
   them in order in chunks, computes the CRC32C one chunk behind in a worker thread (beside the
-  consumer) and verifies it at the end.
+  consumer), or takes it from a fetch that computed it itself (:class:`Checked`: the local disk
+  reads and checksums a range in one thread hop), and verifies it at the end.
 * :class:`Body` is a request body over a buffer that aiohttp sends without copying, in slices,
   each with a deadline, so a server that stops reading cannot hold a request forever.
 
@@ -297,13 +298,25 @@ def _read_block(fd: int, buf: bytearray) -> bytearray:
 
 
 # -- reads ---------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """A fetched range already cut into ``bytes`` pieces of at most the chunk size (yielded as
+    they are), with the CRC32C of the whole range (``crc`` of the pieces' concatenation, from
+    0): what a fetch returns when reading and checksumming in one worker thread is cheaper than
+    two thread hops (the local disk)."""
+
+    pieces: list[bytes]
+    size: int
+    crc: int
+
+
 async def ordered_reads(
     first: Buffer | None,
     start: int,
     total: int,
     step: int,
     window: int,
-    fetch: Callable[[int, int], Awaitable[Buffer]],
+    fetch: Callable[[int, int], Awaitable[Buffer | Checked]],
     chunk_size: int,
     expected: int | None,
     what: str,
@@ -311,29 +324,38 @@ async def ordered_reads(
     """Yield ``first`` (the value's bytes before ``start``, already read), then the ranges
     ``[start, total)`` of ``step`` bytes fetched with ``fetch(begin, end)``, up to ``window`` in
     flight, in order, as ``bytes`` pieces of at most ``chunk_size``. The CRC32C of what goes by is
-    computed one chunk behind in a worker thread and checked against ``expected`` (if known) at
-    the end. Leaving early cancels and awaits every request in flight."""
-    pending: deque[asyncio.Task[Buffer]] = deque()
+    computed one chunk behind in a worker thread (or taken from a :class:`Checked` range, in
+    order) and checked against ``expected`` (if known) at the end. Leaving early cancels and
+    awaits every request in flight."""
+    pending: deque[asyncio.Task[Buffer | Checked]] = deque()
     checking: asyncio.Task[int] | None = None
+    combined = 0  # the CRC of the Checked ranges so far (they come after every plain buffer)
     next_start = start
     try:
-        chunk: Buffer | None = first
+        chunk: Buffer | Checked | None = first
         while True:
             while next_start < total and len(pending) < window:  # keep ranges in flight
                 end = min(next_start + step, total)
                 pending.append(asyncio.ensure_future(fetch(next_start, end)))
                 next_start = end
-            if chunk is not None and len(chunk):
+            if isinstance(chunk, Checked):
+                if checking is not None:  # plain buffers came first: their CRC, then combine
+                    combined, checking = await checking, None
+                combined = _checksum.crc32c_combine(combined, chunk.crc, chunk.size)
+                for piece in chunk.pieces:
+                    yield piece
+            elif chunk is not None and len(chunk):
                 previous = checking
                 if previous is not None and not previous.done():
                     await asyncio.wait([previous])  # at most one checksum behind
-                checking = asyncio.ensure_future(_crc_after(previous, chunk))
+                checking = asyncio.ensure_future(_crc_after(previous, chunk, combined))
                 for piece in pieces(chunk, chunk_size):
                     yield piece
+            chunk = None  # the consumer may have dropped it: so do we
             if not pending:
                 break
             chunk = await pending.popleft()
-        crc = 0 if checking is None else await checking
+        crc = combined if checking is None else await checking
         if expected is not None:
             _checksum.verify(expected, crc, what)
     finally:
@@ -341,8 +363,9 @@ async def ordered_reads(
             await _cancel_all([*pending, *([checking] if checking is not None else [])])
 
 
-async def _crc_after(previous: asyncio.Task[int] | None, chunk: Buffer) -> int:
-    crc = 0 if previous is None else await previous
+async def _crc_after(previous: asyncio.Task[int] | None, chunk: Buffer, crc: int) -> int:
+    if previous is not None:
+        crc = await previous
     return await _checksum.update_async(crc, chunk)  # small chunks: no thread hop
 
 

@@ -35,6 +35,7 @@ the same deadlines and retries.
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import os
@@ -50,7 +51,7 @@ from gcloud.aio.storage.storage import SCOPES, init_api_root
 
 from swath._urls import refuse_credentials
 from swath.cache import _checksum, _transfer
-from swath.cache._base import Stat, missing
+from swath.cache._base import Stat, StoredObject, missing
 from swath.cache._retry import GaveUp
 from swath.cache.keys import Path, join, object_name
 from swath.errors import CacheError, ChecksumMismatchError, InvalidKeyError, KeyNotFoundError
@@ -575,10 +576,10 @@ class GoogleStorageCache(_transfer.PartedBackend):
             raise missing(path) from None
 
     async def _pages(
-        self, op: str, prefix: str, delimiter: str | None
+        self, op: str, prefix: str, delimiter: str | None, page_size: int = LIST_PAGE
     ) -> AsyncIterator[dict[str, Any]]:
         url = f"{self._api_root}/storage/v1/b/{quote(self.bucket, safe='')}/o"
-        params = {"prefix": prefix, "maxResults": str(LIST_PAGE)}
+        params = {"prefix": prefix, "maxResults": str(page_size)}
         if delimiter:
             params["delimiter"] = delimiter
         while True:
@@ -591,6 +592,24 @@ class GoogleStorageCache(_transfer.PartedBackend):
 
     def _group_prefix(self, prefix: Path) -> str:
         return self._root + "".join(f"{segment}/" for segment in prefix)
+
+    async def _objects(self, page_size: int = LIST_PAGE) -> AsyncIterator[list[StoredObject]]:
+        """Every object below the prefix but this cache's temporaries (whose names hold a
+        backslash), one ``objects.list`` page at a time; only one page is held."""
+        async for page in self._pages("objects", self._root, None, page_size):
+            yield [
+                StoredObject(
+                    item["name"][len(self._root) :],
+                    int(item.get("size", 0)),
+                    _rfc3339(item.get("timeCreated") or item.get("updated") or ""),
+                    str(item.get("generation", "")),
+                    _checksum.render(_checksum.from_b64(item["crc32c"]))
+                    if isinstance(item.get("crc32c"), str)
+                    else None,
+                )
+                for item in page.get("items", [])
+                if TMP_SEGMENT not in item["name"]
+            ]
 
     async def _list(self, prefix: Path, *, groups: bool) -> AsyncIterator[str]:
         base = self._group_prefix(prefix)
@@ -825,6 +844,13 @@ class _GcsUpload(_transfer.PartTarget):
         if temps:
             for failure in await self._cache._delete_many("cleanup", temps):
                 log.warning("temporary object left behind: %s", failure)
+
+
+def _rfc3339(text: str) -> float:
+    """Unix seconds of a GCS timestamp (``2026-11-29T21:00:00.123Z``); 0.0 if there is none."""
+    if not text:
+        return 0.0
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 def _persisted_end(range_header: str | None) -> int:

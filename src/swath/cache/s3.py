@@ -49,7 +49,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from swath._urls import refuse_credentials
 from swath.cache import _checksum, _transfer
-from swath.cache._base import Stat, missing
+from swath.cache._base import Stat, StoredObject, missing
 from swath.cache._checksum import crc32c_combine
 from swath.cache._retry import GaveUp
 from swath.cache.keys import Path, join, object_name, split_key
@@ -709,6 +709,37 @@ class AmazonS3Cache(_transfer.PartedBackend):
             if not token:
                 return
             params["ContinuationToken"] = token
+
+    async def _objects(self, page_size: int = 1000) -> AsyncIterator[list[StoredObject]]:
+        """Every object below the prefix (none held back: not a listing of keys), one
+        ListObjectsV2 page at a time; only one page is held."""
+        params: dict[str, Any] = {"Prefix": self._root, "MaxKeys": page_size}
+        while True:
+            page = await self._list_page(**params)
+            found = [
+                StoredObject(
+                    o["Key"][len(self._root) :],
+                    int(o.get("Size", 0)),
+                    o["LastModified"].timestamp(),
+                    str(o.get("ETag", "")).strip('"'),
+                )
+                for o in page.get("Contents") or ()
+            ]
+            token = page.get("NextContinuationToken") if page.get("IsTruncated") else None
+            del page
+            yield found
+            if not token:
+                return
+            params["ContinuationToken"] = token
+
+    async def _recorded_checksum(self, name: str) -> str | None:
+        """The CRC32C recorded with the object ``name`` (below the prefix), as
+        :attr:`Stat.checksum`: swath's metadata or S3's own full-object checksum, from one
+        HeadObject; None if it has none (it is never read to compute one) or is gone."""
+        self._require_client()
+        head = await self._head(self._root + name)
+        crc = None if head is None else _recorded_crc(head, whole=True)
+        return None if crc is None else _checksum.render(crc)
 
     async def _holding_values(self, pfx: str, names: list[str]) -> list[str]:
         """The names whose group holds at least one object. S3 lists a common prefix only if

@@ -1,4 +1,5 @@
-"""The ``swath`` command: ``demo``, ``runner``, ``jobs ...``, ``cache ...``."""
+"""The ``swath`` command: ``demo``, ``runner``, ``jobs ...``, ``clusters ...``, ``cache ...``,
+``automations ...``."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import logging
 import click
 
 from swath.cli._common import DATABASE_HELP, SwathGroup
+from swath.cli.automations import automations
 from swath.cli.cache import cache
+from swath.cli.clusters import clusters
 from swath.cli.dashboard import dashboard
 from swath.cli.demo import demo
 from swath.cli.jobs import jobs
@@ -36,7 +39,9 @@ def main(ctx: click.Context, database: str | None, debug: bool) -> None:
 main.add_command(demo)
 main.add_command(runner)
 main.add_command(jobs)
+main.add_command(clusters)
 main.add_command(cache)
 main.add_command(dashboard)
+main.add_command(automations)
 
 __all__ = ["main"]

@@ -191,6 +191,12 @@ def show(ctx: click.Context, job_id: str, tracebacks: bool, expand: bool) -> Non
     job, tasks, logs = run(go())
     fan_out = None if expand else DEFAULT_FAN_OUT
     console.print(task_tree(job, tasks, tracebacks, logs, fan_out=fan_out))
+    trigger = job.trigger
+    if trigger is not None:
+        what = trigger.time.isoformat() if trigger.time and trigger.kind == "cron" else ""
+        if trigger.kind == "storage":
+            what = f"{trigger.url or trigger.key} ({trigger.size} bytes, {trigger.checksum})"
+        console.print(f"  fired by automation {markup(trigger.automation)}: {markup(what)}")
     for p in job.progress:
         console.print(f"  {markup(p.label)}: {p.done}/{p.total}")
 

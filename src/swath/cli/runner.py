@@ -23,7 +23,13 @@ def load_task(spec: str) -> list[type[Task]]:
         module = importlib.import_module(module_name)
     except Exception as exc:  # ImportError, or whatever the module raised while importing
         what = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ImportError) else str(exc)
-        raise click.BadParameter(clean(f"cannot import {module_name!r}: {what}")) from None
+        hint = (
+            " (the module must be importable by this Python: install its project into this "
+            "environment, e.g. pip install -e ., or run from its directory with PYTHONPATH=.)"
+            if isinstance(exc, ModuleNotFoundError)
+            else ""
+        )
+        raise click.BadParameter(clean(f"cannot import {module_name!r}: {what}{hint}")) from None
     if attr:
         found = getattr(module, attr, None)
         if not (isinstance(found, type) and issubclass(found, Task)):
@@ -93,6 +99,11 @@ class _CleanFormatter(logging.Formatter):
 )
 @click.option("--until-idle", is_flag=True, help="Stop when no runnable work remains.")
 @click.option(
+    "--automations",
+    is_flag=True,
+    help="Also evaluate the automations of the cluster (cron ticks, new objects) while running.",
+)
+@click.option(
     "--metrics-port",
     default=None,
     type=click.IntRange(0, 65535),
@@ -114,6 +125,7 @@ def runner(
     lease: float,
     grace: float,
     until_idle: bool,
+    automations: bool,
     metrics_port: int | None,
     metrics_host: str,
 ) -> None:
@@ -135,6 +147,7 @@ def runner(
                 lease=lease,
                 grace=grace,
                 handle_signals=True,
+                automations=automations,
             )
             console.print(
                 f"runner {r.id} on cluster [bold]{markup(cluster)}[/] ({markup(c.store.url)}): "

@@ -38,10 +38,21 @@ from starlette.staticfiles import StaticFiles
 
 from swath.cache import Backend
 from swath.cache._base import CacheAPI
-from swath.client import FINISHED_JOB_STATES, Client, Job
+from swath.client import FINISHED_JOB_STATES, Client, Job, _log_level
 from swath.dashboard.security import CSRF_COOKIE, Guard, cookie, csrf_ok, csrf_token
 from swath.errors import InvalidKeyError, KeyNotFoundError
-from swath.store.base import JobState, StoreError, TaskInfo, TaskState, UnknownJobError
+from swath.store.base import (
+    CHANGED_SIGNAL,
+    JobState,
+    LeaseInfo,
+    StoreError,
+    TaskInfo,
+    TaskState,
+    UnknownJobError,
+    WorkSignal,
+    job_signal,
+    report_interval,
+)
 from swath.tasktree import TaskNode, flatten, task_tree
 
 HERE = Path(__file__).parent
@@ -54,8 +65,17 @@ KEYS_PAGE = 200
 PREVIEW_BYTES = 64 * 1024
 #: download chunk size: memory per download is about one chunk
 DOWNLOAD_CHUNK = 1 << 20
+#: leases shown on the clusters and runners page
+MAX_LEASES = 1000
+#: log records per page of a job's logs (the job page shows the first page)
+LOGS_PAGE = 200
 #: live updates: the store is polled every MIN s after a change, backing off to MAX s
 POLL = (0.25, 5.0)
+#: live updates: when the store announces changes (PostgreSQL), a job is read again at most
+#: this often (a page of jobs, four times less often)
+NOTIFIED_GAP = 0.25
+
+LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 STATE_CLASS = {state.value: state.value.lower().replace("_", "-") for state in TaskState}
 
@@ -69,6 +89,21 @@ def _when(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
+
+
+def _clock(seconds: float) -> str:
+    """A log record's time: the date and the time to the millisecond."""
+    millis = int(seconds * 1000) % 1000
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds)) + f".{millis:03d}"
+
+
+def _ago(seconds: float) -> str:
+    """A duration, roughly: ``3.2 s``, ``4 min``, ``2 h``."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _local_time(value: str | None) -> float | None:
@@ -113,8 +148,8 @@ def templates() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(q=_quote, when=_when, size=_size)
-    env.globals.update(took=_took, percent=_percent, state_class=STATE_CLASS)
+    env.filters.update(q=_quote, when=_when, size=_size, clock=_clock, ago=_ago)
+    env.globals.update(took=_took, percent=_percent, state_class=STATE_CLASS, name_level=_log_level)
     return env
 
 
@@ -194,12 +229,22 @@ class Dashboard:
             until = _local_time(q.get("until"))
         except ValueError as exc:
             raise ValueError(f"bad paging or time parameter: {exc}") from None
-        if before is not None:
+        before_id = q.get("before_id") or None
+        keyset: tuple[float, str] | None = None
+        if before is not None and before_id is not None:
+            keyset = (before, before_id)
+        elif before is not None:  # a time only: the jobs created before it
             until = before if until is None else min(until, before)
-        # keyset paging: the next page is the jobs created before the last one shown, so a page
-        # costs one indexed query however many jobs there are
+        # keyset paging: the next page is the jobs after the last one shown, by (created_at,
+        # id), so a page costs one indexed query however many jobs there are, and jobs created
+        # at the same instant are neither skipped nor shown twice
         jobs = await self.client.jobs().query(
-            state=states or None, name=name, since=since, until=until, limit=limit + 1
+            state=states or None,
+            name=name,
+            since=since,
+            until=until,
+            limit=limit + 1,
+            before=keyset,
         )
         more = len(jobs) > limit
         jobs = jobs[:limit]
@@ -210,7 +255,7 @@ class Dashboard:
             "since": q.get("since") or "",
             "until": q.get("until") or "",
         }
-        filters["next"] = jobs[-1].created_at if more and jobs else None
+        filters["next"] = (jobs[-1].created_at, jobs[-1].id) if more and jobs else None
         return jobs, filters
 
     async def jobs_page(self, request: Request) -> Response:
@@ -221,12 +266,15 @@ class Dashboard:
         params = [("state", s) for s in filters["state"]]
         params += [(k, filters[k]) for k in ("name", "since", "until") if filters[k]]
         params.append(("limit", str(filters["limit"])))
-        if request.query_params.get("before"):
-            params.append(("before", request.query_params["before"]))
+        for key in ("before", "before_id"):
+            if request.query_params.get(key):
+                params.append((key, request.query_params[key]))
         this_query = "&".join(f"{_quote(k)}={_quote(v)}" for k, v in params)
         next_query = None
         if filters["next"] is not None:
-            params = [p for p in params if p[0] != "before"] + [("before", repr(filters["next"]))]
+            at, last_id = filters["next"]
+            params = [p for p in params if p[0] not in ("before", "before_id")]
+            params += [("before", repr(at)), ("before_id", last_id)]
             next_query = "&".join(f"{_quote(k)}={_quote(v)}" for k, v in params)
         return self.page(
             request,
@@ -252,11 +300,23 @@ class Dashboard:
             headers={"cache-control": "no-store", "x-accel-buffering": "no"},
         )
 
+    async def _wait(self, changes: WorkSignal, delay: float, not_before: float) -> None:
+        """Wait for the next look at the store: a change the store announces (PostgreSQL's
+        NOTIFY, :data:`CHANGED_SIGNAL`) or ``delay`` seconds (polling, all a SQLite store
+        has), and in any case until ``not_before`` (monotonic), so that a busy store is not
+        read more often than that however many changes it announces."""
+        await changes.wait(delay)
+        if (now := time.monotonic()) < not_before:
+            await asyncio.sleep(not_before - now)
+
     async def _follow_jobs(self, request: Request) -> AsyncIterator[str]:
         low, high = self.poll[0] * 4, self.poll[1]
         delay = low
         seen: Any = None
+        changes = self.client.store.work_signal(CHANGED_SIGNAL)
         while True:
+            changes.clear()  # before the read: a change announced during it is not lost
+            read_at = time.monotonic()
             jobs, _ = await self._jobs(request)
             mark = [(j.id, j.state, j.progress, j.execution_stats) for j in jobs]
             if mark != seen:
@@ -267,14 +327,22 @@ class Dashboard:
                 delay = low
             else:
                 delay = min(high, delay * 1.5)
-            await asyncio.sleep(delay)
+            # a page of jobs costs a query per job: at most one read a second when told
+            await self._wait(changes, delay, read_at + min(low, 4 * NOTIFIED_GAP))
 
     async def jobs_api(self, request: Request) -> Response:
         try:
             jobs, filters = await self._jobs(request)
         except ValueError as exc:
             return self.error(request, 400, str(exc))
-        return JSONResponse({"jobs": _jsonable(jobs), "next_before": filters["next"]})
+        after = filters["next"]
+        return JSONResponse(
+            {
+                "jobs": _jsonable(jobs),
+                "next_before": None if after is None else after[0],
+                "next_before_id": None if after is None else after[1],
+            }
+        )
 
     async def _job(self, job_id: str) -> tuple[Job, list[TaskInfo]]:
         jobs = self.client.jobs()
@@ -298,7 +366,71 @@ class Dashboard:
             job, tasks = await self._job(job_id)
         except UnknownJobError:
             return self.error(request, 404, f"no job with id {job_id!r}")
-        return self.page(request, "job.html", **self._job_context(job, tasks))
+        logs = await self._logs(job.id, None, 0, 0)
+        return self.page(request, "job.html", **self._job_context(job, tasks), **logs)
+
+    async def _logs(self, job_id: str, task: str | None, level: int, after: int) -> dict[str, Any]:
+        """A page of the job's log records (of one task, from a level, after a record id)."""
+        records = await self.client.jobs().logs(
+            job_id, task, level, after=after, limit=LOGS_PAGE + 1
+        )
+        # a page is LOGS_PAGE records; the markers of dropped records come on top
+        kept, real = [], 0
+        for record in records:
+            if not record.dropped:
+                if real == LOGS_PAGE:
+                    break
+                real += 1
+            kept.append(record)
+        more = len(kept) < len(records)
+        records = kept
+        last = max((r.id for r in records), default=after)
+        return {
+            "logs": records,
+            "logs_filter": {"task": task or "", "level": level, "after": after},
+            "logs_next": last if more else None,
+        }
+
+    def _logs_query(self, request: Request) -> tuple[str | None, int, int]:
+        q = request.query_params
+        task = q.get("task") or None
+        try:
+            raw = (q.get("level") or "").strip()
+            level = int(raw) if raw.isdigit() else _log_level(raw or None)
+            after = max(0, int(q.get("after") or 0))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"bad log filter: {exc}") from None
+        return task, level, after
+
+    async def logs_page(self, request: Request) -> Response:
+        """``/jobs/ID/logs?task=&level=&after=``: the job's log records, a page at a time."""
+        job_id = request.path_params["job_id"]
+        try:
+            task, level, after = self._logs_query(request)
+            job = await self.client.jobs().find(job_id, execution_stats=False)
+        except ValueError as exc:
+            return self.error(request, 400, str(exc))
+        except UnknownJobError:
+            return self.error(request, 404, f"no job with id {job_id!r}")
+        logs = await self._logs(job.id, task, level, after)
+        return self.page(request, "logs.html", job=job, levels=LEVELS, **logs)
+
+    async def logs_api(self, request: Request) -> Response:
+        job_id = request.path_params["job_id"]
+        try:
+            task, level, after = self._logs_query(request)
+            job = await self.client.jobs().find(job_id, execution_stats=False)
+        except ValueError as exc:
+            return self.error(request, 400, str(exc))
+        except UnknownJobError:
+            return self.error(request, 404, f"no job with id {job_id!r}")
+        logs = await self._logs(job.id, task, level, after)
+        return JSONResponse(
+            {
+                "logs": [_jsonable(r) | {"levelname": r.levelname} for r in logs["logs"]],
+                "next_after": logs["logs_next"],
+            }
+        )
 
     async def job_api(self, request: Request) -> Response:
         job_id = request.path_params["job_id"]
@@ -329,34 +461,39 @@ class Dashboard:
         low, high = self.poll
         delay = low
         seen: Any = None
-        quiet = 0.0
+        sent = time.monotonic()
+        changes = self.client.store.work_signal(job_signal(job_id))
         while True:
+            changes.clear()  # before the read: a change announced during it is not lost
+            read_at = time.monotonic()
             job = await self.client.jobs().find(job_id)
             mark = (job.state, job.progress, job.execution_stats, job.finished_at)
+            gap = min(low, NOTIFIED_GAP)
             if mark != seen:
                 seen = mark
-                started = time.monotonic()
                 tasks = await self.client.jobs().tasks(job)
                 context = self._job_context(job, tasks)
+                logs = await self._logs(job.id, None, 0, 0)
                 data = {
                     "state": job.state.value,
                     "summary": self.fragment("_summary.html", **context),
                     "tree": self.fragment("_tree.html", **context),
+                    "logs": self.fragment("_logs.html", job=job, **logs),
                 }
                 yield f"event: update\ndata: {json.dumps(data)}\n\n"
-                # a large job costs a while to read: poll it no more than a third of the time
-                delay = max(low, 2 * (time.monotonic() - started))
-                quiet = 0.0
+                # a large job costs a while to read: read it no more than a third of the time
+                gap = max(gap, 2 * (time.monotonic() - read_at))
+                delay = low
+                sent = time.monotonic()
             else:
                 delay = min(high, delay * 1.5)
-                quiet += delay
-                if quiet >= 15:  # a comment keeps proxies from closing an idle stream
-                    quiet = 0.0
+                if time.monotonic() - sent >= 15:  # a comment keeps proxies from closing it
+                    sent = time.monotonic()
                     yield ": idle\n\n"
             if job.state in FINISHED_JOB_STATES:
                 yield "event: end\ndata: {}\n\n"
                 return
-            await asyncio.sleep(delay)
+            await self._wait(changes, delay, read_at + gap)
 
     async def job_action(self, request: Request) -> Response:
         job_id = request.path_params["job_id"]
@@ -383,16 +520,67 @@ class Dashboard:
         return RedirectResponse(f"/jobs/{_quote(job_id)}?done={action}&n={n}", status_code=303)
 
     # -- clusters --------------------------------------------------------------------------------
+    async def _runners(self) -> dict[str, Any]:
+        """The runners (as they reported themselves) and the tasks they hold (from the tasks'
+        leases), each runner with its leases; leases of runners that do not report themselves
+        (an older swath, or a row expired) are grouped under their runner id all the same."""
+        now = time.time()
+        runners = await self.client.clusters().runners()
+        leases = await self.client.clusters().leases(MAX_LEASES + 1)
+        more = len(leases) > MAX_LEASES
+        leases = leases[:MAX_LEASES]
+        held: dict[str, list[LeaseInfo]] = {}
+        for lease in leases:
+            held.setdefault(lease.runner_id, []).append(lease)
+        rows = []
+        for r in runners:
+            silent = max(0.0, now - r.last_heartbeat)
+            rows.append(
+                {
+                    "runner": r,
+                    "silent": silent,
+                    # a report comes every lease / 3: three missed (a lease) mean gone
+                    "alive": silent <= 3 * report_interval(r.lease),
+                    "leases": held.pop(r.id, []),
+                }
+            )
+        unreported = sorted(held.items())
+        return {"runners": rows, "unreported": unreported, "more_leases": more, "now": now}
+
     async def clusters_page(self, request: Request) -> Response:
         clusters = await self.client.clusters().all()
         running = await self.client.jobs().query(state=[JobState.RUNNING], limit=MAX_PAGE)
         per_cluster: dict[str, int] = {}
         for job in running:
             per_cluster[job.cluster] = per_cluster.get(job.cluster, 0) + 1
-        return self.page(request, "clusters.html", clusters=clusters, running=per_cluster)
+        runners = await self._runners()
+        alive: dict[str, int] = {}
+        for row in runners["runners"]:
+            if row["alive"]:
+                alive[row["runner"].cluster] = alive.get(row["runner"].cluster, 0) + 1
+        return self.page(
+            request,
+            "clusters.html",
+            clusters=clusters,
+            running=per_cluster,
+            alive=alive,
+            max_leases=MAX_LEASES,
+            **runners,
+        )
 
     async def clusters_api(self, request: Request) -> Response:
         return JSONResponse({"clusters": _jsonable(await self.client.clusters().all())})
+
+    async def runners_api(self, request: Request) -> Response:
+        found = await self._runners()
+        runners = [
+            _jsonable(row["runner"]) | {"alive": row["alive"], "leases": _jsonable(row["leases"])}
+            for row in found["runners"]
+        ]
+        unreported = [_jsonable(lease) for _, leases in found["unreported"] for lease in leases]
+        return JSONResponse(
+            {"runners": runners, "unreported_leases": unreported, "more": found["more_leases"]}
+        )
 
     # -- cache -----------------------------------------------------------------------------------
     def _group(self, name: str) -> CacheAPI:
@@ -555,6 +743,7 @@ def create_app(
         Route("/events/jobs", dash.jobs_events),
         Route("/jobs/{job_id}", dash.job_page),
         Route("/jobs/{job_id}/events", dash.job_events),
+        Route("/jobs/{job_id}/logs", dash.logs_page),
         Route("/jobs/{job_id}/{action:str}", dash.job_action, methods=["POST"]),
         Route("/clusters", dash.clusters_page),
         Route("/cache", dash.cache_page),
@@ -562,7 +751,9 @@ def create_app(
         Route("/cache/download", dash.download),
         Route("/api/jobs", dash.jobs_api),
         Route("/api/jobs/{job_id}", dash.job_api),
+        Route("/api/jobs/{job_id}/logs", dash.logs_api),
         Route("/api/clusters", dash.clusters_api),
+        Route("/api/runners", dash.runners_api),
         Route("/api/cache", dash.cache_api),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]

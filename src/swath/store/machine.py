@@ -32,15 +32,20 @@ from swath.store.base import (
     MAX_LOST,
     MAX_TASK_LOGS,
     ROOTS_TASK,
+    RUNNER_EXPIRY,
     STOPPED_SIGNAL,
+    AutomationInfo,
     ClaimedTask,
     ClusterInfo,
     ErrorInfo,
     ExecutionStats,
+    Firing,
     JobInfo,
     JobState,
+    LeaseInfo,
     NewTask,
     ProgressInfo,
+    RunnerInfo,
     Signals,
     StoreError,
     StoreOpenError,
@@ -50,9 +55,11 @@ from swath.store.base import (
     TaskLogRecord,
     TaskOutcome,
     TaskState,
+    UnknownAutomationError,
     UnknownClusterError,
     UnknownJobError,
     WorkSignal,
+    decode_trigger,
     new_id,
 )
 
@@ -70,6 +77,9 @@ class Row(Protocol):
 
 
 Params = Mapping[str, Any]
+
+#: Subtasks are inserted this many at a time (one statement each, in the same transaction).
+INSERT_SLICE = 2000
 
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _VERSION = re.compile(r"v([0-9]{1,9})\.([0-9]{1,9})")
@@ -282,27 +292,43 @@ class SQLJobStore(abc.ABC):
         if any(r.depends_on for r in roots):
             raise ValueError("root tasks cannot depend on other tasks")
         # several roots: a group task, never executed, is their parent (see task_group_of_roots)
-        group = NewTask(new_id(), ROOTS_TASK, "v0.0", b"{}", cluster) if len(roots) > 1 else None
-        top = group or roots[0]
         now = time.time()
         async with self._transaction() as tx:
-            await self._check_clusters(tx, {cluster, *(r.cluster for r in roots)})
-            await tx.execute(
-                "job_insert",
-                {
-                    "id": job_id,
-                    "name": name,
-                    "cluster": cluster,
-                    "root_task_id": top.id,
-                    "now": now,
-                },
-            )
-            await self._insert_tasks(tx, job_id, None, [top], now)
-            if group is not None:
-                await self._insert_tasks(tx, job_id, group.id, roots, now)
-                await tx.execute("task_group_of_roots", {"id": group.id, "n": len(roots)})
+            top = await self._insert_job(tx, job_id, name, cluster, roots, now)
         self._notify({r.cluster for r in roots})
-        return JobInfo(job_id, name, cluster, JobState.QUEUED, now, None, None, top.id, [])
+        return JobInfo(job_id, name, cluster, JobState.QUEUED, now, None, None, top, [])
+
+    async def _insert_job(
+        self,
+        tx: Tx,
+        job_id: str,
+        name: str,
+        cluster: str,
+        roots: Sequence[NewTask],
+        now: float,
+        trigger: str | None = None,
+    ) -> str:
+        """Insert a QUEUED job and its root task(s); returns the id of its top task."""
+        # several roots: a group task, never executed, is their parent (see task_group_of_roots)
+        group = NewTask(new_id(), ROOTS_TASK, "v0.0", b"{}", cluster) if len(roots) > 1 else None
+        top = group or roots[0]
+        await self._check_clusters(tx, {cluster, *(r.cluster for r in roots)})
+        await tx.execute(
+            "job_insert",
+            {
+                "id": job_id,
+                "name": name,
+                "cluster": cluster,
+                "root_task_id": top.id,
+                "now": now,
+                "trigger_json": trigger,
+            },
+        )
+        await self._insert_tasks(tx, job_id, None, [top], now)
+        if group is not None:
+            await self._insert_tasks(tx, job_id, group.id, roots, now)
+            await tx.execute("task_group_of_roots", {"id": group.id, "n": len(roots)})
+        return top.id
 
     async def _check_clusters(self, tx: Tx, clusters: set[str]) -> None:
         for cluster in clusters:
@@ -328,6 +354,7 @@ class SQLJobStore(abc.ABC):
         since: float | None = None,
         until: float | None = None,
         limit: int = 100,
+        before: tuple[float, str] | None = None,
     ) -> list[JobInfo]:
         params = {
             "states": None if states is None else json.dumps([JobState(s).value for s in states]),
@@ -335,6 +362,8 @@ class SQLJobStore(abc.ABC):
             "since": since,
             "until": until,
             "limit": int(limit),
+            "before_at": None if before is None else float(before[0]),
+            "before_id": None if before is None else str(before[1]),
         }
         async with self._transaction() as tx:
             rows = await tx.fetchall("job_query", params)
@@ -686,10 +715,122 @@ class SQLJobStore(abc.ABC):
             records.insert(at, marker)
         return records
 
+    # -- runners ---------------------------------------------------------------------------------
+    async def runner_alive(self, runner: RunnerInfo) -> None:
+        now = time.time()
+        params = {
+            "id": runner.id,
+            "cluster": runner.cluster,
+            "host": runner.host,
+            "pid": int(runner.pid),
+            "concurrency": int(runner.concurrency),
+            "lease": float(runner.lease),
+            "started_at": float(runner.started_at),
+            "tasks": int(runner.tasks),
+            "now": now,
+        }
+        async with self._transaction() as tx:
+            await tx.execute("runner_upsert", params)
+            await tx.execute("runners_expire", {"before": now - RUNNER_EXPIRY})
+
+    async def runner_stopped(self, runner_id: str) -> None:
+        async with self._transaction() as tx:
+            await tx.execute("runner_delete", {"id": runner_id})
+
+    async def list_runners(self) -> list[RunnerInfo]:
+        async with self._transaction() as tx:
+            return records(await tx.fetchall("runner_list", {}), RunnerInfo)
+
+    async def list_leases(self, limit: int = 1000) -> list[LeaseInfo]:
+        async with self._transaction() as tx:
+            return records(await tx.fetchall("lease_list", {"limit": int(limit)}), LeaseInfo)
+
     async def queue_depth(self) -> dict[str, int]:
         async with self._transaction() as tx:
             rows = await tx.fetchall("queue_depth", {})
         return {r["cluster"]: int(r["queued"]) for r in rows}
+
+    # -- automations -----------------------------------------------------------------------------
+    async def create_automation(self, automation: AutomationInfo) -> AutomationInfo:
+        async with self._transaction() as tx:
+            await self._check_clusters(tx, {automation.cluster})
+            params = msgspec.structs.asdict(automation)
+            params["paused"] = int(automation.paused)
+            if not await tx.execute("automation_insert", params):
+                raise ValueError(f"an automation named {automation.name!r} exists already")
+        return automation
+
+    async def get_automation(self, key: str) -> AutomationInfo | None:
+        async with self._transaction() as tx:
+            rows = await tx.fetchall("automation_get", {"key": key})
+        return _automation(rows[0]) if rows else None
+
+    async def list_automations(self) -> list[AutomationInfo]:
+        async with self._transaction() as tx:
+            rows = await tx.fetchall("automation_list", {})
+        return [_automation(row) for row in rows]
+
+    async def pause_automation(self, automation_id: str, paused: bool) -> AutomationInfo | None:
+        async with self._transaction() as tx:
+            rows = await tx.fetchall("automation_lock", {"id": automation_id})
+            if not rows:
+                return None
+            await tx.execute("automation_set_paused", {"id": automation_id, "paused": int(paused)})
+            if not paused and rows[0]["paused"] and rows[0]["kind"] == "cron":
+                # the ticks of the pause are skipped, not caught up
+                await tx.execute("automation_advance", {"id": automation_id, "cursor": time.time()})
+            found = await tx.fetchall("automation_get", {"key": automation_id})
+        return _automation(found[0]) if found else None
+
+    async def delete_automation(self, automation_id: str) -> bool:
+        async with self._transaction() as tx:
+            await tx.execute("automation_firings_delete", {"id": automation_id})
+            return bool(await tx.execute("automation_delete", {"id": automation_id}))
+
+    async def fired_keys(self, automation_id: str, keys: Sequence[str]) -> set[str]:
+        if not keys:
+            return set()
+        async with self._transaction() as tx:
+            rows = await tx.fetchall(
+                "automation_fired", {"id": automation_id, "keys": json.dumps(list(keys))}
+            )
+        return {r["key"] for r in rows}
+
+    async def fire_automation(
+        self, automation_id: str, firings: Sequence[Firing], cursor: float | None = None
+    ) -> list[str]:
+        now = time.time()
+        submitted: list[str] = []
+        clusters: set[str] = set()
+        async with self._transaction() as tx:
+            rows = await tx.fetchall("automation_lock", {"id": automation_id})
+            if not rows:
+                raise UnknownAutomationError(f"no automation with id {automation_id!r}")
+            if rows[0]["paused"]:
+                return []
+            current = float(rows[0]["cursor"])
+            for firing in firings:
+                if firing.at is not None and firing.at <= current:
+                    continue  # a tick decided already (fired, or skipped by the catch-up policy)
+                params = {
+                    "automation_id": automation_id,
+                    "key": firing.key,
+                    "job_id": firing.job_id,
+                    "now": now,
+                }
+                if not await tx.execute("automation_firing_insert", params):
+                    continue  # fired already, by this process or another
+                root = firing.root
+                await self._insert_job(
+                    tx, firing.job_id, firing.name, root.cluster, [root], now, firing.trigger
+                )
+                submitted.append(firing.job_id)
+                clusters.add(root.cluster)
+            if cursor is not None:
+                await tx.execute("automation_advance", {"id": automation_id, "cursor": cursor})
+        if clusters:
+            self._notify(clusters)
+        return submitted
 
     # -- the rules -------------------------------------------------------------------------------
     async def _insert_tasks(
@@ -702,6 +843,28 @@ class SQLJobStore(abc.ABC):
             raise ValueError(f"depends_on names tasks outside this batch: {sorted(unknown)}")
         await self._check_clusters(tx, {t.cluster for t in tasks})
         versions = {v: version_numbers(v) for v in {t.version for t in tasks}}
+        # In slices: the rows of 100,000 subtasks at once took 120 MiB (a dict per row) and the
+        # garbage collector's full passes over them; a slice's rows die young.
+        for first in range(0, len(tasks), INSERT_SLICE):
+            await self._insert_slice(
+                tx, job_id, parent_id, tasks[first : first + INSERT_SLICE], depended, versions, now
+            )
+        deps = [
+            {"task_id": t.id, "depends_on": d} for t in tasks for d in sorted(set(t.depends_on))
+        ]
+        if deps:
+            await tx.executemany("dep_insert", deps)
+
+    async def _insert_slice(
+        self,
+        tx: Tx,
+        job_id: str,
+        parent_id: str | None,
+        tasks: Sequence[NewTask],
+        depended: set[str],
+        versions: Mapping[str, tuple[int, int]],
+        now: float,
+    ) -> None:
         await tx.executemany(
             "task_insert",
             [
@@ -727,11 +890,6 @@ class SQLJobStore(abc.ABC):
                 for t in tasks
             ],
         )
-        deps = [
-            {"task_id": t.id, "depends_on": d} for t in tasks for d in sorted(set(t.depends_on))
-        ]
-        if deps:
-            await tx.executemany("dep_insert", deps)
 
     async def _apply_failures(
         self,
@@ -944,6 +1102,17 @@ def _cluster(row: Row) -> ClusterInfo:
     return ClusterInfo(row["slug"], row["name"], row["created_at"])
 
 
+def _automation(row: Row) -> AutomationInfo:
+    return AutomationInfo(
+        id=row["id"], name=row["name"], kind=row["kind"], cluster=row["cluster"],
+        task_name=row["task_name"], task_version=row["task_version"], input=bytes(row["input"]),
+        max_retries=int(row["max_retries"]), timeout=row["timeout"], schedule=row["schedule"],
+        timezone=row["timezone"], catch_up=row["catch_up"], url=row["url"], glob=row["glob"],
+        paused=bool(row["paused"]), cursor=float(row["cursor"]),
+        created_at=float(row["created_at"]),
+    )  # fmt: skip
+
+
 def _job(row: Row, progress: Iterable[Row], stats: Iterable[Row] = ()) -> JobInfo:
     return JobInfo(
         id=row["id"],
@@ -956,6 +1125,7 @@ def _job(row: Row, progress: Iterable[Row], stats: Iterable[Row] = ()) -> JobInf
         root_task_id=row["root_task_id"],
         progress=[ProgressInfo(p["label"], p["total"], p["done"]) for p in progress],
         execution_stats=_stats(stats),
+        trigger=decode_trigger(row["trigger_json"]),
     )
 
 

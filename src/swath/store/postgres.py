@@ -36,8 +36,11 @@ import asyncpg
 from swath._urls import parse_url, redact, scrub
 from swath.errors import NotFoundError
 from swath.store.base import (
+    CHANGED_SIGNAL,
+    AutomationInfo,
     ClaimedTask,
     ClusterInfo,
+    Firing,
     JobInfo,
     JobState,
     NewTask,
@@ -47,6 +50,7 @@ from swath.store.base import (
     TaskKind,
     TaskOutcome,
     WorkSignal,
+    job_signal,
 )
 from swath.store.machine import Params, Row, SQLJobStore, Tx, load_migrations, load_queries
 
@@ -479,11 +483,18 @@ class PostgresJobStore(SQLJobStore):
         since: float | None = None,
         until: float | None = None,
         limit: int = 100,
+        before: tuple[float, str] | None = None,
     ) -> list[JobInfo]:
         return await self._retrying(
             "query_jobs",
             lambda: SQLJobStore.query_jobs(
-                self, states=states, name=name, since=since, until=until, limit=limit
+                self,
+                states=states,
+                name=name,
+                since=since,
+                until=until,
+                limit=limit,
+                before=before,
             ),
         )
 
@@ -553,9 +564,61 @@ class PostgresJobStore(SQLJobStore):
             "next_ready", lambda: SQLJobStore.next_ready(self, cluster, tasks)
         )
 
+    # -- automations -----------------------------------------------------------------------------
+    async def create_automation(self, automation: AutomationInfo) -> AutomationInfo:
+        attempts = 0
+
+        async def op() -> AutomationInfo:
+            nonlocal attempts
+            attempts += 1
+            try:
+                return await SQLJobStore.create_automation(self, automation)
+            except ValueError:
+                # a retry after a commit whose reply was lost finds its own automation
+                if attempts > 1:
+                    existing = await SQLJobStore.get_automation(self, automation.id)
+                    if existing is not None:
+                        return existing
+                raise
+
+        return await self._retrying("create_automation", op)
+
+    async def get_automation(self, key: str) -> AutomationInfo | None:
+        return await self._retrying("get_automation", lambda: SQLJobStore.get_automation(self, key))
+
+    async def list_automations(self) -> list[AutomationInfo]:
+        return await self._retrying("list_automations", lambda: SQLJobStore.list_automations(self))
+
+    async def pause_automation(self, automation_id: str, paused: bool) -> AutomationInfo | None:
+        return await self._retrying(
+            "pause_automation", lambda: SQLJobStore.pause_automation(self, automation_id, paused)
+        )
+
+    async def delete_automation(self, automation_id: str) -> bool:
+        return await self._retrying(
+            "delete_automation", lambda: SQLJobStore.delete_automation(self, automation_id)
+        )
+
+    async def fired_keys(self, automation_id: str, keys: Sequence[str]) -> set[str]:
+        return await self._retrying(
+            "fired_keys", lambda: SQLJobStore.fired_keys(self, automation_id, keys)
+        )
+
+    async def fire_automation(
+        self, automation_id: str, firings: Sequence[Firing], cursor: float | None = None
+    ) -> list[str]:
+        # a retry after a lost reply finds the keys fired and submits nothing twice (it then
+        # leaves out of its answer the jobs the lost attempt submitted)
+        return await self._retrying(
+            "fire_automation",
+            lambda: SQLJobStore.fire_automation(self, automation_id, firings, cursor),
+        )
+
     # -- wake-ups --------------------------------------------------------------------------------
     def work_signal(self, cluster: str) -> WorkSignal:
         signal = super().work_signal(cluster)
+        if cluster.startswith(CHANGED_SIGNAL + ":"):  # a job's changes: told on CHANGED_SIGNAL's
+            cluster = CHANGED_SIGNAL
         if cluster not in self._listen_clusters:
             self._listen_clusters.add(cluster)
             if self._listen_changed is not None:
@@ -569,7 +632,9 @@ class PostgresJobStore(SQLJobStore):
 
     def _on_notification(self, conn: Any, pid: int, channel: str, payload: str) -> None:
         cluster = self._channels.get(channel)
-        if cluster is not None:
+        if cluster == CHANGED_SIGNAL and payload:  # the job that changed
+            self._signals.notify({cluster, job_signal(payload)})
+        elif cluster is not None:
             self._signals.notify({cluster})
 
     async def _listen_forever(self) -> None:

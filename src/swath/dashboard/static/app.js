@@ -17,6 +17,8 @@ function follow(live) {
     const data = JSON.parse(event.data);
     document.getElementById("summary").innerHTML = data.summary;
     document.getElementById("tree").innerHTML = data.tree;
+    const logs = document.getElementById("logs");
+    if (logs && data.logs !== undefined) logs.innerHTML = data.logs;
     live.textContent = "live · " + new Date().toLocaleTimeString();
     if (["COMPLETED", "FAILED", "CANCELED"].includes(data.state)) {
       for (const button of document.querySelectorAll(".actions button.danger")) {

@@ -41,21 +41,27 @@ DELETE FROM clusters WHERE slug = :slug;
 UPDATE clusters SET name = :name WHERE slug = :slug;
 
 -- name: job_insert
-INSERT INTO jobs (id, name, cluster, state, root_task_id, created_at)
-VALUES (:id, :name, :cluster, 'QUEUED', :root_task_id, :now);
+INSERT INTO jobs (id, name, cluster, state, root_task_id, created_at, trigger_json)
+VALUES (:id, :name, :cluster, 'QUEUED', :root_task_id, :now, :trigger_json);
 
 -- name: job_get
-SELECT id, name, cluster, state, created_at, started_at, finished_at, root_task_id
+SELECT id, name, cluster, state, created_at, started_at, finished_at, root_task_id, trigger_json
 FROM jobs WHERE id = :id;
 
 -- name: job_query
-SELECT id, name, cluster, state, created_at, started_at, finished_at, root_task_id
+SELECT id, name, cluster, state, created_at, started_at, finished_at, root_task_id, trigger_json
 FROM jobs
 WHERE (CAST(:states AS text) IS NULL
        OR state IN (SELECT jsonb_array_elements_text(CAST(:states AS text)::jsonb)))
   AND (CAST(:name AS text) IS NULL OR name = CAST(:name AS text))
   AND (CAST(:since AS double precision) IS NULL OR created_at >= CAST(:since AS double precision))
   AND (CAST(:until AS double precision) IS NULL OR created_at < CAST(:until AS double precision))
+  -- keyset paging: the jobs after (:before_at, :before_id) in this order (equal times by id)
+  -- (the first condition lets the scan of jobs_created start there)
+  AND (CAST(:before_at AS double precision) IS NULL
+       OR created_at <= CAST(:before_at AS double precision))
+  AND (CAST(:before_at AS double precision) IS NULL
+       OR (created_at, id) < (CAST(:before_at AS double precision), CAST(:before_id AS text)))
 ORDER BY created_at DESC, id DESC
 LIMIT :limit;
 
@@ -185,7 +191,8 @@ WITH known AS MATERIALIZED (
     WHERE id IN (SELECT job_id FROM claimed) AND state = 'QUEUED'
 )
 SELECT c.id, c.job_id, j.name AS job_name, c.parent_id, c.cluster, c.name, c.version, c.input,
-       c.display, c.retry_count, c.max_retries, c.optional, c.timeout, c.traceparent
+       c.display, c.retry_count, c.max_retries, c.optional, c.timeout, c.traceparent,
+       j.trigger_json AS trigger
 FROM claimed c JOIN jobs j ON j.id = c.job_id;
 
 -- name: heartbeat
@@ -410,3 +417,85 @@ WHERE d.job_id = :job_id AND (CAST(:task_id AS text) IS NULL OR d.task_id = :tas
 -- name: queue_depth
 -- Queued tasks per cluster (the swath.queue.depth metric).
 SELECT cluster, COUNT(*) AS queued FROM tasks WHERE state = 'QUEUED' GROUP BY cluster;
+
+-- name: runner_upsert
+-- A runner reports itself (at start and with each heartbeat): last_heartbeat is the store's now.
+INSERT INTO runners (id, cluster, host, pid, concurrency, lease, started_at, last_heartbeat, tasks)
+VALUES (:id, :cluster, :host, :pid, :concurrency, :lease, :started_at, :now, :tasks)
+ON CONFLICT (id) DO UPDATE
+SET last_heartbeat = excluded.last_heartbeat, tasks = excluded.tasks,
+    concurrency = excluded.concurrency, lease = excluded.lease;
+
+-- name: runners_expire
+-- Rows of runners silent since :before (gone without stopping, long ago) are removed.
+DELETE FROM runners WHERE last_heartbeat < :before;
+
+-- name: runner_delete
+DELETE FROM runners WHERE id = :id;
+
+-- name: runner_list
+SELECT id, cluster, host, pid, concurrency, lease, started_at, last_heartbeat, tasks
+FROM runners ORDER BY cluster, started_at, id;
+
+-- name: lease_list
+-- The tasks runners hold (RUNNING under a lease), by runner, oldest first.
+SELECT t.id AS task_id, t.job_id, COALESCE(j.name, '') AS job_name, t.cluster, t.name,
+       t.version, t.display, t.lease_owner AS runner_id, t.started_at, t.lease_expires
+FROM tasks t LEFT JOIN jobs j ON j.id = t.job_id
+WHERE t.state = 'RUNNING'
+ORDER BY t.lease_owner, t.started_at, t.id
+LIMIT :limit;
+
+-- Automations (swath.automations): what they are, and one row per tick or object they fired.
+
+-- name: automation_insert
+INSERT INTO automations (id, name, kind, cluster, task_name, task_version, input, max_retries,
+                         timeout, schedule, timezone, catch_up, url, glob, paused, cursor,
+                         created_at)
+VALUES (:id, :name, :kind, :cluster, :task_name, :task_version, :input, :max_retries, :timeout,
+        :schedule, :timezone, :catch_up, :url, :glob, :paused, :cursor, :created_at)
+ON CONFLICT (name) DO NOTHING;
+
+-- name: automation_get
+-- By id, or else by name.
+SELECT id, name, kind, cluster, task_name, task_version, input, max_retries, timeout, schedule,
+       timezone, catch_up, url, glob, paused, cursor, created_at
+FROM automations WHERE id = CAST(:key AS text) OR name = CAST(:key AS text)
+ORDER BY id = CAST(:key AS text) DESC
+LIMIT 1;
+
+-- name: automation_list
+SELECT id, name, kind, cluster, task_name, task_version, input, max_retries, timeout, schedule,
+       timezone, catch_up, url, glob, paused, cursor, created_at
+FROM automations ORDER BY name;
+
+-- name: automation_lock
+-- The automation a firing belongs to, its row locked for the firing's transaction: evaluators
+-- of one automation decide its ticks one after the other, each seeing the cursor the previous
+-- one left (the firing rows' primary key alone already keeps a tick from firing twice).
+SELECT kind, paused, cursor FROM automations WHERE id = :id FOR UPDATE;
+
+-- name: automation_set_paused
+UPDATE automations SET paused = :paused WHERE id = :id;
+
+-- name: automation_advance
+-- The cursor only moves forward.
+UPDATE automations SET cursor = :cursor WHERE id = :id AND cursor < :cursor;
+
+-- name: automation_delete
+DELETE FROM automations WHERE id = :id;
+
+-- name: automation_firings_delete
+DELETE FROM automation_firings WHERE automation_id = :id;
+
+-- name: automation_firing_insert
+-- One row per tick or object: a second insert of a key waits for the first one's transaction,
+-- then changes nothing (and the caller then submits no job).
+INSERT INTO automation_firings (automation_id, key, job_id, fired_at)
+VALUES (:automation_id, :key, :job_id, :now)
+ON CONFLICT (automation_id, key) DO NOTHING;
+
+-- name: automation_fired
+-- Which of :keys (a JSON array) the automation fired already.
+SELECT key FROM automation_firings
+WHERE automation_id = :id AND key IN (SELECT jsonb_array_elements_text(CAST(:keys AS text)::jsonb));

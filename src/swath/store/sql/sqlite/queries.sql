@@ -30,20 +30,25 @@ DELETE FROM clusters WHERE slug = :slug;
 UPDATE clusters SET name = :name WHERE slug = :slug;
 
 -- name: job_insert
-INSERT INTO jobs (id, name, cluster, state, root_task_id, created_at)
-VALUES (:id, :name, :cluster, 'QUEUED', :root_task_id, :now);
+INSERT INTO jobs (id, name, cluster, state, root_task_id, created_at, trigger_json)
+VALUES (:id, :name, :cluster, 'QUEUED', :root_task_id, :now, :trigger_json);
 
 -- name: job_get
-SELECT id, name, cluster, state, created_at, started_at, finished_at, root_task_id
+SELECT id, name, cluster, state, created_at, started_at, finished_at, root_task_id, trigger_json
 FROM jobs WHERE id = :id;
 
 -- name: job_query
-SELECT id, name, cluster, state, created_at, started_at, finished_at, root_task_id
+SELECT id, name, cluster, state, created_at, started_at, finished_at, root_task_id, trigger_json
 FROM jobs
 WHERE (:states IS NULL OR state IN (SELECT value FROM json_each(:states)))
   AND (:name IS NULL OR name = :name)
   AND (:since IS NULL OR created_at >= :since)
   AND (:until IS NULL OR created_at < :until)
+  -- keyset paging: the jobs after (:before_at, :before_id) in this order (equal times by id)
+  -- (the first condition lets the scan of jobs_created start there)
+  AND (:before_at IS NULL OR created_at <= :before_at)
+  AND (:before_at IS NULL OR created_at < :before_at
+       OR (created_at = :before_at AND id < :before_id))
 ORDER BY created_at DESC, id DESC
 LIMIT :limit;
 
@@ -143,7 +148,8 @@ WHERE id IN (
 )
 RETURNING id, job_id, COALESCE((SELECT name FROM jobs WHERE jobs.id = tasks.job_id), '') AS job_name,
           parent_id, cluster, name, version, input, display, retry_count, max_retries, optional,
-          timeout, traceparent;
+          timeout, traceparent,
+          (SELECT trigger_json FROM jobs WHERE jobs.id = tasks.job_id) AS trigger;
 
 -- name: heartbeat
 UPDATE tasks SET lease_expires = :expires
@@ -308,3 +314,84 @@ WHERE d.job_id = :job_id AND (:task_id IS NULL OR d.task_id = :task_id);
 -- name: queue_depth
 -- Queued tasks per cluster (the swath.queue.depth metric).
 SELECT cluster, COUNT(*) AS queued FROM tasks WHERE state = 'QUEUED' GROUP BY cluster;
+
+-- name: runner_upsert
+-- A runner reports itself (at start and with each heartbeat): last_heartbeat is the store's now.
+INSERT INTO runners (id, cluster, host, pid, concurrency, lease, started_at, last_heartbeat, tasks)
+VALUES (:id, :cluster, :host, :pid, :concurrency, :lease, :started_at, :now, :tasks)
+ON CONFLICT (id) DO UPDATE
+SET last_heartbeat = excluded.last_heartbeat, tasks = excluded.tasks,
+    concurrency = excluded.concurrency, lease = excluded.lease;
+
+-- name: runners_expire
+-- Rows of runners silent since :before (gone without stopping, long ago) are removed.
+DELETE FROM runners WHERE last_heartbeat < :before;
+
+-- name: runner_delete
+DELETE FROM runners WHERE id = :id;
+
+-- name: runner_list
+SELECT id, cluster, host, pid, concurrency, lease, started_at, last_heartbeat, tasks
+FROM runners ORDER BY cluster, started_at, id;
+
+-- name: lease_list
+-- The tasks runners hold (RUNNING under a lease), by runner, oldest first.
+SELECT t.id AS task_id, t.job_id, COALESCE(j.name, '') AS job_name, t.cluster, t.name,
+       t.version, t.display, t.lease_owner AS runner_id, t.started_at, t.lease_expires
+FROM tasks t LEFT JOIN jobs j ON j.id = t.job_id
+WHERE t.state = 'RUNNING'
+ORDER BY t.lease_owner, t.started_at, t.id
+LIMIT :limit;
+
+-- Automations (swath.automations): what they are, and one row per tick or object they fired.
+
+-- name: automation_insert
+INSERT INTO automations (id, name, kind, cluster, task_name, task_version, input, max_retries,
+                         timeout, schedule, timezone, catch_up, url, glob, paused, cursor,
+                         created_at)
+VALUES (:id, :name, :kind, :cluster, :task_name, :task_version, :input, :max_retries, :timeout,
+        :schedule, :timezone, :catch_up, :url, :glob, :paused, :cursor, :created_at)
+ON CONFLICT (name) DO NOTHING;
+
+-- name: automation_get
+-- By id, or else by name.
+SELECT id, name, kind, cluster, task_name, task_version, input, max_retries, timeout, schedule,
+       timezone, catch_up, url, glob, paused, cursor, created_at
+FROM automations WHERE id = :key OR name = :key
+ORDER BY id = :key DESC
+LIMIT 1;
+
+-- name: automation_list
+SELECT id, name, kind, cluster, task_name, task_version, input, max_retries, timeout, schedule,
+       timezone, catch_up, url, glob, paused, cursor, created_at
+FROM automations ORDER BY name;
+
+-- name: automation_lock
+-- The automation a firing belongs to, read at the start of the firing's transaction (which on
+-- SQLite already excludes every other writer).
+SELECT kind, paused, cursor FROM automations WHERE id = :id;
+
+-- name: automation_set_paused
+UPDATE automations SET paused = :paused WHERE id = :id;
+
+-- name: automation_advance
+-- The cursor only moves forward.
+UPDATE automations SET cursor = :cursor WHERE id = :id AND cursor < :cursor;
+
+-- name: automation_delete
+DELETE FROM automations WHERE id = :id;
+
+-- name: automation_firings_delete
+DELETE FROM automation_firings WHERE automation_id = :id;
+
+-- name: automation_firing_insert
+-- One row per tick or object: the second insert of a key changes nothing (and the caller then
+-- submits no job).
+INSERT INTO automation_firings (automation_id, key, job_id, fired_at)
+VALUES (:automation_id, :key, :job_id, :now)
+ON CONFLICT (automation_id, key) DO NOTHING;
+
+-- name: automation_fired
+-- Which of :keys (a JSON array) the automation fired already.
+SELECT key FROM automation_firings
+WHERE automation_id = :id AND key IN (SELECT value FROM json_each(:keys));
