@@ -48,7 +48,6 @@ EXCLUDED_PAGES = {
     # Each block there runs a benchmark for minutes against peers installed by the `bench`
     # extra; the page is owned by the benchmarks work and its commands by benchmarks/*.py.
     "docs/benchmarks.md": "benchmark commands (minutes each, the bench extra's peers)",
-    "docs/benchmarks-speed.md": "benchmark commands (minutes each)",
 }
 
 _FENCE = re.compile(r"^(?P<indent> *)(?P<fence>```+|~~~+)(?P<info>.*)$")
