@@ -289,7 +289,10 @@ def _lapsed(e: Execution, later: Execution, recs: Records, lease: float) -> str 
     A heartbeat that ran while a ``complete`` call reporting the task was in flight renewed
     nothing for it: that call holds the task's row locked, and PostgreSQL's heartbeat skips
     locked rows rather than wait behind a completion that may itself wait. If that call then
-    fails, the lease runs from the renewal before it."""
+    fails, the lease runs from the renewal before it; and a completion held up across the
+    deadline (retried through an outage, or waiting for a lock) while heartbeats ran explains a
+    lapse. (SQLite's heartbeat waits for the completion instead of skipping: there the rule is
+    merely lenient.)"""
     t0, t1 = _claimed_at(e, recs)
     completing = recs.completions.get((e.pid, e.task_id), [])
     skipped = False  # a heartbeat ran while the task's own completion held its row
