@@ -519,11 +519,20 @@ class _Loop:
         ):
             return
         try:
+            waited = False
             while self.unflushed_subtasks >= SUBTASK_BUDGET:
-                # the lease is kept by heartbeats meanwhile, as for a task that runs long
+                # the lease is kept by heartbeats meanwhile (and fenced if they fail), as for a
+                # task that runs long
+                waited = True
                 self.committed.clear()
                 self.flush_wanted.set()
                 await self.committed.wait()
+            if waited:
+                renewed = max(flight.leased_at, self.renewed_at)
+                if time.monotonic() - renewed > self.r.lease / 3 and not await self._still_ours(
+                    flight
+                ):
+                    return  # the lease is checked right before the start, as after a claim
             found = self.r.registry.find(claimed.name, claimed.version)
             if found is None:
                 raise UnknownTaskError(
