@@ -217,10 +217,11 @@ WHERE id = :id AND lease_owner = :runner AND state = 'RUNNING' AND lease_expires
 -- The reported tasks this runner still holds, locked. Only these: a completion may wait (for a
 -- parent's or a job's row that a frozen process holds), and every row it locks meanwhile is one
 -- the heartbeat skips, so locking all the runner's leases would let all of them lapse. :ids is a
--- JSON array (as in the SQLite dialect).
+-- JSON array (as in the SQLite dialect), made an array once (ARRAY(...) is an init plan) so the
+-- rows are found through the primary key (as `IN (SELECT ...)` the planner may join instead).
 SELECT id, job_id, parent_id, cluster, retry_count, max_retries, optional, has_dependents
 FROM tasks
-WHERE id IN (SELECT jsonb_array_elements_text(CAST(:ids AS text)::jsonb))
+WHERE id = ANY(ARRAY(SELECT jsonb_array_elements_text(CAST(:ids AS text)::jsonb)))
   AND lease_owner = :runner AND state = 'RUNNING'
 ORDER BY id
 FOR UPDATE;
