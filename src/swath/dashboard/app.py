@@ -402,8 +402,9 @@ class Dashboard:
             raise ValueError(f"bad log filter: {exc}") from None
         return task, level, after
 
-    async def logs_page(self, request: Request) -> Response:
-        """``/jobs/ID/logs?task=&level=&after=``: the job's log records, a page at a time."""
+    async def _job_logs(self, request: Request) -> tuple[Job, dict[str, Any]] | Response:
+        """The job of ``/jobs/ID/logs`` and a page of its records, or the error page (400 for a
+        bad query, 404 for an unknown job)."""
         job_id = request.path_params["job_id"]
         try:
             task, level, after = self._logs_query(request)
@@ -412,19 +413,21 @@ class Dashboard:
             return self.error(request, 400, str(exc))
         except UnknownJobError:
             return self.error(request, 404, f"no job with id {job_id!r}")
-        logs = await self._logs(job.id, task, level, after)
+        return job, await self._logs(job.id, task, level, after)
+
+    async def logs_page(self, request: Request) -> Response:
+        """``/jobs/ID/logs?task=&level=&after=``: the job's log records, a page at a time."""
+        found = await self._job_logs(request)
+        if isinstance(found, Response):
+            return found
+        job, logs = found
         return self.page(request, "logs.html", job=job, levels=LEVELS, **logs)
 
     async def logs_api(self, request: Request) -> Response:
-        job_id = request.path_params["job_id"]
-        try:
-            task, level, after = self._logs_query(request)
-            job = await self.client.jobs().find(job_id, execution_stats=False)
-        except ValueError as exc:
-            return self.error(request, 400, str(exc))
-        except UnknownJobError:
-            return self.error(request, 404, f"no job with id {job_id!r}")
-        logs = await self._logs(job.id, task, level, after)
+        found = await self._job_logs(request)
+        if isinstance(found, Response):
+            return found
+        _, logs = found
         return JSONResponse(
             {
                 "logs": [_jsonable(r) | {"levelname": r.levelname} for r in logs["logs"]],
