@@ -13,7 +13,12 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "swath" / "store"
 #: what only one dialect has, and why
 ONLY = {
     "sqlite": {"job_start", "parent_decrement", "parent_complete"},  # hooks PostgreSQL overrides
-    "postgres": {"migration_lock", "claim_orphans_release", "parent_decrement_complete"},
+    "postgres": {
+        "migration_lock",
+        "claim_orphans_release",
+        "parent_decrement_complete",
+        "jobs_changed",  # the hook SQLJobStore._announce (SQLite: nothing to announce to)
+    },
 }
 
 
@@ -33,7 +38,8 @@ def test_every_named_query_is_used() -> None:
 
 def test_the_dialects_differ_only_where_a_hook_says_so() -> None:
     """Both dialects define the same queries, but for those named in ONLY: the named hooks
-    (``SQLJobStore._start_jobs``, ``_count_off``) and what only a server store needs."""
+    (``SQLJobStore._start_jobs``, ``_count_off``, ``_announce``) and what only a server store
+    needs."""
     sqlite = set(load_queries("sqlite"))
     postgres = {n for n in load_queries("postgres") if not n.endswith("__bulk")}
     assert sqlite - postgres == ONLY["sqlite"]

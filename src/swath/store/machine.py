@@ -242,6 +242,13 @@ class SQLJobStore(abc.ABC):
             completed += await tx.fetchall("parent_complete", {"id": parent, "now": now})
         return completed
 
+    def _announce(self, job_ids: set[str]) -> None:
+        """A transaction just committed changed tasks (states, progress) of these jobs. Whoever
+        follows jobs (the dashboard) learns it from the store on PostgreSQL (its NOTIFY); a
+        SQLite dashboard polls, so here it is nothing. Job submissions and job state changes
+        are announced by the database itself (triggers), not through this hook."""
+        return None
+
     # -- wake-ups --------------------------------------------------------------------------------
     def work_signal(self, cluster: str) -> WorkSignal:
         return self._signals.new(cluster)
@@ -445,7 +452,7 @@ class SQLJobStore(abc.ABC):
             # leases start once the locks are held, so a lease never runs out before the claim
             # takes effect.
             now = time.time()
-            await self._expire_leases(tx, began)
+            requeued = await self._expire_leases(tx, began)
             rows = await tx.fetchall(
                 "claim",
                 {
@@ -460,6 +467,8 @@ class SQLJobStore(abc.ABC):
             if rows:
                 await self._start_jobs(tx, {r["job_id"] for r in rows}, now)
             claimed = records(rows, ClaimedTask)
+        if requeued:
+            self._announce(requeued)
         claimed.sort(key=lambda t: t.id)
         return claimed
 
@@ -486,11 +495,13 @@ class SQLJobStore(abc.ABC):
         if not task_ids:
             return 0
         async with self._transaction() as tx:
-            count = 0
+            jobs: list[str] = []
             for task_id in task_ids:
-                count += await tx.execute("task_release", {"id": task_id, "runner": runner_id})
+                params = {"id": task_id, "runner": runner_id}
+                jobs += [r["job_id"] for r in await tx.fetchall("task_release", params)]
         self._notify(None)
-        return count
+        self._announce(set(jobs))
+        return len(jobs)
 
     async def stop_requested(self, runner_id: str) -> list[str]:
         async with self._transaction() as tx:
@@ -599,6 +610,7 @@ class SQLJobStore(abc.ABC):
                 await tx.execute("job_skip_queued", {"id": job_id})
             if logged:
                 await self._save_logs(tx, runner_id, accepted, held)
+        self._announce({held[o.task_id].job_id for o in accepted})
         if wake is None or wake:
             self._notify(wake)
         if failed_jobs:
@@ -965,10 +977,12 @@ class SQLJobStore(abc.ABC):
             ]
         return released
 
-    async def _expire_leases(self, tx: Tx, now: float) -> None:
+    async def _expire_leases(self, tx: Tx, now: float) -> set[str]:
+        """Re-queue (or, lost too often, fail) the tasks whose lease ran out before ``now``;
+        returns their jobs."""
         rows = await tx.fetchall("expired_leases", {"now": now})
         if not rows:
-            return
+            return set()
         lost: list[tuple[_Held, TaskFailure]] = []
         requeue = []
         job_active: dict[str, bool] = {}
@@ -999,6 +1013,7 @@ class SQLJobStore(abc.ABC):
             for job_id in failed_jobs:
                 await tx.execute("job_fail", {"id": job_id, "now": now})
                 await tx.execute("job_skip_queued", {"id": job_id})
+        return {r["job_id"] for r in rows}
 
 
 class _Held:

@@ -66,6 +66,10 @@ MIGRATION_LOCK_KEY = int.from_bytes(
 
 #: how long ``open`` retries a database it cannot reach (seconds)
 OPEN_RETRY_FOR = 10.0
+#: the least time between two announcements of a job's changes by one store object (seconds):
+#: the first change is announced at once, the ones after it in one statement at the end of the
+#: gap (a dashboard reads a job at most every 0.25 s however often it is told)
+ANNOUNCE_GAP = 0.25
 
 
 # -- SQL: :named parameters -> $n ---------------------------------------------------------------
@@ -264,6 +268,10 @@ class PostgresJobStore(SQLJobStore):
         self._listened_before: set[str] = set()
         #: how many times the LISTEN connection was established (reconnects are the rest)
         self.listen_connections = 0
+        # announcing job changes (see _announce)
+        self._unannounced: set[str] = set()
+        self._announce_wanted: asyncio.Event | None = None
+        self._announcer_task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"PostgresJobStore({self.url!r})"
@@ -307,6 +315,10 @@ class PostgresJobStore(SQLJobStore):
             self._listener_task = asyncio.create_task(
                 self._listen_forever(), name="swath-postgres-listener"
             )
+            self._announce_wanted = asyncio.Event()
+            self._announcer_task = asyncio.create_task(
+                self._announce_forever(self._announce_wanted), name="swath-postgres-announcer"
+            )
             log.debug("opened job store %s", self.url)
 
     async def _create_pool(self) -> Any:
@@ -317,6 +329,7 @@ class PostgresJobStore(SQLJobStore):
             max_size=self._pool_max,
             timeout=self._connect_timeout,
             server_settings=self._server_settings(),
+            reset=_keep_session,
         )
 
     async def _migrate_once(self) -> None:
@@ -339,10 +352,16 @@ class PostgresJobStore(SQLJobStore):
                 return
             pool, self._pool = self._pool, None
             task, self._listener_task = self._listener_task, None
-        if task is not None:
-            task.cancel()
+            announcer, self._announcer_task = self._announcer_task, None
+            self._announce_wanted = None
+        tasks = [t for t in (task, announcer) if t is not None]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                await t
+        if self._unannounced:  # the last changes, not yet told (a gap was running)
+            await self._announce_now(pool, within=2.0)
         try:
             await asyncio.wait_for(pool.close(), timeout=10)
         except Exception:  # the server is gone: drop the sockets
@@ -382,6 +401,36 @@ class PostgresJobStore(SQLJobStore):
             params = {"id": parent, "n": parents[parent], "now": now}
             completed += await tx.fetchall("parent_decrement_complete", params)
         return completed
+
+    def _announce(self, job_ids: set[str]) -> None:
+        """Tell whoever follows jobs (the dashboard: ``work_signal(CHANGED_SIGNAL)`` and
+        ``job_signal(id)``, in any process) that tasks of these jobs changed, by NOTIFY after the
+        commit rather than in it: a transaction that NOTIFYs commits under PostgreSQL's global
+        notification lock, so the completions of every runner would queue there. At most one
+        announcement per ``ANNOUNCE_GAP`` (the first at once, later ones batched at its end)."""
+        if job_ids and self._announce_wanted is not None:
+            self._unannounced |= job_ids
+            self._announce_wanted.set()
+
+    async def _announce_forever(self, wanted: asyncio.Event) -> None:
+        while True:
+            await wanted.wait()
+            wanted.clear()
+            await self._announce_now(self._pool, within=self._connect_timeout)
+            await asyncio.sleep(ANNOUNCE_GAP)
+
+    async def _announce_now(self, pool: Any, within: float) -> None:
+        """One NOTIFY per job changed since the last announcement. A hint, not a record: when it
+        fails (the server restarts) it is dropped, and followers notice the changes by polling."""
+        ids, self._unannounced = sorted(self._unannounced), set()
+        if not ids or pool is None:
+            return
+        try:
+            async with asyncio.timeout(within), pool.acquire() as conn:
+                q = _QUERIES["jobs_changed"]
+                await conn.execute(q.sql, *q.args({"ids": ids}))
+        except (Exception, TimeoutError) as exc:
+            log.debug("job store %s: could not announce job changes: %s", self.url, exc)
 
     async def _retrying(
         self, what: str, op: Callable[[], Awaitable[T]], within: float | None = None
@@ -714,6 +763,15 @@ class PostgresJobStore(SQLJobStore):
             if changed.is_set():
                 return
             await conn.fetchval("SELECT 1", timeout=self._keepalive)
+
+
+async def _keep_session(conn: Any) -> None:
+    """How a pooled connection is reset when it is released: not at all. asyncpg's default
+    (``UNLISTEN *; RESET ALL; CLOSE ALL; SELECT pg_advisory_unlock_all()``) costs a round trip
+    per transaction, and this store leaves nothing of that kind behind on its pooled connections:
+    it LISTENs on a connection of its own, sets no session settings (those of the URL are the
+    session's defaults), opens no cursors and takes advisory locks for a transaction only. An
+    open transaction is still rolled back by asyncpg before this is called."""
 
 
 def _setter(event: asyncio.Event) -> Callable[[Any], None]:

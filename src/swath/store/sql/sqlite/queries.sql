@@ -225,7 +225,8 @@ SET state = CASE (SELECT state FROM jobs WHERE jobs.id = tasks.job_id)
                  WHEN 'QUEUED' THEN 'QUEUED' WHEN 'RUNNING' THEN 'QUEUED'
                  WHEN 'CANCELED' THEN 'CANCELED' ELSE 'SKIPPED' END,
     lease_owner = NULL, lease_expires = NULL, started_at = NULL
-WHERE id = :id AND lease_owner = :runner AND state = 'RUNNING';
+WHERE id = :id AND lease_owner = :runner AND state = 'RUNNING'
+RETURNING job_id;
 
 -- name: next_ready
 SELECT MIN(t) AS ready_at FROM (
