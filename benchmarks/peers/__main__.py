@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     # the cheap workloads first, so that a time budget running out cuts the costly tails
     for w in sorted(chosen, key=RUN_ORDER.index):
         cases += importlib.import_module(f"benchmarks.peers.{WORKLOADS[w]}").plan(args.smoke)
+    cases.sort(key=lambda c: c.last)  # stable: the order above, then the large optional tails
     if args.systems:
         prefixes = [s.strip().lower() for s in args.systems.split(",")]
         cases = [c for c in cases if c.system.lower().startswith(tuple(prefixes))]

@@ -41,6 +41,9 @@ class Case:
     timeout: float
     services: tuple[str, ...] = ()
     x: float = 0.0  # the size as a number, for charts (tasks, total bytes, ...)
+    #: run after every other workload's cases (a large optional size), so that the run's time
+    #: budget cuts it first
+    last: bool = False
 
 
 @dataclass
