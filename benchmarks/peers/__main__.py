@@ -138,10 +138,17 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             env: dict[str, str] = {}
             pids: list[int] = []
-            for name in case.services:
-                service = services.get(name)
-                env.update(service.env)
-                pids += service.pids
+            try:
+                for name in case.services:
+                    service = services.get(name)
+                    env.update(service.env)
+                    pids += service.pids
+            except Exception as exc:  # a server that cannot start (not installed): say so, go on
+                why = f"not run: its service did not start ({type(exc).__name__}: {exc})"
+                rows.append(_report.not_run(case, why))
+                print(f"[{i}/{len(cases)}] {case.workload} {case.system} {case.label}: {why}",
+                      flush=True)  # fmt: skip
+                continue
             case.params["scratch"] = str(services.scratch())
             outcome = run(case, env, pids, log)
             row = outcome.as_json()
