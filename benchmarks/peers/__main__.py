@@ -89,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--systems", default="", help="comma-separated system name prefixes")
     parser.add_argument("--out", type=Path, help="output folder")
     parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="replace, in the output folder's peers.json of an earlier run, the rows of the "
+        "cases this invocation runs (same workload, system, variant and size), and note it",
+    )
+    parser.add_argument(
         "--budget",
         type=float,
         help="seconds; cases that would start later are reported as not run "
@@ -172,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         "versions": versions(),
         "rows": rows,
     }
+    if args.merge:
+        payload = _merged(json.loads((out / "peers.json").read_text()), payload)
     (out / "peers.json").write_text(json.dumps(payload, indent=2) + "\n")
     table = _report.markdown(payload)
     (out / "peers.md").write_text(table)
@@ -181,6 +189,25 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {out / 'peers.json'}, {out / 'peers.md'} and {len(charts)} charts "
           f"in {payload['total_s']:.0f} s", file=sys.stderr)  # fmt: skip
     return 0
+
+
+def _merged(earlier: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:
+    """``earlier`` with the rows of ``now`` in place of its rows of the same cases, and a note
+    of this invocation (``merged_runs``), for the table's footer."""
+
+    def key(r: dict[str, Any]) -> tuple[str, str, str, str]:
+        return (r["workload"], r["system"], r["variant"], r["label"])
+
+    replaced = {key(r): r for r in now["rows"]}
+    rows = [replaced.pop(key(r), r) for r in earlier["rows"]] + list(replaced.values())
+    rows.sort(key=lambda r: list(WORKLOADS).index(r["workload"]))
+    note = {
+        "when": now["when"],
+        "total_s": now["total_s"],
+        "loadavg_at_start": now["loadavg_at_start"],
+        "cases": sorted({f"{r['workload']} {r['system']}" for r in now["rows"]}),
+    }
+    return {**earlier, "rows": rows, "merged_runs": [*earlier.get("merged_runs", []), note]}
 
 
 if __name__ == "__main__":

@@ -129,6 +129,12 @@ def markdown(payload: dict[str, Any]) -> str:
         "the Prefect server, rclone, fake-gcs-server) during the case. Peak RSS: the case's "
         "process tree summed at its highest sample (20 Hz) + the servers' likewise."
     )
+    for m in payload.get("merged_runs", []):
+        lines.append(
+            f"\nRows of {', '.join(m['cases'])} from a later invocation (`--merge`) of "
+            f"{m['when']} ({m['total_s']:.0f} s, load average {m['loadavg_at_start'][0]:.1f} at "
+            "the start)."
+        )
     return "\n".join(lines) + "\n"
 
 

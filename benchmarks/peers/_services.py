@@ -108,9 +108,13 @@ class Gcs(Service):
 
         port = free_port()
         self.endpoint = f"http://127.0.0.1:{port}"
+        # objects on disk: with its memory backend the emulator held every object (and more:
+        # 18.5 GiB for one 2 GiB object) and was killed in W3
+        storage = root / "gcs-storage"
+        storage.mkdir(exist_ok=True)
         argv = [str(_get_binary_path()), "-scheme", "http", "-host", "127.0.0.1",
-                "-port", str(port), "-external-url", self.endpoint, "-backend", "memory",
-                "-log-level", "warn"]  # fmt: skip
+                "-port", str(port), "-external-url", self.endpoint, "-backend", "filesystem",
+                "-filesystem-root", str(storage), "-log-level", "warn"]  # fmt: skip
         self.process = ServerProcess(
             "fake-gcs-server",
             argv,
