@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import sys
@@ -40,6 +41,15 @@ from _common import (
 CHUNK = 8 * MiB
 KEY = "scene/B04.tif"
 
+# Fresh pages. Every write case removes its previous round's output just before its timed
+# write, as the dd case always did (``dd()`` unlinks its file first). On this VM that matters
+# more than anything the writers do: the guest hands freed memory back to its host (free page
+# reporting), and a write into pages the host took back costs 2-3 CPU s/GB for any writer, dd
+# included (a lone dd measured 2.5 s of system time for 1 GiB that way), while pages freed a
+# moment before are reused at 0.3-0.4. Before this, dd reused its own file's pages and swath's
+# put_stream, whose old value is only unlinked when the new one is committed, wrote into
+# returned memory: the 0.22-0.24x "put_stream against dd" of earlier runs.
+
 
 def chunks(size: int) -> object:
     block = bytes(CHUNK)  # zeros, like dd if=/dev/zero; one object reused, no allocation
@@ -53,6 +63,8 @@ async def swath_write(directory: str, size: int) -> None:
 
     async with LocalFileSystemCache(directory) as cache:
         await cache.put("warmup", b"x")
+        with contextlib.suppress(KeyError):  # KeyNotFoundError: the first round
+            await cache.delete(KEY)  # the previous round's value (see 'Fresh pages')
         base = rss_now()
         t0, c0 = time.perf_counter(), time.process_time()
         written = await cache.put_stream(KEY, chunks(size))  # type: ignore[arg-type]
@@ -75,6 +87,7 @@ def tilebox_write(directory: str, size: int) -> None:
     from tilebox.workflows.cache import LocalFileSystemCache
 
     cache = LocalFileSystemCache(Path(directory))
+    (Path(directory) / KEY).unlink(missing_ok=True)  # the previous round's (see 'Fresh pages')
     base = rss_now()
     t0, c0 = time.perf_counter(), time.process_time()
     blob = b"".join(chunks(size))  # type: ignore[arg-type]  # Tilebox takes whole values
@@ -95,6 +108,8 @@ def tilebox_read(directory: str, size: int) -> None:
 async def aiofiles_write(directory: str, size: int) -> None:
     import aiofiles
 
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(directory, "naive.bin"))  # see 'Fresh pages'
     base = rss_now()
     t0, c0 = time.perf_counter(), time.process_time()
     n = 0
@@ -170,7 +185,7 @@ def main() -> None:
         os.makedirs(tb_dir)
 
         def dd() -> dict:  # type: ignore[type-arg]
-            with __import__("contextlib").suppress(FileNotFoundError):
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(dd_file)
             return raw(
                 [
