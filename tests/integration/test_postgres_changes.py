@@ -104,7 +104,7 @@ async def test_task_changes_are_announced_after_commit_and_throttled(postgres_ds
             assert {payload for _, payload in heard} == {job_id}
             # the first at once, then at most one per gap (and one after the burst)
             assert len(heard) <= burst / ANNOUNCE_GAP + 2, (len(heard), burst)
-            assert len(heard) < n / 4
+            assert len(heard) < n / 2  # whatever the gap: far from one per completion
             assert heard[-1][0] > began + burst - 0.1  # the burst's last changes were told
             # a release puts a task back in the queue: told as well
             heard.clear()
