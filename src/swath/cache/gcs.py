@@ -35,6 +35,7 @@ the same deadlines and retries.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
 import logging
@@ -650,6 +651,9 @@ class _GcsUpload(_transfer.PartTarget):
         # parallel composite
         self._tmp_dir = f"{cache._tmp_root}{secrets.token_hex(8)}/"
         self._temps: list[str] = []  # every temporary name ever started (to clean up)
+        #: temporaries whose request was cancelled before the server answered: the server may
+        #: still create them after the clean-up deleted the others (see _cleanup)
+        self._unsettled: set[str] = set()
         # resumable session
         self._session_uri: str | None = None
         self._sent = 0
@@ -684,10 +688,13 @@ class _GcsUpload(_transfer.PartTarget):
             return None
         name = f"{self._tmp_dir}{number - 1:06d}"
         self._temps.append(name)
+        self._unsettled.add(name)
         try:
             await self._cache._upload_media("put", name, data, crc)
         except (CacheError, ChecksumMismatchError) as exc:
+            self._unsettled.discard(name)  # the server answered
             raise self._named(exc, f"part {number - 1:06d}") from exc
+        self._unsettled.discard(name)
         return name
 
     def _named(self, exc: Exception, what: str) -> Exception:
@@ -841,9 +848,28 @@ class _GcsUpload(_transfer.PartTarget):
 
     async def _cleanup(self) -> None:
         temps, self._temps = self._temps, []
+        unsettled, self._unsettled = self._unsettled, set()
         if temps:
             for failure in await self._cache._delete_many("cleanup", temps):
                 log.warning("temporary object left behind: %s", failure)
+        if unsettled:
+            await self._sweep()
+
+    async def _sweep(self) -> None:
+        """Delete the temporaries that appear after the clean-up: a part whose request was
+        cancelled (another part failed, or the caller cancelled) may have reached the server,
+        which creates it a moment later (through a proxy, after the client gave up). Looked for
+        a few times over about a second; the caller bounds the whole abort in time."""
+        for delay in (0.05, 0.25, 0.7):
+            await asyncio.sleep(delay)
+            left = [
+                item["name"]
+                async for page in self._cache._pages("cleanup", self._tmp_dir, None)
+                for item in page.get("items", [])
+            ]
+            if left:
+                for failure in await self._cache._delete_many("cleanup", left):
+                    log.warning("temporary object left behind: %s", failure)
 
 
 def _rfc3339(text: str) -> float:
