@@ -21,21 +21,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import MiB, write_json
+from cache_local import CHUNK, chunks
 from swath import LocalFileSystemCache
-
-CHUNK = 8 * MiB
-
-
-def chunks(size: int) -> Iterator[bytes]:
-    block = bytes(CHUNK)
-    for _ in range(size // CHUNK):
-        yield block
 
 
 async def put_stream(directory: str, size: int, delete_first: bool) -> tuple[float, float]:
@@ -44,7 +36,7 @@ async def put_stream(directory: str, size: int, delete_first: bool) -> tuple[flo
             with contextlib.suppress(KeyError):
                 await cache.delete("k")
         t0, c0 = time.perf_counter(), time.process_time()
-        await cache.put_stream("k", chunks(size))
+        await cache.put_stream("k", chunks(size))  # type: ignore[arg-type]
         return time.perf_counter() - t0, time.process_time() - c0
 
 
