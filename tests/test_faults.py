@@ -476,3 +476,48 @@ async def test_connection_resets_are_retried_and_nothing_is_left_unretrieved(
     assert proxy.actions("reset")
     assert proxy.actions("cut_request")
     assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
+
+
+# -- (h) one GET broken in the middle --------------------------------------------------------------
+async def test_s3_one_get_read_broken_midway_resumes_where_it_stopped(s3_target: Target) -> None:
+    """A value that fits in one part is read by one GET whose body is passed on as it arrives.
+    When that connection is reset in the middle of the body, the read resumes with a GET of the
+    rest only (a Range from the byte it reached, If-Match the ETag, so a replaced object cannot
+    be spliced in): the value comes back whole, in exact chunks. A resume that finds the object
+    replaced fails with an error that says so."""
+    proxy = s3_target.proxy
+    cache = s3_target.cache(part_size=16 * MiB)
+    data = os.urandom(6 * MiB + 5)
+    proxy.cut_after = 2 * MiB
+    first_get = {"armed": True}
+
+    def cut_the_first_get(req: Request) -> str:
+        if req.method == "GET" and first_get["armed"] and "range" in req.headers:
+            first_get["armed"] = False
+            return "reset_later"
+        return "pass"
+
+    async with cache:
+        await cache.put("k", data)
+        proxy.rule = cut_the_first_get
+        got = [c async for c in cache.stream("k", chunk_size=MiB)]
+        assert b"".join(got) == data
+        assert [len(c) for c in got] == [MiB] * 6 + [5]
+        gets = [r for r in proxy.seen if r[0].method == "GET" and "range" in r[0].headers]
+        seen = [(r.headers.get("range"), action) for r, action in gets]
+        assert [action for _, action in gets] == ["reset_later", "pass"], seen
+        resumed = gets[1][0]
+        begin, end = resumed.headers["range"].removeprefix("bytes=").split("-")
+        assert 0 < int(begin) < 2 * MiB, "the resume asks only for what was not received"
+        assert int(end) == len(data) - 1
+        assert resumed.headers.get("if-match")
+
+        # the object is replaced between the broken GET and its resume
+        first_get["armed"] = True
+        proxy.seen.clear()
+        stream = cache.stream("k", chunk_size=MiB)
+        assert len(await anext(stream)) == MiB
+        await cache.put("k", os.urandom(6 * MiB))
+        with pytest.raises(CacheError, match="replaced or deleted while being read"):
+            async for _ in stream:
+                pass

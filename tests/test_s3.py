@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import re
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -528,3 +531,50 @@ def test_streaming_1gib_keeps_rss_flat_rclone(factory_s3_rclone: BackendFactory)
     """The conformance suite's RSS test on rclone: 1 GiB through put_stream and stream grows
     peak RSS by less than part_size x (max_concurrency + 2) + 32 MiB."""
     durability.test_streaming_1gib_keeps_rss_flat(factory_s3_rclone)
+
+
+_ONE_GET_READER = """
+import asyncio, json, resource, sys
+from swath.cache.s3 import AmazonS3Cache
+
+def peak():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+async def main(endpoint, bucket, part):
+    async with AmazonS3Cache(bucket, prefix="", endpoint_url=endpoint, part_size=part) as cache:
+        [c async for c in cache.stream("small")]
+        base = peak()
+        read = 0
+        async for piece in cache.stream("big"):
+            read += len(piece)
+    print(json.dumps({"read": read, "growth": peak() - base}))
+
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+"""
+
+
+@pytest.mark.slow
+async def test_one_get_read_is_streamed_not_held_rclone(
+    rclone_s3: S3Server, s3_rclone_bucket: str
+) -> None:
+    """A value that fits in one part (part_size 256 MiB, value 128 MiB) is read by one GET whose
+    body is passed on as it arrives: the reading process's peak RSS grows by less than 48 MiB
+    (holding the body whole, as the reader once did, costs at least the value's 128 MiB)."""
+    size = 128 * MiB
+    async with rclone_s3.make_cache(s3_rclone_bucket) as cache:
+        await cache.put("small", b"warm-up")
+        block = os.urandom(MiB)
+        await cache.put_stream("big", (block for _ in range(size // MiB)))
+    argv = [sys.executable, "-c", _ONE_GET_READER, rclone_s3.endpoint, s3_rclone_bucket]
+    proc = await asyncio.to_thread(
+        subprocess.run,
+        [*argv, str(256 * MiB)],
+        env={**os.environ, **rclone_s3.env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["read"] == size
+    assert report["growth"] < 48 * MiB, f"peak RSS grew by {report['growth'] / MiB:.0f} MiB"

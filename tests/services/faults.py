@@ -4,8 +4,9 @@ It sits between a cache and a real server (moto, rclone, fake-gcs-server) and de
 request, what happens (:attr:`FaultProxy.rule`): relay it (``"pass"``), answer ``503`` itself,
 answer ``200`` with an HTML page (``"html"``: a plain web server), take the request and never
 answer (``"silent"``), relay it and then close without answering (``"drop"``: a lost response),
-relay the answer and reset the connection after ``cut_after`` bytes of it (``"reset"``), or
-reset the connection while the request's body is still coming (``"cut_request"``).
+relay the answer and reset the connection after ``cut_after`` bytes of it (``"reset"``; with
+``"reset_later"`` those bytes are left a moment to reach the client first), or reset the
+connection while the request's body is still coming (``"cut_request"``).
 :meth:`FaultProxy.freeze` makes it behave like a server stopped with SIGSTOP: connections are
 still accepted (the kernel does that) but nothing is read or answered until :meth:`thaw`.
 
@@ -92,7 +93,8 @@ class FaultProxy:
         finally:
             self._handlers.discard(task)
             self._writers.discard(writer)
-            writer.transport.abort()
+            if not writer.transport.is_closing():  # a closed one may still be flushing
+                writer.transport.abort()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await self._thawed.wait()
@@ -126,13 +128,16 @@ class FaultProxy:
             await self._thawed.wait()
             if action == "drop":
                 return  # relayed, and the answer is lost
-            if action == "reset":
+            if action in ("reset", "reset_later"):
                 writer.write(answer[: self.cut_after])
                 await writer.drain()
+                if action == "reset_later":
+                    await asyncio.sleep(0.5)
                 _reset(writer)
                 return
             writer.write(answer)
-            await writer.drain()
+            writer.close()  # flushes what drain() may leave buffered (abort() would drop it)
+            await writer.wait_closed()
 
     async def _answer(
         self,

@@ -18,7 +18,7 @@ import contextlib
 import os
 import re
 import secrets
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, Self, TypeAlias, runtime_checkable
@@ -119,20 +119,31 @@ def is_buffer(value: object) -> bool:
     return True
 
 
-async def rechunk(chunks: AsyncIterator[bytes], size: int) -> AsyncIterator[bytes]:
-    """Yield exactly ``size`` bytes per chunk (the last may be shorter); pass through chunks that
-    already have the right size without copying."""
-    buf = bytearray()
+async def rechunk(
+    chunks: AsyncIterable[bytes | bytearray | memoryview], size: int
+) -> AsyncGenerator[bytes, None]:
+    """Yield exactly ``size`` bytes per chunk (the last may be shorter). A ``bytes`` chunk of the
+    right size passes through without a copy; any other chunk is gathered from the pieces it
+    spans with one copy (no staging buffer)."""
+    held: list[memoryview] = []
+    count = 0
     async for chunk in chunks:
-        if not buf and len(chunk) == size:
+        if not held and len(chunk) == size and isinstance(chunk, bytes):
             yield chunk
             continue
-        buf += chunk
-        while len(buf) >= size:
-            yield bytes(buf[:size])
-            del buf[:size]
-    if buf:
-        yield bytes(buf)
+        view = memoryview(chunk).cast("B")
+        while count + len(view) >= size:
+            take = size - count
+            held.append(view[:take])
+            yield b"".join(held)
+            held = []
+            count = 0
+            view = view[take:]
+        if len(view):
+            held.append(view)
+            count += len(view)
+    if held:
+        yield b"".join(held)
 
 
 async def _iterate(source: AsyncIterable[object] | Iterable[object]) -> AsyncIterator[object]:

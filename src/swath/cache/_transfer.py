@@ -25,7 +25,7 @@ import contextlib
 import functools
 import os
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -311,7 +311,7 @@ class Checked:
 
 
 async def ordered_reads(
-    first: Buffer | None,
+    first: Buffer | AsyncGenerator[bytes, None] | None,
     start: int,
     total: int,
     step: int,
@@ -321,23 +321,42 @@ async def ordered_reads(
     expected: int | None,
     what: str,
 ) -> AsyncIterator[bytes]:
-    """Yield ``first`` (the value's bytes before ``start``, already read), then the ranges
-    ``[start, total)`` of ``step`` bytes fetched with ``fetch(begin, end)``, up to ``window`` in
-    flight, in order, as ``bytes`` pieces of at most ``chunk_size``. The CRC32C of what goes by is
-    computed one chunk behind in a worker thread (or taken from a :class:`Checked` range, in
-    order) and checked against ``expected`` (if known) at the end. Leaving early cancels and
-    awaits every request in flight."""
+    """Yield ``first`` (the value's bytes before ``start``: a buffer already read, or ``bytes``
+    pieces still arriving, passed on as they come), then the ranges ``[start, total)`` of ``step``
+    bytes fetched with ``fetch(begin, end)``, up to ``window`` in flight (from the start, while
+    ``first`` is still arriving), in order, as ``bytes`` pieces of at most ``chunk_size``. The
+    CRC32C of what goes by is computed one chunk behind in a worker thread (or taken from a
+    :class:`Checked` range, in order) and checked against ``expected`` (if known) at the end.
+    Leaving early cancels and awaits every request in flight and closes ``first``."""
     pending: deque[asyncio.Task[Buffer | Checked]] = deque()
     checking: asyncio.Task[int] | None = None
     combined = 0  # the CRC of the Checked ranges so far (they come after every plain buffer)
     next_start = start
+
+    def fill() -> None:  # keep ranges in flight
+        nonlocal next_start
+        while next_start < total and len(pending) < window:
+            end = min(next_start + step, total)
+            pending.append(asyncio.ensure_future(fetch(next_start, end)))
+            next_start = end
+
     try:
-        chunk: Buffer | Checked | None = first
+        chunk: Buffer | Checked | None = None
+        if isinstance(first, AsyncGenerator):
+            fill()
+            async with contextlib.aclosing(first):
+                async for piece in first:
+                    if len(piece) < _checksum.THREAD_ABOVE:  # small: no task, no thread hop
+                        if checking is not None:
+                            combined, checking = await checking, None
+                        combined = _checksum.update(combined, piece)
+                    else:
+                        checking = await _crc_behind(checking, piece, combined)
+                    yield piece
+        else:
+            chunk = first
         while True:
-            while next_start < total and len(pending) < window:  # keep ranges in flight
-                end = min(next_start + step, total)
-                pending.append(asyncio.ensure_future(fetch(next_start, end)))
-                next_start = end
+            fill()
             if isinstance(chunk, Checked):
                 if checking is not None:  # plain buffers came first: their CRC, then combine
                     combined, checking = await checking, None
@@ -345,10 +364,7 @@ async def ordered_reads(
                 for piece in chunk.pieces:
                     yield piece
             elif chunk is not None and len(chunk):
-                previous = checking
-                if previous is not None and not previous.done():
-                    await asyncio.wait([previous])  # at most one checksum behind
-                checking = asyncio.ensure_future(_crc_after(previous, chunk, combined))
+                checking = await _crc_behind(checking, chunk, combined)
                 for piece in pieces(chunk, chunk_size):
                     yield piece
             chunk = None  # the consumer may have dropped it: so do we
@@ -361,6 +377,16 @@ async def ordered_reads(
     finally:
         with anyio.CancelScope(shield=True):
             await _cancel_all([*pending, *([checking] if checking is not None else [])])
+
+
+async def _crc_behind(
+    previous: asyncio.Task[int] | None, chunk: Buffer, crc: int
+) -> asyncio.Task[int]:
+    """The task that extends the running CRC (``previous``'s result, else ``crc``) with
+    ``chunk``, started once ``previous`` is done: at most one checksum behind."""
+    if previous is not None and not previous.done():
+        await asyncio.wait([previous])
+    return asyncio.ensure_future(_crc_after(previous, chunk, crc))
 
 
 async def _crc_after(previous: asyncio.Task[int] | None, chunk: Buffer, crc: int) -> int:

@@ -36,7 +36,7 @@ import functools
 import logging
 import os
 import re
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection
 from typing import Any
 
 import aiohttp
@@ -49,7 +49,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from swath._urls import refuse_credentials
 from swath.cache import _checksum, _transfer
-from swath.cache._base import Stat, StoredObject, missing
+from swath.cache._base import Stat, StoredObject, missing, rechunk
 from swath.cache._checksum import crc32c_combine
 from swath.cache._retry import GaveUp
 from swath.cache.keys import Path, join, object_name, split_key
@@ -68,6 +68,9 @@ _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 _NO_UPLOAD = {"NoSuchUpload"}
 # answers the caller interprets (missing key, empty range, replaced object, gone upload)
 _PASS_THROUGH = {*_NOT_FOUND, "InvalidRange", "PreconditionFailed"}
+# a range of the object being read is refused: it was replaced (If-Match; rclone checks the range
+# against the new object first and answers InvalidRange)
+_REPLACED = {"PreconditionFailed", "InvalidRange"}
 _THROTTLED = {
     "SlowDown",
     "Throttling",
@@ -545,7 +548,7 @@ class AmazonS3Cache(_transfer.PartedBackend):
             body = response["Body"]
             async with body:
                 self._etag("GetObject", name, response)
-                data = await _read_body(body, int(response.get("ContentLength", 0)))
+                data = await _read_body(body)
             total, first = self._extent(response, len(data))
             if first != start and "Range" in params:
                 if first == 0 and "ContentRange" not in response:
@@ -573,48 +576,127 @@ class AmazonS3Cache(_transfer.PartedBackend):
                 return int(match.group(3)), int(match.group(1))
         return int(response.get("ContentLength", received)), 0
 
-    async def _first(self, path: Path, name: str) -> tuple[bytes, dict[str, Any], int]:
-        """The first ``part_size`` bytes with the object's size and headers."""
+    async def _open_get(
+        self, name: str, start: int, end: int | None, *, if_match: str | None = None
+    ) -> tuple[dict[str, Any], int, int]:
+        """GET ``[start, end)`` (``end=None``: to the end) with its body not yet read; returns
+        (response, total size, first byte). Only the request is retried here: the body is the
+        caller's to read (and to close)."""
+        params: dict[str, Any] = {
+            "Range": f"bytes={start}-{'' if end is None else end - 1}",
+            "ChecksumMode": "ENABLED",
+        }
+        if if_match:
+            params["IfMatch"] = if_match
+        if start == 0 and end is None:
+            del params["Range"]
+        response: dict[str, Any] = await self._request("GetObject", name, **params)
         try:
-            return await self._get(name, 0, self.part_size)
-        except ClientError as exc:
-            if _is_missing(exc):
-                raise missing(path) from None
-            if _error_code(exc) != "InvalidRange":
-                raise self._failure("GetObject", name, exc) from exc
-        try:  # an empty object has no byte 0: ask for all of it
-            return await self._get(name, 0, None)
+            self._etag("GetObject", name, response)
+        except BaseException:
+            response["Body"].close()
+            raise
+        total, first = self._extent(response, int(response.get("ContentLength", 0)))
+        return response, total, first
+
+    async def _first(self, path: Path, name: str) -> tuple[dict[str, Any], int, int]:
+        """The GET of the first ``part_size`` bytes (body unread), the object's size and where
+        that answer ends (the whole object if the server ignored the Range)."""
+        try:
+            try:
+                response, total, first = await self._open_get(name, 0, self.part_size)
+            except ClientError as exc:
+                if _error_code(exc) != "InvalidRange":
+                    raise
+                # an empty object has no byte 0: ask for all of it
+                response, total, first = await self._open_get(name, 0, None)
         except ClientError as exc:
             if _is_missing(exc):
                 raise missing(path) from None
             raise self._failure("GetObject", name, exc) from exc
+        return response, total, first + int(response.get("ContentLength", 0))
 
     async def _stream(self, path: Path, chunk_size: int) -> AsyncIterator[bytes]:
+        """The first ``part_size`` bytes are passed on as they arrive (so a value that fits in
+        one part is streamed by one GET, never held whole) while the ranges after them are
+        fetched up to ``max_concurrency`` at once."""
         name = self._name(path)
         self._require_client()
-        data, response, total = await self._first(path, name)
-        expected = _recorded_crc(response, whole=len(data) == total)
+        response, total, first_end = await self._first(path, name)
         etag = response.get("ETag")
-        if expected is None and total > len(data):
-            head = await self._head(name)
-            if head is not None:
-                expected = _recorded_crc(head, whole=True)
+        try:
+            expected = _recorded_crc(response, whole=first_end == total)
+            if expected is None and total > first_end:
+                head = await self._head(name)
+                if head is not None:
+                    expected = _recorded_crc(head, whole=True)
+        except BaseException:
+            response["Body"].close()
+            raise
+        arriving = rechunk(self._arriving(name, response, 0, first_end, etag), chunk_size)
 
         async def fetch(start: int, end: int) -> bytes:
             return await self._get_part(name, start, end, etag)
 
         async for piece in _transfer.ordered_reads(
-            data, len(data), total, self.part_size, self.max_concurrency, fetch,
+            arriving, first_end, total, self.part_size, self.max_concurrency, fetch,
             chunk_size, expected, repr(join(path)),
         ):  # fmt: skip
             yield piece
+
+    async def _arriving(
+        self, name: str, response: dict[str, Any], start: int, end: int, etag: str | None
+    ) -> AsyncGenerator[bytes, None]:
+        """The bytes ``[start, end)`` of an open GET answer, piece by piece as received. A body
+        that breaks is resumed where it stopped, by a GET of the rest of the same object
+        (If-Match its ETag), up to the retry policy's attempts in a row without progress."""
+        at = start
+        failures = 0
+        while True:
+            try:
+                async with response["Body"] as body:
+                    async for piece in _received(body):
+                        at += len(piece)
+                        if at > end:
+                            raise CacheError(
+                                f"S3 GetObject of {self._where(name)}: expected {end - start} "
+                                "bytes, the server sent more"
+                            )
+                        failures = 0
+                        yield piece
+                if at != end:
+                    raise _ShortRead(f"expected {end - start} bytes, got {at - start}")
+                return
+            except CacheError:
+                raise
+            except Exception as exc:
+                failures += 1
+                if not _transient(exc) or failures >= self.attempts:
+                    raise self._failure("GetObject", name, exc) from exc
+                log.info(
+                    "S3 GetObject of %s broke at byte %d (%s); resuming", self._where(name), at, exc
+                )
+            try:
+                response, _, first = await self._open_get(name, at, end, if_match=etag)
+            except ClientError as exc:
+                if _is_missing(exc) or _error_code(exc) in _REPLACED:
+                    raise CacheError(
+                        f"S3 object {self._where(name)} was replaced or deleted while being read"
+                    ) from exc
+                raise self._failure("GetObject", name, exc) from exc
+            if first != at:
+                response["Body"].close()
+                raise CacheError(
+                    f"S3 GetObject of {self._where(name)}: asked to resume at byte {at}, the "
+                    f"server answered from byte {first}"
+                )
 
     async def _get_part(self, name: str, start: int, end: int, etag: str | None) -> bytes:
         try:
             data, _, _ = await self._get(name, start, end, if_match=etag)
             return data
         except ClientError as exc:
-            if _is_missing(exc) or _error_code(exc) == "PreconditionFailed":
+            if _is_missing(exc) or _error_code(exc) in _REPLACED:
                 raise CacheError(
                     f"S3 object {self._where(name)} was replaced or deleted while being read"
                 ) from exc
@@ -781,25 +863,28 @@ class AmazonS3Cache(_transfer.PartedBackend):
             params["ContinuationToken"] = page["NextContinuationToken"]
 
 
-async def _read_body(body: Any, expected: int) -> bytes:
-    """A response body as one ``bytes``: the pieces the connection received are kept as they
-    came and joined once at the end, one copy in all. (``body.read(n)`` joins the pieces it
-    finds buffered, a copy of its own; a buffer filled piece by piece and then handed on as
-    ``bytes`` took two more.) A broken or stalled connection raises aiohttp's error, which the
-    retry policy retries like botocore's."""
+async def _received(body: Any) -> AsyncGenerator[bytes, None]:
+    """A response body's pieces as the connection received them, never joined (``body.read(n)``
+    joins the pieces it finds buffered, a copy of its own). A broken or stalled connection raises
+    aiohttp's error, which the retry policy retries like botocore's."""
     content = getattr(getattr(body, "raw_stream", None), "content", None)
-    pieces: list[bytes] = []
     if isinstance(content, aiohttp.StreamReader):
         while True:
-            piece, _ = await content.readchunk()  # one received piece, never joined
+            piece, _ = await content.readchunk()
             if piece:
-                pieces.append(piece)
+                yield piece
             elif content.at_eof():
-                break
+                return
     else:  # another HTTP backend
-        while piece := await body.read(max(expected, 1 << 20)):
-            pieces.append(piece)
-    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        while piece := await body.read(1 << 20):
+            yield piece
+
+
+async def _read_body(body: Any) -> bytes:
+    """A response body as one ``bytes``: the pieces kept as they came and joined once, one copy
+    in all (a buffer filled piece by piece and then handed on as ``bytes`` took two more)."""
+    received = [piece async for piece in _received(body)]
+    return received[0] if len(received) == 1 else b"".join(received)
 
 
 @functools.cache
