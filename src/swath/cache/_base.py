@@ -18,7 +18,7 @@ import contextlib
 import os
 import re
 import secrets
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, Self, TypeAlias, runtime_checkable
@@ -119,31 +119,53 @@ def is_buffer(value: object) -> bool:
     return True
 
 
+class Gather:
+    """Cuts pieces of any size into ``bytes`` of exactly ``size`` (the last may be shorter): a
+    ``bytes`` piece of the right size passes through without a copy; any other output is joined
+    from the pieces it spans with one copy (no staging buffer)."""
+
+    __slots__ = ("count", "held", "size")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.held: list[memoryview] = []
+        self.count = 0
+
+    def add(self, chunk: bytes | bytearray | memoryview) -> Iterator[bytes]:
+        if not self.held and len(chunk) == self.size and isinstance(chunk, bytes):
+            yield chunk
+            return
+        view = memoryview(chunk).cast("B")
+        while self.count + len(view) >= self.size:
+            take = self.size - self.count
+            self.held.append(view[:take])
+            whole = b"".join(self.held)
+            self.held = []
+            self.count = 0
+            view = view[take:]
+            yield whole
+        if len(view):
+            self.held.append(view)
+            self.count += len(view)
+
+    def rest(self) -> Iterator[bytes]:
+        if self.held:
+            whole = b"".join(self.held)
+            self.held = []
+            self.count = 0
+            yield whole
+
+
 async def rechunk(
     chunks: AsyncIterable[bytes | bytearray | memoryview], size: int
 ) -> AsyncGenerator[bytes, None]:
-    """Yield exactly ``size`` bytes per chunk (the last may be shorter). A ``bytes`` chunk of the
-    right size passes through without a copy; any other chunk is gathered from the pieces it
-    spans with one copy (no staging buffer)."""
-    held: list[memoryview] = []
-    count = 0
+    """Yield exactly ``size`` bytes per chunk (the last may be shorter), as :class:`Gather`."""
+    gather = Gather(size)
     async for chunk in chunks:
-        if not held and len(chunk) == size and isinstance(chunk, bytes):
-            yield chunk
-            continue
-        view = memoryview(chunk).cast("B")
-        while count + len(view) >= size:
-            take = size - count
-            held.append(view[:take])
-            yield b"".join(held)
-            held = []
-            count = 0
-            view = view[take:]
-        if len(view):
-            held.append(view)
-            count += len(view)
-    if held:
-        yield b"".join(held)
+        for piece in gather.add(chunk):
+            yield piece
+    for piece in gather.rest():
+        yield piece
 
 
 async def _iterate(source: AsyncIterable[object] | Iterable[object]) -> AsyncIterator[object]:

@@ -33,7 +33,7 @@ import anyio
 import anyio.to_thread
 
 from swath.cache import _checksum
-from swath.cache._base import Backend, BackendWriter
+from swath.cache._base import Backend, BackendWriter, Gather
 from swath.cache._retry import Deadlines, RetryPolicy, with_retries
 from swath.cache.keys import Path, join, split_key
 from swath.errors import CacheError
@@ -316,7 +316,7 @@ async def ordered_reads(
     total: int,
     step: int,
     window: int,
-    fetch: Callable[[int, int], Awaitable[Buffer | Checked]],
+    fetch: Callable[[int, int], Awaitable[Buffer | Checked | list[bytes]]],
     chunk_size: int,
     expected: int | None,
     what: str,
@@ -324,13 +324,14 @@ async def ordered_reads(
     """Yield ``first`` (the value's bytes before ``start``: a buffer already read, or ``bytes``
     pieces still arriving, passed on as they come), then the ranges ``[start, total)`` of ``step``
     bytes fetched with ``fetch(begin, end)``, up to ``window`` in flight (from the start, while
-    ``first`` is still arriving), in order, as ``bytes`` pieces of at most ``chunk_size``. The
+    ``first`` is still arriving), in order, as ``bytes`` pieces of at most ``chunk_size``. A
+    fetch returns a buffer, the pieces it received (joined here, chunk by chunk, as they are
+    yielded: a range waiting its turn holds no second copy), or a :class:`Checked` range. The
     CRC32C of what goes by is computed one chunk behind in a worker thread (or taken from a
-    :class:`Checked` range, in order) and checked against ``expected`` (if known) at the end.
-    Leaving early cancels and awaits every request in flight and closes ``first``."""
-    pending: deque[asyncio.Task[Buffer | Checked]] = deque()
-    checking: asyncio.Task[int] | None = None
-    combined = 0  # the CRC of the Checked ranges so far (they come after every plain buffer)
+    Checked range, in order) and checked against ``expected`` (if known) at the end. Leaving
+    early cancels and awaits every request in flight and closes ``first``."""
+    pending: deque[asyncio.Task[Buffer | Checked | list[bytes]]] = deque()
+    crc = _RunningCrc()
     next_start = start
 
     def fill() -> None:  # keep ranges in flight
@@ -341,58 +342,86 @@ async def ordered_reads(
             next_start = end
 
     try:
-        chunk: Buffer | Checked | None = None
+        chunk: Buffer | Checked | list[bytes] | None = None
         if isinstance(first, AsyncGenerator):
             fill()
             async with contextlib.aclosing(first):
                 async for piece in first:
-                    if len(piece) < _checksum.THREAD_ABOVE:  # small: no task, no thread hop
-                        if checking is not None:
-                            combined, checking = await checking, None
-                        combined = _checksum.update(combined, piece)
-                    else:
-                        checking = await _crc_behind(checking, piece, combined)
+                    await crc.add(piece)
                     yield piece
         else:
             chunk = first
         while True:
             fill()
             if isinstance(chunk, Checked):
-                if checking is not None:  # plain buffers came first: their CRC, then combine
-                    combined, checking = await checking, None
-                combined = _checksum.crc32c_combine(combined, chunk.crc, chunk.size)
+                await crc.combine(chunk.crc, chunk.size)
                 for piece in chunk.pieces:
                     yield piece
+            elif isinstance(chunk, list):
+                gather = Gather(chunk_size)
+                received = deque(chunk)
+                chunk = None
+                while received:
+                    for piece in gather.add(received.popleft()):
+                        await crc.add(piece)
+                        yield piece
+                for piece in gather.rest():
+                    await crc.add(piece)
+                    yield piece
             elif chunk is not None and len(chunk):
-                checking = await _crc_behind(checking, chunk, combined)
+                await crc.add(chunk)
                 for piece in pieces(chunk, chunk_size):
                     yield piece
             chunk = None  # the consumer may have dropped it: so do we
             if not pending:
                 break
             chunk = await pending.popleft()
-        crc = combined if checking is None else await checking
         if expected is not None:
-            _checksum.verify(expected, crc, what)
+            _checksum.verify(expected, await crc.result(), what)
     finally:
         with anyio.CancelScope(shield=True):
-            await _cancel_all([*pending, *([checking] if checking is not None else [])])
+            await _cancel_all([*pending, *crc.tasks()])
 
 
-async def _crc_behind(
-    previous: asyncio.Task[int] | None, chunk: Buffer, crc: int
-) -> asyncio.Task[int]:
-    """The task that extends the running CRC (``previous``'s result, else ``crc``) with
-    ``chunk``, started once ``previous`` is done: at most one checksum behind."""
-    if previous is not None and not previous.done():
-        await asyncio.wait([previous])
-    return asyncio.ensure_future(_crc_after(previous, chunk, crc))
+class _RunningCrc:
+    """The CRC32C of what a read has yielded so far: small buffers on the loop's thread, large
+    ones in a worker thread, at most one checksum behind the consumer."""
+
+    def __init__(self) -> None:
+        self._value = 0
+        self._task: asyncio.Task[int] | None = None
+
+    async def _settle(self) -> None:
+        if self._task is not None:
+            self._value, self._task = await self._task, None
+
+    async def add(self, data: Buffer) -> None:
+        if len(data) < _checksum.THREAD_ABOVE:  # no task, no thread hop
+            await self._settle()
+            self._value = _checksum.update(self._value, data)
+            return
+        previous = self._task
+        if previous is not None and not previous.done():
+            await asyncio.wait([previous])
+        self._task = asyncio.ensure_future(_crc_after(previous, data, self._value))
+
+    async def combine(self, crc: int, size: int) -> None:
+        """Append a range whose CRC is known."""
+        await self._settle()
+        self._value = _checksum.crc32c_combine(self._value, crc, size)
+
+    async def result(self) -> int:
+        await self._settle()
+        return self._value
+
+    def tasks(self) -> list[asyncio.Task[int]]:
+        return [] if self._task is None else [self._task]
 
 
 async def _crc_after(previous: asyncio.Task[int] | None, chunk: Buffer, crc: int) -> int:
     if previous is not None:
         crc = await previous
-    return await _checksum.update_async(crc, chunk)  # small chunks: no thread hop
+    return await _checksum.update_async(crc, chunk)
 
 
 async def _cancel_all(tasks: list[asyncio.Task[Any]]) -> None:

@@ -532,10 +532,11 @@ class AmazonS3Cache(_transfer.PartedBackend):
     # -- reads ----------------------------------------------------------------------------------
     async def _get(
         self, name: str, start: int, end: int | None, *, if_match: str | None = None
-    ) -> tuple[bytes, dict[str, Any], int]:
-        """GET ``[start, end)`` (``end=None``: to the end); returns (data, response, total size).
-        A body that breaks while being read is requested again under the retry policy; a 200
-        with Content-Range is accepted. The body is read into one buffer as it arrives."""
+    ) -> tuple[list[bytes], dict[str, Any], int]:
+        """GET ``[start, end)`` (``end=None``: to the end); returns (the pieces received,
+        response, total size). A body that breaks while being read is requested again under the
+        retry policy; a 200 with Content-Range is accepted. The pieces are kept as they came,
+        never joined here."""
         params: dict[str, Any] = {"Range": f"bytes={start}-{'' if end is None else end - 1}"}
         if if_match:
             params["IfMatch"] = if_match
@@ -544,24 +545,26 @@ class AmazonS3Cache(_transfer.PartedBackend):
         elif start == 0:
             params["ChecksumMode"] = "ENABLED"
 
-        async def read(response: dict[str, Any]) -> tuple[bytes, dict[str, Any], int]:
+        async def read(response: dict[str, Any]) -> tuple[list[bytes], dict[str, Any], int]:
             body = response["Body"]
             async with body:
                 self._etag("GetObject", name, response)
-                data = await _read_body(body)
-            total, first = self._extent(response, len(data))
+                received = [piece async for piece in _received(body)]
+            size = sum(map(len, received))
+            total, first = self._extent(response, size)
             if first != start and "Range" in params:
                 if first == 0 and "ContentRange" not in response:
                     # the server ignored Range: slice
-                    data = data[start : len(data) if end is None else end]
+                    received = [b"".join(received)[start : size if end is None else end]]
+                    size = len(received[0])
                 else:
                     raise _ShortRead(f"asked for byte {start}, got {first}")
             want = (total if end is None else min(end, total)) - start
-            if len(data) != max(0, want):
-                raise _ShortRead(f"expected {want} bytes, got {len(data)}")
-            return data, response, total
+            if size != max(0, want):
+                raise _ShortRead(f"expected {want} bytes, got {size}")
+            return received, response, total
 
-        result: tuple[bytes, dict[str, Any], int] = await self._request(
+        result: tuple[list[bytes], dict[str, Any], int] = await self._request(
             "GetObject", name, after=read, **params
         )
         return result
@@ -635,7 +638,7 @@ class AmazonS3Cache(_transfer.PartedBackend):
             raise
         arriving = rechunk(self._arriving(name, response, 0, first_end, etag), chunk_size)
 
-        async def fetch(start: int, end: int) -> bytes:
+        async def fetch(start: int, end: int) -> list[bytes]:
             return await self._get_part(name, start, end, etag)
 
         async for piece in _transfer.ordered_reads(
@@ -691,10 +694,10 @@ class AmazonS3Cache(_transfer.PartedBackend):
                     f"server answered from byte {first}"
                 )
 
-    async def _get_part(self, name: str, start: int, end: int, etag: str | None) -> bytes:
+    async def _get_part(self, name: str, start: int, end: int, etag: str | None) -> list[bytes]:
         try:
-            data, _, _ = await self._get(name, start, end, if_match=etag)
-            return data
+            received, _, _ = await self._get(name, start, end, if_match=etag)
+            return received
         except ClientError as exc:
             if _is_missing(exc) or _error_code(exc) in _REPLACED:
                 raise CacheError(
@@ -710,8 +713,8 @@ class AmazonS3Cache(_transfer.PartedBackend):
         name = self._name(path)
         self._require_client()
         try:
-            data, _, _ = await self._get(name, start, end)
-            return bytes(data)
+            received, _, _ = await self._get(name, start, end)
+            return _joined(received)
         except ClientError as exc:
             if _is_missing(exc):
                 raise missing(path) from None
@@ -880,10 +883,7 @@ async def _received(body: Any) -> AsyncGenerator[bytes, None]:
             yield piece
 
 
-async def _read_body(body: Any) -> bytes:
-    """A response body as one ``bytes``: the pieces kept as they came and joined once, one copy
-    in all (a buffer filled piece by piece and then handed on as ``bytes`` took two more)."""
-    received = [piece async for piece in _received(body)]
+def _joined(received: list[bytes]) -> bytes:
     return received[0] if len(received) == 1 else b"".join(received)
 
 
