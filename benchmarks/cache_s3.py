@@ -244,7 +244,7 @@ async def obstore_get(size: int) -> None:
 CASES: dict[str, Any] = {
     "swath_put": lambda s: asyncio.run(swath_put(s, PART)),
     "swath_get": lambda s: asyncio.run(swath_get(s, PART)),
-    # one GET for the whole object: part_size above the object's size (holds it in memory)
+    # one GET for the whole object: part_size above the object's size (passed on as it arrives)
     "swath_get_one": lambda s: asyncio.run(swath_get(s, max(PART, s))),
     "boto3_put_default": lambda s: boto3_put(s, False),
     "boto3_put_tuned": lambda s: boto3_put(s, True),
