@@ -585,14 +585,13 @@ class AmazonS3Cache(_transfer.PartedBackend):
         """GET ``[start, end)`` (``end=None``: to the end) with its body not yet read; returns
         (response, total size, first byte). Only the request is retried here: the body is the
         caller's to read (and to close)."""
-        params: dict[str, Any] = {
-            "Range": f"bytes={start}-{'' if end is None else end - 1}",
-            "ChecksumMode": "ENABLED",
-        }
+        params: dict[str, Any] = {"Range": f"bytes={start}-{'' if end is None else end - 1}"}
         if if_match:
             params["IfMatch"] = if_match
-        if start == 0 and end is None:
-            del params["Range"]
+        if start == 0:  # the answer that carries the recorded checksum
+            params["ChecksumMode"] = "ENABLED"
+            if end is None:
+                del params["Range"]
         response: dict[str, Any] = await self._request("GetObject", name, **params)
         try:
             self._etag("GetObject", name, response)
