@@ -2,8 +2,12 @@
 
 Values and groups live in separate dicts of each node, so a name can be a key and a group at once
 without either hiding the other (Tilebox's in-memory cache loses such writes). ``bytes`` values
-are stored without copying (they are immutable); other bytes-like values are copied once. The
-checksum is computed on first ``stat`` and kept: nothing can change a stored ``bytes`` object.
+are stored without copying (they are immutable); other bytes-like values are copied once. A value
+written in chunks (``put_stream``, ``open_write``) is kept as those chunks, never joined when the
+write commits (that held the value twice): ``stream`` hands them out as they are when their size
+is the chunk size asked for, and ``get`` joins them once, on the first call, keeping the joined
+value instead. The checksum is computed on first ``stat`` and kept: nothing can change a stored
+``bytes`` object.
 """
 
 from __future__ import annotations
@@ -15,16 +19,44 @@ from swath.cache import _checksum
 from swath.cache._base import Backend, BackendWriter, Stat, missing
 from swath.cache.keys import Path
 
+SMALL_WRITE = 256 << 10  # writes below this are gathered before they become a part
+
 
 @dataclass(slots=True)
 class _Value:
-    data: bytes
+    parts: list[bytes]  # the value's bytes, in order; one part once joined
+    size: int
     crc: int | None = None
 
     def checksum(self) -> int:
         if self.crc is None:
-            self.crc = _checksum.update(0, self.data)
+            crc = 0
+            for part in self.parts:
+                crc = _checksum.update(crc, part)
+            self.crc = crc
         return self.crc
+
+    def whole(self) -> bytes:
+        """The value as one ``bytes``: joined on the first call (the user asked for bytes) and
+        kept that way, so that the parts are released."""
+        if len(self.parts) != 1:
+            self.parts = [b"".join(self.parts)]
+        return self.parts[0] if self.parts else b""
+
+    def range(self, start: int, end: int) -> bytes:
+        """``value[start:end]`` for 0 <= start <= end <= size, copying only that range."""
+        if len(self.parts) == 1:
+            return self.parts[0][start:end]
+        out: list[bytes] = []
+        at = 0
+        for part in self.parts:
+            if at >= end:
+                break
+            stop = at + len(part)
+            if stop > start:
+                out.append(part[max(0, start - at) : min(len(part), end - at)])
+            at = stop
+        return out[0] if len(out) == 1 else b"".join(out)
 
 
 @dataclass(slots=True)
@@ -37,21 +69,35 @@ class _Node:
 
 
 class _MemoryWriter(BackendWriter):
+    """Keeps each write as a part (a copy: the caller may reuse its buffer); writes smaller than
+    ``SMALL_WRITE`` are gathered into parts of at least that size first."""
+
     def __init__(self, cache: InMemoryCache, path: Path) -> None:
         self._cache = cache
         self._path = path
         self._parts: list[bytes] = []
+        self._small = bytearray()
+        self._size = 0
 
     async def write(self, data: memoryview) -> None:
-        self._parts.append(data.tobytes())
+        self._size += len(data)
+        if len(data) >= SMALL_WRITE and not self._small:
+            self._parts.append(data.tobytes())
+            return
+        self._small += data
+        if len(self._small) >= SMALL_WRITE:
+            self._parts.append(bytes(self._small))
+            self._small = bytearray()
 
     async def commit(self) -> None:
-        data = self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
-        self._parts = []
-        self._cache._set(self._path, data)
+        if self._small:
+            self._parts.append(bytes(self._small))
+        parts, self._parts, self._small = self._parts, [], bytearray()
+        self._cache._set(self._path, _Value(parts, self._size))
 
     async def abort(self) -> None:
         self._parts = []
+        self._small = bytearray()
 
 
 class InMemoryCache(Backend):
@@ -86,10 +132,10 @@ class InMemoryCache(Backend):
         node = self._node(path[:-1])
         return None if node is None else node.values.get(path[-1])
 
-    def _set(self, path: Path, data: bytes) -> None:
+    def _set(self, path: Path, value: _Value) -> None:
         node = self._node(path[:-1], create=True)
         assert node is not None
-        node.values[path[-1]] = _Value(data)
+        node.values[path[-1]] = value
 
     def _prune(self, prefix: Path) -> None:
         """Drop empty groups on the way up, so ``groups()`` lists only groups with values."""
@@ -103,7 +149,8 @@ class InMemoryCache(Backend):
 
     # -- primitives -----------------------------------------------------------------------------
     async def _put_bytes(self, path: Path, data: bytes | memoryview) -> None:
-        self._set(path, data if isinstance(data, bytes) else data.tobytes())
+        whole = data if isinstance(data, bytes) else data.tobytes()
+        self._set(path, _Value([whole] if whole else [], len(whole)))
 
     async def _open_writer(self, path: Path) -> BackendWriter:
         return _MemoryWriter(self, path)
@@ -112,31 +159,32 @@ class InMemoryCache(Backend):
         value = self._value(path)
         if value is None:
             raise missing(path)
-        return value.data
+        return value.whole()
 
     async def _stream(self, path: Path, chunk_size: int) -> AsyncIterator[bytes]:
         value = self._value(path)
         if value is None:
             raise missing(path)
-        data = value.data
-        if len(data) <= chunk_size:
-            yield data
-            return
-        view = memoryview(data)
-        for start in range(0, len(data), chunk_size):
-            yield view[start : start + chunk_size].tobytes()
+        for part in list(value.parts):  # a snapshot: a get() may join them meanwhile
+            if len(part) <= chunk_size:
+                yield part  # stream() regroups parts of another size into exact chunks
+                continue
+            view = memoryview(part)
+            for start in range(0, len(part), chunk_size):
+                yield view[start : start + chunk_size].tobytes()
 
     async def _read_range(self, path: Path, start: int, end: int | None) -> bytes:
         value = self._value(path)
         if value is None:
             raise missing(path)
-        return value.data[start:end]
+        stop = value.size if end is None else min(end, value.size)
+        return value.range(start, stop) if start < stop else b""
 
     async def _stat(self, path: Path) -> Stat | None:
         value = self._value(path)
         if value is None:
             return None
-        return Stat(size=len(value.data), checksum=_checksum.render(value.checksum()))
+        return Stat(size=value.size, checksum=_checksum.render(value.checksum()))
 
     async def _delete(self, path: Path) -> None:
         node = self._node(path[:-1])
