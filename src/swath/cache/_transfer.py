@@ -298,6 +298,18 @@ def _read_block(fd: int, buf: bytearray) -> bytearray:
 
 
 # -- reads ---------------------------------------------------------------------------------------
+async def received(content: Any) -> AsyncGenerator[bytes, None]:
+    """An aiohttp ``StreamReader``'s body as the pieces the connection received, never joined
+    (``read()`` joins them, a copy of its own). A broken or stalled connection raises aiohttp's
+    error, for the retry policy to judge."""
+    while True:
+        piece, _ = await content.readchunk()
+        if piece:
+            yield piece
+        elif content.at_eof():
+            return
+
+
 @dataclass(frozen=True, slots=True)
 class Checked:
     """A fetched range already cut into ``bytes`` pieces of at most the chunk size (yielded as
@@ -311,7 +323,7 @@ class Checked:
 
 
 async def ordered_reads(
-    first: Buffer | AsyncGenerator[bytes, None] | None,
+    first: Buffer | list[bytes] | AsyncGenerator[bytes, None] | None,
     start: int,
     total: int,
     step: int,
@@ -321,15 +333,15 @@ async def ordered_reads(
     expected: int | None,
     what: str,
 ) -> AsyncIterator[bytes]:
-    """Yield ``first`` (the value's bytes before ``start``: a buffer already read, or ``bytes``
-    pieces still arriving, passed on as they come), then the ranges ``[start, total)`` of ``step``
-    bytes fetched with ``fetch(begin, end)``, up to ``window`` in flight (from the start, while
-    ``first`` is still arriving), in order, as ``bytes`` pieces of at most ``chunk_size``. A
-    fetch returns a buffer, the pieces it received (joined here, chunk by chunk, as they are
-    yielded: a range waiting its turn holds no second copy), or a :class:`Checked` range. The
-    CRC32C of what goes by is computed one chunk behind in a worker thread (or taken from a
-    Checked range, in order) and checked against ``expected`` (if known) at the end. Leaving
-    early cancels and awaits every request in flight and closes ``first``."""
+    """Yield ``first`` (the value's bytes before ``start``: a buffer or the pieces received
+    already, or ``bytes`` pieces still arriving, passed on as they come), then the ranges
+    ``[start, total)`` of ``step`` bytes fetched with ``fetch(begin, end)``, up to ``window`` in
+    flight (from the start, while ``first`` is still arriving), in order, as ``bytes`` pieces of
+    at most ``chunk_size``. A fetch returns a buffer, the pieces it received (joined here, chunk
+    by chunk, as they are yielded: a range waiting its turn holds no second copy), or a
+    :class:`Checked` range. The CRC32C of what goes by is computed one chunk behind in a worker
+    thread (or taken from a Checked range, in order) and checked against ``expected`` (if known)
+    at the end. Leaving early cancels and awaits every request in flight and closes ``first``."""
     pending: deque[asyncio.Task[Buffer | Checked | list[bytes]]] = deque()
     crc = _RunningCrc()
     next_start = start

@@ -104,13 +104,24 @@ class _TransientError(CacheError):
 
 
 class _Response:
-    """What a request returns: status, headers and (already read) body."""
+    """What a request returns: status, headers and the body, read already: kept as the pieces
+    the connection received (a media range is handed on as they are) and joined on first use of
+    ``body``."""
 
-    def __init__(self, what: str, status: int, headers: Mapping[str, str], body: bytes) -> None:
+    def __init__(
+        self, what: str, status: int, headers: Mapping[str, str], received: list[bytes]
+    ) -> None:
         self.what = what
         self.status = status
         self.headers = headers
-        self.body = body
+        self.received = received
+        self.size = sum(map(len, received))
+
+    @property
+    def body(self) -> bytes:
+        if len(self.received) != 1:
+            self.received = [b"".join(self.received)]
+        return self.received[0]
 
     def json(self) -> dict[str, Any]:
         """The body as a JSON object; anything else is not a GCS answer."""
@@ -278,8 +289,9 @@ class GoogleStorageCache(_transfer.PartedBackend):
         data: Any = None,
         ok: Collection[int] = (200, 201, 204, 206),
     ) -> _Response:
-        """One attempt of one request; the body is read whole (callers ask only for JSON or one
-        chunk). Statuses in ``ok`` or 308 return; others raise ``ClientResponseError``."""
+        """One attempt of one request; the body is read whole, as the pieces received (callers
+        ask only for JSON or one chunk). Statuses in ``ok`` or 308 return; others raise
+        ``ClientResponseError``."""
         hdrs = {**(await self._headers()), **(headers or {})}
         async with self._http.request(
             method,
@@ -289,16 +301,16 @@ class GoogleStorageCache(_transfer.PartedBackend):
             data=data() if callable(data) else data,
             allow_redirects=False,  # a resumable session answers 308 "Resume Incomplete"
         ) as resp:
-            content = await resp.read()
+            received = [piece async for piece in _transfer.received(resp.content)]
+            answer = _Response(f"GCS {op} of {self._where(name)}", resp.status, resp.headers,
+                               received)  # fmt: skip
             if resp.status in ok or resp.status == 308:
-                return _Response(
-                    f"GCS {op} of {self._where(name)}", resp.status, resp.headers, content
-                )
+                return answer
             raise aiohttp.ClientResponseError(
                 resp.request_info,
                 resp.history,
                 status=resp.status,
-                message=content.decode("utf-8", "replace"),
+                message=answer.body.decode("utf-8", "replace"),
                 headers=resp.headers,
             )
 
@@ -515,19 +527,19 @@ class GoogleStorageCache(_transfer.PartedBackend):
             return
         total, generation, expected = await self._describe(name, first)
         if first.status == 200 or total <= step:
-            if len(first.body) != total:
+            if first.size != total:
                 raise self._error("read", name, "short read")
-        elif len(first.body) != step:
-            raise self._error("read", name, f"asked for {step} bytes, got {len(first.body)}")
+        elif first.size != step:
+            raise self._error("read", name, f"asked for {step} bytes, got {first.size}")
 
-        async def fetch(start: int, end: int) -> bytes:
+        async def fetch(start: int, end: int) -> list[bytes]:
             resp = await self._get_range("read", name, start, end - 1, generation)
-            if resp is None or len(resp.body) != end - start:
+            if resp is None or resp.size != end - start:
                 raise self._error("read", name, f"short read at offset {start}")
-            return resp.body
+            return resp.received
 
         async for piece in _transfer.ordered_reads(
-            first.body, len(first.body), total, step, self.max_concurrency, fetch,
+            first.received, first.size, total, step, self.max_concurrency, fetch,
             chunk_size, expected, repr(join(path)),
         ):  # fmt: skip
             yield piece
@@ -540,7 +552,7 @@ class GoogleStorageCache(_transfer.PartedBackend):
         generation = resp.headers.get("X-Goog-Generation")
         crc = _hash_header_crc(resp.headers.get("X-Goog-Hash"))
         if resp.status == 200:
-            total_text = str(len(resp.body))
+            total_text = str(resp.size)
         if crc is not None and generation and total_text.isdigit():
             return int(total_text), generation, crc
         meta = await self._metadata("read", name)

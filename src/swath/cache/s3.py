@@ -871,12 +871,8 @@ async def _received(body: Any) -> AsyncGenerator[bytes, None]:
     aiohttp's error, which the retry policy retries like botocore's."""
     content = getattr(getattr(body, "raw_stream", None), "content", None)
     if isinstance(content, aiohttp.StreamReader):
-        while True:
-            piece, _ = await content.readchunk()
-            if piece:
-                yield piece
-            elif content.at_eof():
-                return
+        async for piece in _transfer.received(content):
+            yield piece
     else:  # another HTTP backend
         while piece := await body.read(1 << 20):
             yield piece
