@@ -153,3 +153,24 @@ async def test_rechunk_cuts_any_pieces_into_exact_chunks(sizes: list[int], size:
     assert all(type(c) is bytes for c in out)
     assert all(len(c) == size for c in out[:-1])
     assert not out or 0 < len(out[-1]) <= size
+
+
+async def test_closing_rechunk_closes_its_source_at_once() -> None:
+    """Leaving a stream early (aclose) closes the backend's generator under rechunk there and
+    then, not when the garbage collector finalizes it: its connection is released and its reads
+    in flight are cancelled before aclose returns."""
+    closed: list[bool] = []
+
+    async def backend() -> AsyncGenerator[bytes, None]:
+        try:
+            for _ in range(10):
+                yield b"x" * 1000
+        finally:
+            closed.append(True)
+
+    source = backend()
+    stream = rechunk(source, 1000)
+    assert await anext(stream) == b"x" * 1000
+    await stream.aclose()
+    assert closed == [True]
+    del source  # still referenced until here: only aclose can have closed it

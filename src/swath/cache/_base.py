@@ -159,13 +159,21 @@ class Gather:
 async def rechunk(
     chunks: AsyncIterable[bytes | bytearray | memoryview], size: int
 ) -> AsyncGenerator[bytes, None]:
-    """Yield exactly ``size`` bytes per chunk (the last may be shorter), as :class:`Gather`."""
+    """Yield exactly ``size`` bytes per chunk (the last may be shorter), as :class:`Gather`.
+    Closing this generator closes ``chunks`` at once (a backend's stream then releases its
+    connection and cancels its reads in flight there and then, not when the garbage collector
+    gets to it)."""
     gather = Gather(size)
-    async for chunk in chunks:
-        for piece in gather.add(chunk):
+    try:
+        async for chunk in chunks:
+            for piece in gather.add(chunk):
+                yield piece
+        for piece in gather.rest():
             yield piece
-    for piece in gather.rest():
-        yield piece
+    finally:
+        close = getattr(chunks, "aclose", None)
+        if close is not None:
+            await close()
 
 
 async def _iterate(source: AsyncIterable[object] | Iterable[object]) -> AsyncIterator[object]:
