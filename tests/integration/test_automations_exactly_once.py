@@ -167,7 +167,6 @@ async def storage_round(
             await wait_for_jobs(client, OBJECTS)
             await asyncio.sleep(3 * poll_interval)  # a few more looks: nothing more fires
         jobs = await all_jobs(client)
-    jobs = await all_jobs(client)
     assert len(jobs) == OBJECTS
     assert sorted(j.name for j in jobs) == sorted(f"landing: {k}" for k in keys)
     for job in jobs:
