@@ -178,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         "versions": versions(),
         "rows": rows,
     }
+    took = payload["total_s"]  # this invocation's, also when merged into an earlier run
     if args.merge:
         payload = _merged(json.loads((out / "peers.json").read_text()), payload)
     (out / "peers.json").write_text(json.dumps(payload, indent=2) + "\n")
@@ -187,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table)
     print(f"wrote {out / 'peers.json'}, {out / 'peers.md'} and {len(charts)} charts "
-          f"in {payload['total_s']:.0f} s", file=sys.stderr)  # fmt: skip
+          f"in {took:.0f} s", file=sys.stderr)  # fmt: skip
     return 0
 
 
