@@ -34,20 +34,12 @@ async def drain(pieces: AsyncIterator[bytes]) -> int:
     return sum([len(piece) async for piece in pieces])
 
 
-async def readchunks(content: Any) -> AsyncIterator[bytes]:
-    while True:
-        piece, _ = await content.readchunk()
-        if piece:
-            yield piece
-        elif content.at_eof():
-            return
-
-
 async def rounds(server: Any, bucket: str, size: int, count: int) -> dict[str, list[float]]:
     import aiohttp
 
     from swath.cache import _checksum
     from swath.cache._base import rechunk
+    from swath.cache._transfer import received as readchunks
     from swath.cache.s3 import AmazonS3Cache
 
     url = server.client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": KEY})

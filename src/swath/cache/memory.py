@@ -81,18 +81,22 @@ class _MemoryWriter(BackendWriter):
 
     async def write(self, data: memoryview) -> None:
         self._size += len(data)
-        if len(data) >= SMALL_WRITE and not self._small:
+        if len(data) >= SMALL_WRITE:  # its own part (after what was gathered): one copy
+            self._flush()
             self._parts.append(data.tobytes())
             return
         self._small += data
         if len(self._small) >= SMALL_WRITE:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._small:
             self._parts.append(bytes(self._small))
             self._small = bytearray()
 
     async def commit(self) -> None:
-        if self._small:
-            self._parts.append(bytes(self._small))
-        parts, self._parts, self._small = self._parts, [], bytearray()
+        self._flush()
+        parts, self._parts = self._parts, []
         self._cache._set(self._path, _Value(parts, self._size))
 
     async def abort(self) -> None:

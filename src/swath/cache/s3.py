@@ -537,13 +537,7 @@ class AmazonS3Cache(_transfer.PartedBackend):
         response, total size). A body that breaks while being read is requested again under the
         retry policy; a 200 with Content-Range is accepted. The pieces are kept as they came,
         never joined here."""
-        params: dict[str, Any] = {"Range": f"bytes={start}-{'' if end is None else end - 1}"}
-        if if_match:
-            params["IfMatch"] = if_match
-        if start == 0 and end is None:
-            params = {"ChecksumMode": "ENABLED"}
-        elif start == 0:
-            params["ChecksumMode"] = "ENABLED"
+        params = _get_params(start, end, if_match)
 
         async def read(response: dict[str, Any]) -> tuple[list[bytes], dict[str, Any], int]:
             body = response["Body"]
@@ -585,14 +579,9 @@ class AmazonS3Cache(_transfer.PartedBackend):
         """GET ``[start, end)`` (``end=None``: to the end) with its body not yet read; returns
         (response, total size, first byte). Only the request is retried here: the body is the
         caller's to read (and to close)."""
-        params: dict[str, Any] = {"Range": f"bytes={start}-{'' if end is None else end - 1}"}
-        if if_match:
-            params["IfMatch"] = if_match
-        if start == 0:  # the answer that carries the recorded checksum
-            params["ChecksumMode"] = "ENABLED"
-            if end is None:
-                del params["Range"]
-        response: dict[str, Any] = await self._request("GetObject", name, **params)
+        response: dict[str, Any] = await self._request(
+            "GetObject", name, **_get_params(start, end, if_match)
+        )
         try:
             self._etag("GetObject", name, response)
         except BaseException:
@@ -681,11 +670,7 @@ class AmazonS3Cache(_transfer.PartedBackend):
             try:
                 response, _, first = await self._open_get(name, at, end, if_match=etag)
             except ClientError as exc:
-                if _is_missing(exc) or _error_code(exc) in _REPLACED:
-                    raise CacheError(
-                        f"S3 object {self._where(name)} was replaced or deleted while being read"
-                    ) from exc
-                raise self._failure("GetObject", name, exc) from exc
+                raise self._pinned_failure(name, exc) from exc
             if first != at:
                 response["Body"].close()
                 raise CacheError(
@@ -698,15 +683,18 @@ class AmazonS3Cache(_transfer.PartedBackend):
             received, _, _ = await self._get(name, start, end, if_match=etag)
             return received
         except ClientError as exc:
-            if _is_missing(exc) or _error_code(exc) in _REPLACED:
-                raise CacheError(
-                    f"S3 object {self._where(name)} was replaced or deleted while being read"
-                ) from exc
-            raise self._failure("GetObject", name, exc) from exc
+            raise self._pinned_failure(name, exc) from exc
+
+    def _pinned_failure(self, name: str, exc: ClientError) -> CacheError:
+        """The error of a GET pinned to the ETag of the object being read."""
+        if _is_missing(exc) or _error_code(exc) in _REPLACED:
+            return CacheError(
+                f"S3 object {self._where(name)} was replaced or deleted while being read"
+            )
+        return self._failure("GetObject", name, exc)
 
     async def _read_all(self, path: Path) -> bytes:
-        parts = [chunk async for chunk in self._stream(path, self.part_size)]
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        return _joined([chunk async for chunk in self._stream(path, self.part_size)])
 
     async def _read_range(self, path: Path, start: int, end: int | None) -> bytes:
         name = self._name(path)
@@ -876,6 +864,19 @@ async def _received(body: Any) -> AsyncGenerator[bytes, None]:
     else:  # another HTTP backend
         while piece := await body.read(1 << 20):
             yield piece
+
+
+def _get_params(start: int, end: int | None, if_match: str | None) -> dict[str, Any]:
+    """GetObject's parameters for ``[start, end)`` (``end=None``: to the end). The answer from
+    byte 0 asks for the recorded checksum; all of an object is asked for without a Range."""
+    params: dict[str, Any] = {"Range": f"bytes={start}-{'' if end is None else end - 1}"}
+    if if_match:
+        params["IfMatch"] = if_match
+    if start == 0:
+        params["ChecksumMode"] = "ENABLED"
+        if end is None:
+            del params["Range"]
+    return params
 
 
 def _joined(received: list[bytes]) -> bytes:
