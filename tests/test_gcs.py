@@ -149,13 +149,15 @@ async def test_rejected_credentials_are_a_clear_error_on_enter(proxy: FaultProxy
 
 
 # -- uploads -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("parts", [40, 70])
 async def test_composite_upload_parts_are_hidden_then_deleted(
-    gcs_server: GcsServer, gcs_bucket: str
+    gcs_server: GcsServer, gcs_bucket: str, parts: int
 ) -> None:
     """While a parallel composite upload is open its parts exist as hidden temporary objects that
-    no listing shows; after commit the value is whole (composed in a tree: 40 parts > 32), its
-    checksum is the CRC32C of the whole value and no part is left."""
-    data = data_of(40 * 256 * KIB - 1000)
+    no listing shows; after commit the value is whole (composed in a tree: more than 32 parts,
+    some merged into intermediates and the rest composed as they are, in order), its checksum is
+    the CRC32C of the whole value and no part is left."""
+    data = data_of(parts * 256 * KIB - 1000)
     async with GoogleStorageCache(gcs_bucket, prefix="", chunk_size=256 * KIB) as cache:
         async with cache.group("job").open_write("big") as w:
             for i in range(0, len(data), 100 * KIB):

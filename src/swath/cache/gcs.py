@@ -652,6 +652,33 @@ class GoogleStorageCache(_transfer.PartedBackend):
                 )
 
 
+def compose_groups(count: int) -> list[tuple[int, int]]:
+    """Which of ``count`` consecutive sources to compose into intermediate objects at one level
+    of a composite upload: ``[start, end)`` runs, in order, of 2 to ``MAX_COMPOSE`` sources.
+
+    A compose copies its sources (the emulator copies every byte; GCS charges one operation a
+    call), so a level merges only as many sources as the final compose needs to take at most
+    ``MAX_COMPOSE``: ``k`` groups of ``r + k`` sources in all remove ``r = count - MAX_COMPOSE``,
+    split evenly so they compose at once. 64 parts: two groups of 17 (34 parts copied twice,
+    30 once), where 32-source groups copied all 64 twice. Above ``MAX_COMPOSE`` x
+    ``MAX_COMPOSE`` sources one level cannot get there: it merges runs of ``MAX_COMPOSE``."""
+    if count <= MAX_COMPOSE:
+        return []
+    excess = count - MAX_COMPOSE
+    k = -(-excess // (MAX_COMPOSE - 1))  # each group of g sources removes g - 1
+    if k > MAX_COMPOSE:  # too many for one level: full groups, and another level after
+        runs = [(i, min(i + MAX_COMPOSE, count)) for i in range(0, count, MAX_COMPOSE)]
+        return [(start, end) for start, end in runs if end - start > 1]
+    merged = excess + k
+    size, extra = divmod(merged, k)
+    groups, start = [], 0
+    for i in range(k):
+        end = start + size + (1 if i < extra else 0)
+        groups.append((start, end))
+        start = end
+    return groups
+
+
 class _GcsUpload(_transfer.PartTarget):
     """One value's upload: a multipart upload if it fits one chunk; else a parallel composite
     upload (``max_concurrency > 1``) or a resumable session (``max_concurrency == 1``)."""
@@ -746,15 +773,22 @@ class _GcsUpload(_transfer.PartTarget):
                     failures.append(self._named(exc, "compose"))
 
         while len(sources) > MAX_COMPOSE:
-            groups = [sources[i : i + MAX_COMPOSE] for i in range(0, len(sources), MAX_COMPOSE)]
+            groups = compose_groups(len(sources))
             names = [f"{self._tmp_dir}c{level}-{i:06d}" for i in range(len(groups))]
             self._temps.extend(names)
             async with anyio.create_task_group() as tg:
-                for target, srcs in zip(names, groups, strict=True):
-                    tg.start_soon(one, target, srcs)
+                for target, (start, end) in zip(names, groups, strict=True):
+                    tg.start_soon(one, target, sources[start:end])
             if failures:
                 raise failures[0]
-            sources = names
+            # each group becomes one source; the sources between and after the groups stay
+            merged: list[str] = []
+            done = 0
+            for target, (start, end) in zip(names, groups, strict=True):
+                merged += sources[done:start]
+                merged.append(target)
+                done = end
+            sources = merged + sources[done:]
             level += 1
         return await cache._compose("put", self._name, sources)
 
