@@ -8,8 +8,10 @@ Needs the bench extra (`pip install -e '.[bench]'`: tilebox-workflows, aiofiles)
 in its own process, so peak RSS and CPU seconds are its own. "CPU s/GB" is the whole process's
 (for a Python case it includes starting the interpreter and its imports: about 0.2 CPU s for
 swath, 0.4 CPU s/GB at 512 MiB); "timed" is the CPU of the timed section only (all threads),
-the figure to compare with dd and cat, whose start costs nothing. Prints a table, writes
-benchmarks/results/cache_local.json.
+the figure to compare with dd and cat, whose start costs nothing. The read group also runs a
+floor: a bare one-thread loop of ``os.pread`` into fresh 8 MiB ``bytes`` plus their CRC32C, the
+least any verified read of new chunks costs (cat checks nothing and reuses one small buffer).
+Prints a table, writes benchmarks/results/cache_local.json.
 """
 
 from __future__ import annotations
@@ -132,6 +134,23 @@ async def aiofiles_read(directory: str, size: int) -> None:
     report(time.perf_counter() - t0, n, base, cpu_section=time.process_time() - c0)
 
 
+def floor_read_crc(directory: str, size: int) -> None:
+    """What any verified read of fresh ``bytes`` costs at least: a bare loop, one thread, no
+    event loop, ``os.pread`` of 8 MiB into new ``bytes`` and the CRC32C of each. cat needs
+    neither the checksum nor new memory per chunk (it reuses one small buffer)."""
+    import crc32c
+
+    fd = os.open(os.path.join(directory, "naive.bin"), os.O_RDONLY)
+    base = rss_now()
+    t0, c0 = time.perf_counter(), time.process_time()
+    n = crc = 0
+    while chunk := os.pread(fd, CHUNK, n):
+        crc = crc32c.crc32c(chunk, crc)
+        n += len(chunk)
+    report(time.perf_counter() - t0, n, base, cpu_section=time.process_time() - c0)
+    os.close(fd)
+
+
 async def memory_put_get(kind: str, size: int) -> None:
     from swath import InMemoryCache
 
@@ -151,6 +170,7 @@ CASES = {
     "tilebox_read": tilebox_read,
     "aiofiles_write": lambda d, s: asyncio.run(aiofiles_write(d, s)),
     "aiofiles_read": lambda d, s: asyncio.run(aiofiles_read(d, s)),
+    "floor_read_crc": floor_read_crc,
     "memory_bytes": lambda d, s: asyncio.run(memory_put_get("bytes", s)),
     "memory_bytearray": lambda d, s: asyncio.run(memory_put_get("bytearray", s)),
 }
@@ -247,7 +267,12 @@ def main() -> None:
                     lambda: case("tilebox_read", tb_dir),
                     "whole blob",
                 ),
-                ("naive aiofiles read", lambda: case("aiofiles_read"), ""),
+                ("naive aiofiles read", lambda: case("aiofiles_read"), "no checksum"),
+                (
+                    "floor: pread + CRC32C, one thread",
+                    lambda: case("floor_read_crc"),
+                    "bare loop, fresh bytes",
+                ),
             ],
             args.repeat,
         )
