@@ -227,6 +227,37 @@ async def test_failed_upload_leaves_no_object_and_no_parts(
         assert tmp_objects(gcs_server, gcs_bucket) == []
 
 
+@pytest.mark.parametrize("rejected", ["intermediate", "final"])
+async def test_failed_compose_tree_leaves_no_intermediates(
+    gcs_server: GcsServer, gcs_bucket: str, proxy: FaultProxy, rejected: str
+) -> None:
+    """40 parts need a level of intermediate objects before the final compose. Whichever compose
+    the server rejects (an intermediate one, or the final one after the intermediates were
+    made), the put fails with the server's answer, the previous value stays, and neither parts
+    nor intermediates are left."""
+    data = data_of(40 * 256 * KIB)
+    async with fast_retries(GoogleStorageCache(gcs_bucket, chunk_size=256 * KIB)) as cache:
+        await cache.put("k", b"old")
+        composes: list[str] = []
+
+        def reject(req: web.Request, body: bytes) -> web.StreamResponse | None:
+            if not req.path.endswith("/compose"):
+                return None
+            intermediate = "swath-tmp" in req.path
+            composes.append("intermediate" if intermediate else "final")
+            if intermediate == (rejected == "intermediate"):
+                return web.Response(status=403, text="no compose for you")
+            return None
+
+        proxy.rules.append(reject)
+        with pytest.raises(CacheError, match=r"HTTP 403"):
+            await cache.put("k", data)
+        assert "intermediate" in composes
+        assert composes[-1] == rejected
+        assert await cache.get("k") == b"old"
+        assert tmp_objects(gcs_server, gcs_bucket) == []
+
+
 async def test_cancelled_upload_leaves_no_object_and_no_parts(
     gcs_server: GcsServer, gcs_bucket: str, proxy: FaultProxy
 ) -> None:
