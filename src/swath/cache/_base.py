@@ -119,6 +119,11 @@ def is_buffer(value: object) -> bool:
     return True
 
 
+def joined(pieces: list[bytes]) -> bytes:
+    """The pieces as one ``bytes``: a single piece as it is, more joined with one copy."""
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+
 class Gather:
     """Cuts pieces of any size into ``bytes`` of exactly ``size`` (the last may be shorter): a
     ``bytes`` piece of the right size passes through without a copy; any other output is joined
@@ -543,8 +548,7 @@ class Backend(CacheAPI, abc.ABC):
             raise
 
     async def _read_all(self, path: Path) -> bytes:
-        parts = [chunk async for chunk in self._stream(path, DEFAULT_CHUNK_SIZE)]
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        return joined([chunk async for chunk in self._stream(path, DEFAULT_CHUNK_SIZE)])
 
     async def _put_file(self, path: Path, src: str) -> int:
         writer = await self._open_writer(path)

@@ -52,7 +52,7 @@ from gcloud.aio.storage.storage import SCOPES, init_api_root
 
 from swath._urls import refuse_credentials
 from swath.cache import _checksum, _transfer
-from swath.cache._base import Stat, StoredObject, missing
+from swath.cache._base import Stat, StoredObject, joined, missing
 from swath.cache._retry import GaveUp
 from swath.cache.keys import Path, join, object_name
 from swath.errors import CacheError, ChecksumMismatchError, InvalidKeyError, KeyNotFoundError
@@ -120,7 +120,7 @@ class _Response:
     @property
     def body(self) -> bytes:
         if len(self.received) != 1:
-            self.received = [b"".join(self.received)]
+            self.received = [joined(self.received)]
         return self.received[0]
 
     def json(self) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from swath.cache import _checksum
-from swath.cache._base import Backend, BackendWriter, Stat, missing
+from swath.cache._base import Backend, BackendWriter, Stat, joined, missing
 from swath.cache.keys import Path
 
 SMALL_WRITE = 256 << 10  # writes below this are gathered before they become a part
@@ -40,8 +40,8 @@ class _Value:
         """The value as one ``bytes``: joined on the first call (the user asked for bytes) and
         kept that way, so that the parts are released."""
         if len(self.parts) != 1:
-            self.parts = [b"".join(self.parts)]
-        return self.parts[0] if self.parts else b""
+            self.parts = [joined(self.parts)]
+        return self.parts[0]
 
     def range(self, start: int, end: int) -> bytes:
         """``value[start:end]`` for 0 <= start <= end <= size, copying only that range."""
@@ -56,7 +56,7 @@ class _Value:
             if stop > start:
                 out.append(part[max(0, start - at) : min(len(part), end - at)])
             at = stop
-        return out[0] if len(out) == 1 else b"".join(out)
+        return joined(out)
 
 
 @dataclass(slots=True)

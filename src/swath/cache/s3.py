@@ -49,7 +49,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from swath._urls import refuse_credentials
 from swath.cache import _checksum, _transfer
-from swath.cache._base import Stat, StoredObject, missing, rechunk
+from swath.cache._base import Stat, StoredObject, joined, missing, rechunk
 from swath.cache._checksum import crc32c_combine
 from swath.cache._retry import GaveUp
 from swath.cache.keys import Path, join, object_name, split_key
@@ -549,7 +549,7 @@ class AmazonS3Cache(_transfer.PartedBackend):
             if first != start and "Range" in params:
                 if first == 0 and "ContentRange" not in response:
                     # the server ignored Range: slice
-                    received = [b"".join(received)[start : size if end is None else end]]
+                    received = [joined(received)[start : size if end is None else end]]
                     size = len(received[0])
                 else:
                     raise _ShortRead(f"asked for byte {start}, got {first}")
@@ -694,14 +694,14 @@ class AmazonS3Cache(_transfer.PartedBackend):
         return self._failure("GetObject", name, exc)
 
     async def _read_all(self, path: Path) -> bytes:
-        return _joined([chunk async for chunk in self._stream(path, self.part_size)])
+        return joined([chunk async for chunk in self._stream(path, self.part_size)])
 
     async def _read_range(self, path: Path, start: int, end: int | None) -> bytes:
         name = self._name(path)
         self._require_client()
         try:
             received, _, _ = await self._get(name, start, end)
-            return _joined(received)
+            return joined(received)
         except ClientError as exc:
             if _is_missing(exc):
                 raise missing(path) from None
@@ -877,10 +877,6 @@ def _get_params(start: int, end: int | None, if_match: str | None) -> dict[str, 
         if end is None:
             del params["Range"]
     return params
-
-
-def _joined(received: list[bytes]) -> bytes:
-    return received[0] if len(received) == 1 else b"".join(received)
 
 
 @functools.cache
